@@ -1,0 +1,89 @@
+"""The one place errors become HTTP: RFC 9457 problem+json with a stable ``code``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from quarry.errors import QuarryError, Unauthenticated
+
+PROBLEM = "application/problem+json"
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, request_id: str | None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"urn:quarry:error:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def problem(
+    request: Request, status: int, code: str, title: str, detail: str, **extra: Any
+) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    return problem_response(status, code, title, detail, request_id, **extra)
+
+
+async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuarryError)
+    if exc.status >= 500:
+        log.error("request failed", code=exc.code, detail=exc.detail)
+    elif not isinstance(exc, Unauthenticated):
+        log.info("request refused", code=exc.code, detail=exc.detail)
+    return problem(request, exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"] if part != "body") or "body",
+            "message": error["msg"],
+        }
+        for error in exc.errors()
+    ]
+    fields = ", ".join(error["field"] for error in errors)
+    return problem(
+        request,
+        422,
+        "validation_error",
+        "Invalid request",
+        f"invalid value for {fields}",
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(QuarryError, _quarry_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    # Anything else is caught by RequestIdMiddleware, which answers 500 with the request id.

@@ -1,0 +1,83 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from quarry.api.deps import RuntimeDep
+from quarry.db import migrate
+from quarry.modelfiles import check_models
+from quarry.runtime import Runtime
+
+router = APIRouter(tags=["health"])
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, Check]
+
+
+@router.get("/health", summary="The process is up (no dependencies checked)")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Ready to serve: database, migrations, a live worker and loadable models",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
+)
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    checks = await readiness(runtime)
+    ok = all(check.ok for check in checks.values())
+    body = Readiness(status="ready" if ok else "not_ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+async def readiness(runtime: Runtime) -> dict[str, Check]:
+    checks: dict[str, Check] = {}
+    try:
+        async with asyncio.timeout(runtime.settings.db_connect_timeout):
+            async with runtime.db.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+                state = await migrate.status(conn)
+                heartbeat = await runtime.db.fetch_one("jobs.last_heartbeat", conn)
+    except Exception as exc:
+        reason = f"unreachable: {type(exc).__name__}: {exc}".strip()
+        checks["database"] = Check(ok=False, detail=reason)
+        checks["migrations"] = Check(ok=False, detail="unknown: database unreachable")
+        checks["worker"] = Check(ok=False, detail="unknown: database unreachable")
+    else:
+        checks["database"] = Check(ok=True, detail="reachable")
+        checks["migrations"] = Check(ok=state.current, detail=state.describe())
+        checks["worker"] = _worker_check(heartbeat, runtime.settings.ready_worker_stale_after)
+    models = await asyncio.to_thread(check_models, runtime.settings)
+    checks["models"] = Check(
+        ok=all(m.ok for m in models),
+        detail="; ".join(f"{m.name}: {m.detail} ({m.path})" for m in models),
+    )
+    return checks
+
+
+def _worker_check(heartbeat: dict[str, Any] | None, stale_after: float) -> Check:
+    age = heartbeat["age_s"] if heartbeat else None
+    if age is None:
+        return Check(ok=False, detail="no worker has registered: start `quarry worker`")
+    if age > stale_after:
+        return Check(ok=False, detail=f"last worker heartbeat {age:.0f}s ago")
+    return Check(
+        ok=True,
+        detail=f"{heartbeat['workers'] if heartbeat else 0} worker(s), "
+        f"last heartbeat {age:.1f}s ago",
+    )

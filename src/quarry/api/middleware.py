@@ -1,0 +1,73 @@
+"""Request ids and access logs, as plain ASGI middleware (no buffering of streamed bodies)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from quarry.api.errors import problem_response
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = structlog.get_logger("quarry.access")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the caller's X-Request-ID when sane), echo it on the
+    response, bind it to every log line written while handling the request, and log one
+    access line when the response starts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=message["status"],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("unhandled error", method=scope["method"], path=scope["path"])
+                if response_started:
+                    raise
+                response = problem_response(
+                    500,
+                    "internal_error",
+                    "Internal error",
+                    "an unexpected error occurred",
+                    request_id,
+                )
+                await response(scope, receive, send_with_id)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1")
+            return text if _SAFE_ID.match(text) else None
+    return None

@@ -1,0 +1,83 @@
+"""Projects and memberships. ``{project}`` is a project's id or its name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, Field
+
+from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.tenancy.models import Member, Project, Role
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+ProjectRef = Annotated[str, Path(description="the project's id or name")]
+UserRef = Annotated[str, Path(description="the user's id or name")]
+
+
+class ProjectCreate(BaseModel):
+    name: str = Field(description="a unique slug: lower-case letters, digits and '-'")
+    description: str = Field(default="", max_length=10_000)
+
+
+class ProjectUpdate(BaseModel):
+    name: str | None = Field(default=None, description="a new unique slug")
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class MemberSet(BaseModel):
+    role: Role
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a project (you own it)")
+async def create_project(body: ProjectCreate, rt: RuntimeDep, me: PrincipalDep) -> Project:
+    return await rt.projects.create(me, body.name, body.description)
+
+
+@router.get("", summary="List your projects (an admin sees all)")
+async def list_projects(rt: RuntimeDep, me: PrincipalDep) -> list[Project]:
+    return await rt.projects.list_for(me)
+
+
+@router.get("/{project}", summary="Read a project")
+async def get_project(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> Project:
+    return await rt.projects.resolve(me, project)
+
+
+@router.patch("/{project}", summary="Rename or describe a project (owner)")
+async def update_project(
+    project: ProjectRef, body: ProjectUpdate, rt: RuntimeDep, me: PrincipalDep
+) -> Project:
+    return await rt.projects.update(me, project, name=body.name, description=body.description)
+
+
+@router.delete(
+    "/{project}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a project and everything in it (owner)",
+)
+async def delete_project(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> None:
+    await rt.projects.delete(me, project)
+
+
+@router.get("/{project}/members", summary="List a project's members")
+async def list_members(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> list[Member]:
+    return await rt.projects.members(me, project)
+
+
+@router.put("/{project}/members/{user}", summary="Add a member or change their role (owner)")
+async def set_member(
+    project: ProjectRef, user: UserRef, body: MemberSet, rt: RuntimeDep, me: PrincipalDep
+) -> Member:
+    return await rt.projects.set_member(me, project, user, body.role)
+
+
+@router.delete(
+    "/{project}/members/{user}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a member (owner, or yourself); a project keeps at least one owner",
+)
+async def remove_member(
+    project: ProjectRef, user: UserRef, rt: RuntimeDep, me: PrincipalDep
+) -> None:
+    await rt.projects.remove_member(me, project, user)

@@ -1,0 +1,75 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from quarry import __version__
+from quarry.api import health, jobs, projects, users
+from quarry.api.errors import install_error_handlers
+from quarry.api.middleware import RequestIdMiddleware
+from quarry.runtime import Runtime, open_runtime
+from quarry.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+quarry ingests a team's documents, keeps them searchable with hybrid search, and answers
+questions over them with cited, streamed answers.
+
+Authenticate with an API key: `Authorization: Bearer qk_...`. Everything except `/health` and
+`/ready` needs one. Errors are `application/problem+json` with a stable `code`. A project you
+cannot access answers 404, exactly like one that does not exist.
+"""
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Given a runtime, the app uses it; otherwise it opens its own at start."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            rt = runtime
+            if rt is None:
+                rt = await stack.enter_async_context(open_runtime(settings))
+            app.state.runtime = rt
+            if settings.run_worker_in_process:
+                await stack.enter_async_context(_in_process_worker(rt))
+            yield
+
+    app = FastAPI(
+        title="quarry",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (health.router, users.router, projects.router, jobs.router):
+        app.include_router(router)
+    return app
+
+
+@asynccontextmanager
+async def _in_process_worker(rt: Runtime) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        rt.jobs.run_worker(
+            concurrency=rt.settings.worker_concurrency,
+            heartbeat_interval=rt.settings.worker_heartbeat_interval,
+            install_signal_handlers=False,
+            name="in-process",
+        ),
+        name="quarry-worker",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

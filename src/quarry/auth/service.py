@@ -1,0 +1,99 @@
+"""API keys as a service: create, list, revoke, authenticate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from quarry.auth import keys
+from quarry.db.database import Conn, Database
+from quarry.errors import (
+    ApiKeyNotFound,
+    ExpiredApiKey,
+    InvalidApiKey,
+    InvalidInput,
+    MissingApiKey,
+    RevokedApiKey,
+)
+from quarry.tenancy.models import ApiKey, CreatedApiKey, Principal
+
+
+class ApiKeys:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        *,
+        name: str = "",
+        expires_at: datetime | None = None,
+        conn: Conn | None = None,
+    ) -> CreatedApiKey:
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidInput("expires_at must carry a time zone", field="expires_at")
+            if expires_at <= datetime.now(UTC):
+                raise InvalidInput("expires_at must be in the future", field="expires_at")
+        new = keys.generate()
+        row = await self.db.fetch_one(
+            "api_keys.create",
+            conn,
+            user_id=user_id,
+            name=name,
+            prefix=new.prefix,
+            secret_hash=new.hash,
+            expires_at=expires_at,
+        )
+        assert row is not None
+        return CreatedApiKey(key=ApiKey(**row), secret=new.secret)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """Turn an ``Authorization`` header value into a Principal, or raise a 401 error."""
+        if not authorization or not authorization.strip():
+            raise MissingApiKey("send an API key as 'Authorization: Bearer <key>'")
+        scheme, _, key = authorization.strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise InvalidApiKey("the Authorization header must be 'Bearer <key>'")
+        return await self.authenticate_key(key)
+
+    async def authenticate_key(self, key: str) -> Principal:
+        prefix = keys.prefix_of(key)
+        if prefix is None:
+            raise InvalidApiKey("the API key is malformed")
+        row = await self.db.fetch_one("api_keys.get_for_auth", prefix=prefix)
+        if row is None or not keys.matches(key, bytes(row["secret_hash"])):
+            raise InvalidApiKey("the API key is not valid")
+        if row["revoked_at"] is not None:
+            raise RevokedApiKey("the API key has been revoked")
+        if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+            raise ExpiredApiKey("the API key has expired")
+        await self.db.execute("api_keys.touch", key_id=row["id"])
+        return Principal(
+            user_id=row["user_id"],
+            user_name=row["user_name"],
+            is_admin=row["is_admin"],
+            key_id=row["id"],
+        )
+
+    async def list_for(self, user_id: uuid.UUID) -> list[ApiKey]:
+        rows = await self.db.fetch_all("api_keys.list_for_user", user_id=user_id)
+        return [ApiKey(**row) for row in rows]
+
+    async def find(self, actor: Principal, ref: str) -> ApiKey:
+        """A key by id or visible prefix that the actor may manage (own keys; admins: all)."""
+        row = None
+        try:
+            row = await self.db.fetch_one("api_keys.get", key_id=uuid.UUID(ref))
+        except ValueError:
+            row = await self.db.fetch_one("api_keys.get_by_prefix", prefix=ref)
+        if row is None or (row["user_id"] != actor.user_id and not actor.is_admin):
+            raise ApiKeyNotFound(f"no API key {ref!r}")
+        return ApiKey(**row)
+
+    async def revoke(self, actor: Principal, ref: str) -> ApiKey:
+        key = await self.find(actor, ref)
+        row = await self.db.fetch_one("api_keys.revoke", key_id=key.id)
+        assert row is not None
+        return ApiKey(**row)

@@ -1,0 +1,1 @@
+"""Postgres: the single store. Pool, migrations, named queries, the embedded server."""

@@ -1,0 +1,120 @@
+"""The connection pool and the named-query helpers every service uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from quarry.db.queries import Queries
+
+Conn = AsyncConnection[DictRow]
+MIN_SERVER_VERSION = 150000
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why and what to do."""
+
+
+class Database:
+    """A pool plus the named queries; the one way services talk to Postgres."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], queries: Queries) -> None:
+        self.pool = pool
+        self.queries = queries
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetch_one(
+        self, query: str, conn: Conn | None = None, /, **params: Any
+    ) -> dict[str, Any] | None:
+        async with self._conn(conn) as c:
+            cur = await c.execute(self.queries[query], params)
+            return await cur.fetchone()
+
+    async def fetch_all(
+        self, query: str, conn: Conn | None = None, /, **params: Any
+    ) -> list[DictRow]:
+        async with self._conn(conn) as c:
+            cur = await c.execute(self.queries[query], params)
+            return await cur.fetchall()
+
+    async def execute(self, query: str, conn: Conn | None = None, /, **params: Any) -> int:
+        """Run a statement; return the number of rows it touched."""
+        async with self._conn(conn) as c:
+            cur = await c.execute(self.queries[query], params)
+            return cur.rowcount
+
+    @asynccontextmanager
+    async def _conn(self, conn: Conn | None) -> AsyncIterator[Conn]:
+        if conn is not None:
+            yield conn
+        else:
+            async with self.pool.connection() as pooled:
+                yield pooled
+
+
+def describe_address(url: str) -> str:
+    """host:port/database of a URL, without credentials, for messages."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host", ["localhost"])[0])
+    port = parts.port or 5432
+    database = parts.path.lstrip("/") or "(default)"
+    return f"{host}:{port}/{database}"
+
+
+async def check_server(url: str, connect_timeout: float) -> None:
+    """Fail fast, with the address, when the server is unreachable or unfit for quarry."""
+    address = describe_address(url)
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, connect_timeout=max(1, int(connect_timeout))
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise StartupError(
+            f"cannot connect to Postgres at {address}: {reason}\n"
+            "  fix: start that server, or correct QUARRY_DATABASE_URL "
+            "(unset it to use the embedded database)."
+        ) from None
+    async with conn:
+        version = conn.info.server_version
+        if version < MIN_SERVER_VERSION:
+            raise StartupError(
+                f"Postgres at {address} is version {version // 10000}; quarry needs 15 or newer."
+            )
+        cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        if await cur.fetchone() is None:
+            raise StartupError(
+                f"Postgres at {address} does not have the pgvector extension ('vector').\n"
+                "  fix: install pgvector on that server (for example the postgresql-NN-pgvector "
+                "package), or unset QUARRY_DATABASE_URL to use the embedded database."
+            )
+
+
+async def open_pool(
+    url: str, *, min_size: int, max_size: int, wait_s: float
+) -> AsyncConnectionPool[Conn]:
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=wait_s,
+        kwargs={"row_factory": dict_row},
+        connection_class=AsyncConnection[DictRow],
+        check=AsyncConnectionPool.check_connection,
+        name="quarry",
+    )
+    await pool.open(wait=True, timeout=wait_s)
+    return pool

@@ -1,0 +1,17 @@
+-- name: get
+-- Procrastinate's job, scoped to the project through its arguments, with quarry's result.
+SELECT j.id, j.task_name, j.status::text AS status, j.attempts, j.queue_name,
+       j.scheduled_at, r.result, r.finished_at
+FROM procrastinate_jobs j
+LEFT JOIN job_results r ON r.job_id = j.id AND r.project_id = %(project_id)s
+WHERE j.id = %(job_id)s AND j.args ->> 'project_id' = %(project_id)s::text;
+
+-- name: save_result
+INSERT INTO job_results (job_id, project_id, result)
+VALUES (%(job_id)s, %(project_id)s, %(result)s)
+ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, finished_at = now();
+
+-- name: last_heartbeat
+SELECT extract(epoch FROM now() - max(last_heartbeat))::float8 AS age_s,
+       count(*) AS workers
+FROM procrastinate_workers;

@@ -1,0 +1,40 @@
+-- name: create
+INSERT INTO projects (name, description, created_by)
+VALUES (%(name)s, %(description)s, %(created_by)s)
+RETURNING id, name, description, created_by, created_at, updated_at;
+
+-- name: get_by_id
+SELECT id, name, description, created_by, created_at, updated_at
+FROM projects WHERE id = %(project_id)s;
+
+-- name: get_by_name
+SELECT id, name, description, created_by, created_at, updated_at
+FROM projects WHERE name = %(name)s;
+
+-- name: role_of
+SELECT role::text AS role FROM memberships
+WHERE project_id = %(project_id)s AND user_id = %(user_id)s;
+
+-- name: list_for_user
+SELECT p.id, p.name, p.description, p.created_by, p.created_at, p.updated_at, m.role::text AS role
+FROM projects p JOIN memberships m ON m.project_id = p.id
+WHERE m.user_id = %(user_id)s
+ORDER BY p.name;
+
+-- name: list_all
+SELECT p.id, p.name, p.description, p.created_by, p.created_at, p.updated_at,
+       m.role::text AS role
+FROM projects p
+LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = %(user_id)s
+ORDER BY p.name;
+
+-- name: update
+UPDATE projects
+SET name = coalesce(%(name)s, name),
+    description = coalesce(%(description)s, description),
+    updated_at = now()
+WHERE id = %(project_id)s
+RETURNING id, name, description, created_by, created_at, updated_at;
+
+-- name: delete
+DELETE FROM projects WHERE id = %(project_id)s;

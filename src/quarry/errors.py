@@ -1,0 +1,117 @@
+"""Domain errors. Services raise these; one API handler maps them to problem+json.
+
+Each error has a stable ``code`` (part of the API contract; clients switch on it) and the HTTP
+status it maps to. Services never raise HTTP exceptions themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class QuarryError(Exception):
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(QuarryError):
+    code = "invalid_input"
+    status = 422
+    title = "Invalid input"
+
+
+class Unauthenticated(QuarryError):
+    code = "unauthenticated"
+    status = 401
+    title = "Authentication required"
+
+
+class MissingApiKey(Unauthenticated):
+    code = "missing_api_key"
+
+
+class InvalidApiKey(Unauthenticated):
+    code = "invalid_api_key"
+    title = "Invalid API key"
+
+
+class ExpiredApiKey(Unauthenticated):
+    code = "api_key_expired"
+    title = "API key expired"
+
+
+class RevokedApiKey(Unauthenticated):
+    code = "api_key_revoked"
+    title = "API key revoked"
+
+
+class Forbidden(QuarryError):
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(QuarryError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class ProjectNotFound(NotFound):
+    """Also raised when the project exists but the caller has no access: ids do not leak."""
+
+    code = "project_not_found"
+    title = "Project not found"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    title = "User not found"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+    title = "Job not found"
+
+
+class Conflict(QuarryError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class ProjectNameTaken(Conflict):
+    code = "project_name_taken"
+    title = "Project name taken"
+
+
+class LastOwner(Conflict):
+    code = "last_owner"
+    title = "A project needs an owner"
+
+
+class ServiceUnavailable(QuarryError):
+    code = "service_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+class UserNameTaken(Conflict):
+    code = "user_name_taken"
+    title = "User name taken"
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
+    title = "Admin required"

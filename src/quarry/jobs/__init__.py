@@ -1,0 +1,1 @@
+"""Background jobs on Procrastinate, in the same Postgres as everything else."""

@@ -1,0 +1,204 @@
+"""One validated settings object for every quarry process.
+
+Sources, highest priority first: explicit overrides (CLI flags), ``QUARRY_*`` environment
+variables, the TOML file named by ``--config`` / ``QUARRY_CONFIG``, then the defaults below.
+Settings are built once in ``main()`` / ``create_app()`` and passed down; nothing reads them
+from a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "QUARRY_"
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("quarry")
+
+
+class SettingsError(Exception):
+    """Settings that cannot start quarry; the message names each setting and its fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config: Path | None = Field(
+        default=None,
+        description="the path of an existing TOML file whose keys are setting names",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="a directory quarry may create and write (embedded database, admin.key)",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "a postgresql:// URL of a Postgres 15+ server with the vector extension, "
+            "or unset for the embedded database"
+        ),
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="an interface address")
+    port: int = Field(default=8000, ge=1, le=65535, description="a TCP port from 1 to 65535")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="one of debug, info, warning, error"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json (one object per line) or console"
+    )
+    db_pool_min_size: int = Field(default=1, ge=1, description="a whole number of at least 1")
+    db_pool_max_size: int = Field(default=10, ge=1, description="a whole number of at least 1")
+    db_connect_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="seconds, more than 0 and at most 300"
+    )
+    auto_migrate: bool = Field(
+        default=True, description="true to apply pending migrations at start, or false"
+    )
+    worker_in_process: bool | None = Field(
+        default=None,
+        description=(
+            "true or false; unset runs a worker inside `quarry serve` only on the embedded database"
+        ),
+    )
+    worker_concurrency: int = Field(
+        default=4, ge=1, le=256, description="a whole number from 1 to 256"
+    )
+    worker_heartbeat_interval: float = Field(
+        default=10.0, gt=0, description="seconds between worker heartbeats, more than 0"
+    )
+    ready_worker_stale_after: float = Field(default=60.0, gt=0, description="seconds, more than 0")
+    bootstrap_admin: bool = Field(
+        default=True,
+        description="true to create an admin user and key on first start, or false",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="an API key for the CLI to act with (default: the data directory's admin.key)",
+    )
+    embedding_model_path: Path | None = Field(
+        default=None,
+        description="a sentence-transformers model directory, or unset for the bundled MiniLM",
+    )
+    generation_model_path: Path | None = Field(
+        default=None,
+        description="a GGUF file, or unset for the bundled SmolLM2-135M-Instruct",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"the URL scheme must be postgresql://, not {scheme or 'missing'}")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when quarry runs its own Postgres from the pgserver wheel."""
+        return self.database_url is None
+
+    @property
+    def run_worker_in_process(self) -> bool:
+        if self.worker_in_process is None:
+            return self.embedded
+        return self.worker_in_process
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.data_dir / "admin.key"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = _config_path(init_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config is not None:
+            sources.append(InitSettingsSource(settings_cls, _read_toml(config)))
+        return tuple(sources)
+
+
+def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    assert isinstance(init_settings, InitSettingsSource)
+    given = init_settings.init_kwargs.get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(given) if given else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(
+            f"Invalid setting QUARRY_CONFIG / --config: the file {path} does not exist.\n"
+            "  fix: point it at an existing TOML file, or unset it."
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"Invalid setting QUARRY_CONFIG / --config: {path} is not valid TOML ({exc}).\n"
+            "  fix: correct the file; keys are setting names such as port = 8000."
+        ) from None
+    data.pop("config", None)
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from overrides, environment and config file; raise SettingsError."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = Settings.model_fields.get(name)
+        if field is None and name:
+            lines.append(
+                f"Unknown setting {ENV_PREFIX}{name.upper()} ({name}).\n"
+                "  fix: remove it, or correct its spelling (see README, Configuration)."
+            )
+            continue
+        label = f"{ENV_PREFIX}{name.upper()} ({name})" if name else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        fix = field.description if field is not None else None
+        if name and fix:
+            hint = f"set {ENV_PREFIX}{name.upper()} to {fix}"
+        else:
+            hint = "see README, Configuration"
+        lines.append(f"Invalid setting {label}: {message}.\n  fix: {hint}.")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Users, projects, memberships: who may see and change what."""

@@ -1,0 +1,87 @@
+"""The tenancy nouns, as returned by services and the API."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class Role(enum.StrEnum):
+    """A member's role in a project, from least to most."""
+
+    viewer = "viewer"
+    editor = "editor"
+    owner = "owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user behind an API key."""
+
+    user_id: uuid.UUID
+    user_name: str
+    is_admin: bool
+    key_id: uuid.UUID | None = None
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class User(Model):
+    id: uuid.UUID
+    name: str = Field(description="unique login name (lower-case letters, digits, . _ -)")
+    email: str | None = None
+    is_admin: bool = False
+    created_at: datetime
+
+
+class Project(Model):
+    id: uuid.UUID
+    name: str = Field(description="unique slug, usable wherever the id is")
+    description: str = ""
+    created_by: uuid.UUID | None = None
+    created_at: datetime
+    updated_at: datetime
+    role: Role | None = Field(
+        default=None, description="the caller's role in the project (none for an admin outsider)"
+    )
+
+
+class Member(Model):
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    user_name: str | None = None
+    role: Role
+    created_at: datetime
+
+
+class ApiKey(Model):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    prefix: str = Field(description="the visible start of the key, for recognising it")
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class CreatedApiKey(Model):
+    key: ApiKey
+    secret: str = Field(description="the whole key; shown this once and never again")

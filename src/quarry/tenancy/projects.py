@@ -1,0 +1,169 @@
+"""Projects and their members. Every access goes through ``resolve``.
+
+A caller without access to a project is told it does not exist (404), exactly as for a project
+that really does not exist, so project ids and names do not leak. A caller who can see the
+project but lacks the role for an action gets 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from psycopg import errors as pg_errors
+
+from quarry.db.database import Conn, Database
+from quarry.errors import (
+    Forbidden,
+    InvalidInput,
+    LastOwner,
+    ProjectNameTaken,
+    ProjectNotFound,
+    UserNotFound,
+)
+from quarry.tenancy.models import SLUG, Member, Principal, Project, Role
+from quarry.tenancy.users import Users
+
+
+def validate_name(name: str) -> str:
+    if not SLUG.match(name) or _is_uuid(name):
+        raise InvalidInput(
+            "name must be a slug: 1-63 lower-case letters, digits or '-', starting with a "
+            "letter or digit, and not shaped like a UUID",
+            field="name",
+        )
+    return name
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Projects:
+    def __init__(self, db: Database, users: Users) -> None:
+        self.db = db
+        self.users = users
+
+    async def create(self, actor: Principal, name: str, description: str = "") -> Project:
+        validate_name(name)
+        async with self.db.transaction() as conn:
+            try:
+                row = await self.db.fetch_one(
+                    "projects.create",
+                    conn,
+                    name=name,
+                    description=description,
+                    created_by=actor.user_id,
+                )
+            except pg_errors.UniqueViolation:
+                raise ProjectNameTaken(f"a project named {name!r} already exists") from None
+            assert row is not None
+            await self.db.fetch_one(
+                "memberships.upsert",
+                conn,
+                project_id=row["id"],
+                user_id=actor.user_id,
+                role=Role.owner.value,
+            )
+        return Project(**row, role=Role.owner)
+
+    async def list_for(self, actor: Principal) -> list[Project]:
+        """The caller's projects; an admin sees every project."""
+        query = "projects.list_all" if actor.is_admin else "projects.list_for_user"
+        rows = await self.db.fetch_all(query, user_id=actor.user_id)
+        return [Project(**row) for row in rows]
+
+    async def resolve(
+        self, actor: Principal, ref: str, need: Role = Role.viewer, conn: Conn | None = None
+    ) -> Project:
+        """The project named by id or name, if the actor holds at least ``need`` in it."""
+        row = await self._find(ref, conn)
+        if row is None:
+            raise ProjectNotFound(f"no project {ref!r}")
+        role_row = await self.db.fetch_one(
+            "projects.role_of", conn, project_id=row["id"], user_id=actor.user_id
+        )
+        role = Role(role_row["role"]) if role_row else None
+        if role is None and not actor.is_admin:
+            raise ProjectNotFound(f"no project {ref!r}")
+        effective = Role.owner if actor.is_admin else role
+        assert effective is not None
+        if not effective.allows(need):
+            raise Forbidden(f"this needs the {need.value} role in project {row['name']!r}")
+        return Project(**row, role=role)
+
+    async def _find(self, ref: str, conn: Conn | None) -> dict[str, Any] | None:
+        if _is_uuid(ref):
+            return await self.db.fetch_one("projects.get_by_id", conn, project_id=uuid.UUID(ref))
+        return await self.db.fetch_one("projects.get_by_name", conn, name=ref)
+
+    async def update(
+        self,
+        actor: Principal,
+        ref: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Project:
+        project = await self.resolve(actor, ref, Role.owner)
+        if name is not None:
+            validate_name(name)
+        try:
+            row = await self.db.fetch_one(
+                "projects.update", project_id=project.id, name=name, description=description
+            )
+        except pg_errors.UniqueViolation:
+            raise ProjectNameTaken(f"a project named {name!r} already exists") from None
+        assert row is not None
+        return Project(**row, role=project.role)
+
+    async def delete(self, actor: Principal, ref: str) -> Project:
+        project = await self.resolve(actor, ref, Role.owner)
+        await self.db.execute("projects.delete", project_id=project.id)
+        return project
+
+    async def members(self, actor: Principal, ref: str) -> list[Member]:
+        project = await self.resolve(actor, ref)
+        rows = await self.db.fetch_all("memberships.list", project_id=project.id)
+        return [Member(**row) for row in rows]
+
+    async def set_member(self, actor: Principal, ref: str, user_ref: str, role: Role) -> Member:
+        async with self.db.transaction() as conn:
+            project = await self.resolve(actor, ref, Role.owner, conn)
+            user = await self._user(user_ref)
+            await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
+            row = await self.db.fetch_one(
+                "memberships.upsert", conn, project_id=project.id, user_id=user.id, role=role.value
+            )
+            await self._keep_an_owner(conn, project.id)
+        assert row is not None
+        return Member(**row, user_name=user.name)
+
+    async def remove_member(self, actor: Principal, ref: str, user_ref: str) -> None:
+        """Owners remove anyone; any member may remove themselves. A project keeps an owner."""
+        async with self.db.transaction() as conn:
+            user = await self._user(user_ref)
+            need = Role.viewer if user.id == actor.user_id else Role.owner
+            project = await self.resolve(actor, ref, need, conn)
+            await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
+            removed = await self.db.execute(
+                "memberships.delete", conn, project_id=project.id, user_id=user.id
+            )
+            if not removed:
+                raise UserNotFound(f"{user.name!r} is not a member of {project.name!r}")
+            await self._keep_an_owner(conn, project.id)
+
+    async def _user(self, ref: str) -> Any:
+        user = await self.users.find(ref)
+        if user is None:
+            raise UserNotFound(f"no user {ref!r}")
+        return user
+
+    async def _keep_an_owner(self, conn: Conn, project_id: uuid.UUID) -> None:
+        row = await self.db.fetch_one("memberships.count_owners", conn, project_id=project_id)
+        if row is None or row["n"] == 0:
+            raise LastOwner("a project must keep at least one owner")

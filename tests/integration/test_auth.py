@@ -1,0 +1,114 @@
+"""API keys over HTTP: every way a key can be wrong is a 401 with its own code."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+
+from quarry.runtime import Runtime
+from quarry.tenancy.users import NewUser
+from tests.conftest import bearer
+
+
+async def test_health_needs_no_key(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def _problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_missing_key(client: httpx.AsyncClient, admin: NewUser) -> None:
+    response = await client.get("/projects")
+    await _problem(response, 401, "missing_api_key")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_malformed_keys(client: httpx.AsyncClient, admin: NewUser) -> None:
+    secret = admin.api_key.secret
+    for header in [
+        f"Basic {secret}",
+        "Bearer",
+        f"Bearer {secret[:-2]}",
+        "Bearer not-a-key",
+        secret,
+    ]:
+        response = await client.get("/projects", headers={"Authorization": header})
+        assert response.status_code == 401, header
+        assert response.json()["code"] in {"invalid_api_key", "missing_api_key"}
+
+
+async def test_unknown_key_of_valid_shape(client: httpx.AsyncClient, admin: NewUser) -> None:
+    secret = admin.api_key.secret
+    forged = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    await _problem(await client.get("/projects", headers=bearer(forged)), 401, "invalid_api_key")
+
+
+async def test_expired_key(client: httpx.AsyncClient, runtime: Runtime, admin: NewUser) -> None:
+    created = await runtime.keys.create(
+        admin.user.id, name="short", expires_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    async with runtime.db.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = %s",
+            (created.key.id,),
+        )
+    response = await client.get("/projects", headers=bearer(created.secret))
+    await _problem(response, 401, "api_key_expired")
+
+
+async def test_revoked_key(client: httpx.AsyncClient, admin: NewUser) -> None:
+    made = await client.post("/keys", json={"name": "temp"}, headers=bearer(admin.api_key.secret))
+    assert made.status_code == 201
+    secret = made.json()["secret"]
+    assert (await client.get("/me", headers=bearer(secret))).status_code == 200
+    revoked = await client.delete(f"/keys/{made.json()['key']['prefix']}", headers=bearer(secret))
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    await _problem(await client.get("/me", headers=bearer(secret)), 401, "api_key_revoked")
+    # the admin's own key is untouched
+    assert (await client.get("/me", headers=bearer(admin.api_key.secret))).status_code == 200
+
+
+async def test_keys_are_stored_hashed_and_listed_without_secrets(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    secret = admin.api_key.secret
+    listed = await client.get("/keys", headers=bearer(secret))
+    assert listed.status_code == 200
+    assert [k["prefix"] for k in listed.json()] == [admin.api_key.key.prefix]
+    assert secret not in listed.text
+    assert listed.json()[0]["last_used_at"] is not None
+    with psycopg.connect(fresh_database) as conn:
+        dump = conn.execute("SELECT row_to_json(k)::text FROM api_keys k").fetchall()
+    assert all(secret not in row[0] for row in dump)
+
+
+async def test_past_expiry_is_refused(client: httpx.AsyncClient, admin: NewUser) -> None:
+    response = await client.post(
+        "/keys",
+        json={"expires_at": "2000-01-01T00:00:00Z"},
+        headers=bearer(admin.api_key.secret),
+    )
+    body = await _problem(response, 422, "invalid_input")
+    assert body["field"] == "expires_at"
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    mine = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert mine.headers["x-request-id"] == "abc-123"
+    made = await client.get("/health", headers={"X-Request-ID": "bad id\twith junk"})
+    assert made.headers["x-request-id"] != "bad id\twith junk"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
+    await _problem(await client.get("/no/such/route"), 404, "not_found")

@@ -1,0 +1,143 @@
+"""Projects, members and isolation over the real app."""
+
+import uuid
+
+import httpx
+
+from quarry.tenancy.users import NewUser
+from tests.conftest import bearer
+
+
+async def _user(client: httpx.AsyncClient, admin: NewUser, name: str) -> str:
+    response = await client.post(
+        "/users", json={"name": name}, headers=bearer(admin.api_key.secret)
+    )
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["api_key"]["secret"]
+    return secret
+
+
+async def test_project_crud_by_id_and_name(client: httpx.AsyncClient, admin: NewUser) -> None:
+    key = bearer(await _user(client, admin, "alice"))
+    created = await client.post("/projects", json={"name": "docs", "description": "d"}, headers=key)
+    assert created.status_code == 201
+    project = created.json()
+    assert project["role"] == "owner"
+    by_id = await client.get(f"/projects/{project['id']}", headers=key)
+    by_name = await client.get("/projects/docs", headers=key)
+    assert by_id.json() == by_name.json() == project
+    renamed = await client.patch("/projects/docs", json={"name": "handbook"}, headers=key)
+    assert renamed.json()["name"] == "handbook"
+    assert (await client.get("/projects/docs", headers=key)).status_code == 404
+    assert [p["name"] for p in (await client.get("/projects", headers=key)).json()] == ["handbook"]
+    assert (await client.delete("/projects/handbook", headers=key)).status_code == 204
+    assert (await client.get(f"/projects/{project['id']}", headers=key)).status_code == 404
+
+
+async def test_names_are_unique_and_validated(client: httpx.AsyncClient, admin: NewUser) -> None:
+    key = bearer(admin.api_key.secret)
+    assert (await client.post("/projects", json={"name": "a"}, headers=key)).status_code == 201
+    taken = await client.post("/projects", json={"name": "a"}, headers=key)
+    assert taken.status_code == 409
+    assert taken.json()["code"] == "project_name_taken"
+    bad = await client.post("/projects", json={"name": "Not A Slug"}, headers=key)
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "name"
+    missing = await client.post("/projects", json={}, headers=key)
+    assert missing.status_code == 422
+    assert missing.json()["code"] == "validation_error"
+    assert missing.json()["errors"][0]["field"] == "name"
+    not_json = await client.post(
+        "/projects", content=b"{oops", headers={**key, "content-type": "application/json"}
+    )
+    assert not_json.status_code == 422
+
+
+async def test_another_users_project_is_not_found(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    alice = bearer(await _user(client, admin, "alice"))
+    bob = bearer(await _user(client, admin, "bob"))
+    project = (await client.post("/projects", json={"name": "secret"}, headers=alice)).json()
+    for path in [f"/projects/{project['id']}", "/projects/secret", "/projects/secret/members"]:
+        response = await client.get(path, headers=bob)
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "project_not_found"
+    # Exactly what a project that does not exist looks like (apart from the id in the text).
+    ghost = await client.get(f"/projects/{uuid.uuid4()}", headers=bob)
+    assert ghost.json()["code"] == "project_not_found"
+    for method, path in [("DELETE", "/projects/secret"), ("PATCH", "/projects/secret")]:
+        response = await client.request(method, path, json={}, headers=bob)
+        assert response.status_code == 404
+    assert (await client.get("/projects", headers=bob)).json() == []
+    # the admin sees everything
+    names = [
+        p["name"]
+        for p in (await client.get("/projects", headers=bearer(admin.api_key.secret))).json()
+    ]
+    assert names == ["secret"]
+
+
+async def test_roles_decide_what_members_may_do(client: httpx.AsyncClient, admin: NewUser) -> None:
+    owner = bearer(await _user(client, admin, "owner1"))
+    await _user(client, admin, "viewer1")
+    project = (await client.post("/projects", json={"name": "team"}, headers=owner)).json()
+    added = await client.put(
+        "/projects/team/members/viewer1", json={"role": "viewer"}, headers=owner
+    )
+    assert added.status_code == 200
+    assert added.json()["role"] == "viewer"
+    viewer_key = (
+        await client.post("/keys", json={"user": "viewer1"}, headers=bearer(admin.api_key.secret))
+    ).json()["secret"]
+    viewer = bearer(viewer_key)
+    assert (await client.get("/projects/team", headers=viewer)).json()["role"] == "viewer"
+    forbidden = await client.delete("/projects/team", headers=viewer)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["code"] == "forbidden"
+    echo = await client.post("/projects/team/jobs/echo", json={"message": "x"}, headers=viewer)
+    assert echo.status_code == 403
+    members = await client.get("/projects/team/members", headers=viewer)
+    assert sorted((m["user_name"], m["role"]) for m in members.json()) == [
+        ("owner1", "owner"),
+        ("viewer1", "viewer"),
+    ]
+    assert project["id"] == members.json()[0]["project_id"]
+
+
+async def test_a_project_keeps_an_owner(client: httpx.AsyncClient, admin: NewUser) -> None:
+    owner = bearer(await _user(client, admin, "solo"))
+    await client.post("/projects", json={"name": "p"}, headers=owner)
+    demote = await client.put("/projects/p/members/solo", json={"role": "editor"}, headers=owner)
+    assert demote.status_code == 409
+    assert demote.json()["code"] == "last_owner"
+    leave = await client.delete("/projects/p/members/solo", headers=owner)
+    assert leave.status_code == 409
+    assert (await client.get("/projects/p", headers=owner)).json()["role"] == "owner"
+
+
+async def test_unknown_member_and_bad_role(client: httpx.AsyncClient, admin: NewUser) -> None:
+    key = bearer(admin.api_key.secret)
+    await client.post("/projects", json={"name": "p"}, headers=key)
+    nobody = await client.put("/projects/p/members/nobody", json={"role": "viewer"}, headers=key)
+    assert nobody.status_code == 404
+    assert nobody.json()["code"] == "user_not_found"
+    bad = await client.put("/projects/p/members/admin", json={"role": "god"}, headers=key)
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "role"
+
+
+async def test_only_admins_manage_users(client: httpx.AsyncClient, admin: NewUser) -> None:
+    alice = bearer(await _user(client, admin, "alice"))
+    refused = await client.post("/users", json={"name": "mallory"}, headers=alice)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "admin_required"
+    assert (await client.get("/users", headers=alice)).status_code == 403
+    again = await client.post(
+        "/users", json={"name": "alice"}, headers=bearer(admin.api_key.secret)
+    )
+    assert again.status_code == 409
+    assert again.json()["code"] == "user_name_taken"
+    me = await client.get("/me", headers=alice)
+    assert me.json()["user"]["name"] == "alice"
+    assert (await client.get("/users/admin", headers=alice)).status_code == 404

@@ -1,0 +1,90 @@
+"""Migrations produce the schema the code expects."""
+
+import asyncio
+import re
+
+import psycopg
+import pytest
+
+from quarry.db import migrate
+from quarry.db.queries import Queries
+
+# Tables that are the tenancy itself or belong to the job queue; every other table is
+# domain data and must be scoped by project.
+NOT_PROJECT_SCOPED = {"users", "api_keys", "projects", "schema_migrations"}
+
+
+def _positional(query: str) -> str:
+    """psycopg's %(name)s placeholders as the $n that PREPARE understands."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query).replace("%%", "%")
+
+
+async def test_migrations_apply_to_an_empty_database(empty_database: str) -> None:
+    async with await psycopg.AsyncConnection.connect(empty_database) as conn:
+        before = await migrate.status(conn)
+        assert before.applied == 0
+        assert not before.current
+        applied = await migrate.upgrade(conn)
+        assert [m.version for m in applied] == [m.version for m in migrate.discover()]
+        assert (await migrate.status(conn)).current
+        assert await migrate.upgrade(conn) == []  # a second run applies nothing
+
+
+async def test_concurrent_upgrades_apply_each_migration_once(empty_database: str) -> None:
+    async def one() -> list[int]:
+        async with await psycopg.AsyncConnection.connect(empty_database) as conn:
+            return [m.version for m in await migrate.upgrade(conn)]
+
+    results = await asyncio.gather(*(one() for _ in range(4)))
+    applied = sorted(v for result in results for v in result)
+    assert applied == [m.version for m in migrate.discover()]
+
+
+def test_every_named_query_prepares_against_the_migrated_schema(fresh_database: str) -> None:
+    queries = Queries.load()
+    assert len(queries) > 20
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        for i, name in enumerate(queries):
+            try:
+                conn.execute(f"PREPARE q{i} AS {_positional(queries[name])}")
+            except psycopg.Error as exc:
+                pytest.fail(f"query {name} does not fit the schema: {exc}")
+
+
+def test_every_domain_table_is_scoped_by_project(fresh_database: str) -> None:
+    with psycopg.connect(fresh_database) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' "
+                "AND table_name NOT LIKE 'procrastinate%%'"
+            )
+        ]
+        scoped = {
+            row[0]
+            for row in conn.execute(
+                """SELECT c.conrelid::regclass::text FROM pg_constraint c
+                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+                   WHERE c.contype = 'f' AND c.confrelid = 'projects'::regclass
+                     AND a.attname = 'project_id' AND a.attnotnull"""
+            )
+        }
+    domain = set(tables) - NOT_PROJECT_SCOPED
+    assert domain, "expected at least one domain table"
+    assert domain <= scoped, f"not scoped by project_id: {sorted(domain - scoped)}"
+
+
+def test_the_vector_extension_is_installed(fresh_database: str) -> None:
+    with psycopg.connect(fresh_database) as conn:
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
+    assert row is not None

@@ -1,0 +1,89 @@
+"""Helpers for tests: free ports, a quarry server subprocess, waiting on HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def quarry_env(**values: str | Path) -> dict[str, str]:
+    """The test process's environment without QUARRY_* leaking in, plus the given values."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
+    env.update({f"QUARRY_{k.upper()}": str(v) for k, v in values.items()})
+    env["QUARRY_LOG_FORMAT"] = "json"
+    return env
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quarry", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class QuarryServer:
+    """`quarry serve` as a subprocess on a free port, ready when /ready answers 200."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *extra_args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "quarry", "serve", "--port", str(self.port), *extra_args],
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"quarry serve exited early:\n{self.output()}")
+            try:
+                response = httpx.get(f"{self.url}/ready", timeout=5)
+                if response.status_code == 200:
+                    return response
+                last = response.text
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.25)
+        raise AssertionError(f"not ready after {timeout}s (last: {last}):\n{self.output()}")
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode

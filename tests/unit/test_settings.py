@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+
+from quarry.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("QUARRY_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_the_embedded_laptop_setup() -> None:
+    settings = load_settings()
+    assert settings.embedded
+    assert settings.run_worker_in_process
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.data_dir.name == "quarry"
+    assert settings.admin_key_path == settings.data_dir / "admin.key"
+
+
+def test_environment_then_file_then_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "quarry.toml"
+    config.write_text('port = 9001\nhost = "0.0.0.0"\nlog_level = "debug"\n')
+    monkeypatch.setenv("QUARRY_CONFIG", str(config))
+    monkeypatch.setenv("QUARRY_PORT", "9002")
+    settings = load_settings()
+    assert settings.port == 9002  # environment beats the file
+    assert settings.host == "0.0.0.0"  # the file beats the default
+    assert settings.log_level == "debug"
+    assert load_settings(port=9003).port == 9003  # a CLI flag beats both
+
+
+def test_config_given_explicitly(tmp_path: Path) -> None:
+    config = tmp_path / "q.toml"
+    config.write_text("worker_concurrency = 7\n")
+    assert load_settings(config=config).worker_concurrency == 7
+
+
+def test_external_database_turns_off_the_in_process_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUARRY_DATABASE_URL", "postgresql://u:secret@db.example:5432/q")
+    settings = load_settings()
+    assert not settings.embedded
+    assert not settings.run_worker_in_process
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("QUARRY_PORT", "eighty", "QUARRY_PORT"),
+        ("QUARRY_PORT", "70000", "QUARRY_PORT"),
+        ("QUARRY_LOG_LEVEL", "loud", "QUARRY_LOG_LEVEL"),
+        ("QUARRY_DATABASE_URL", "mysql://x@y/z", "QUARRY_DATABASE_URL"),
+        ("QUARRY_AUTO_MIGRATE", "perhaps", "QUARRY_AUTO_MIGRATE"),
+        ("QUARRY_DB_CONNECT_TIMEOUT", "-1", "QUARRY_DB_CONNECT_TIMEOUT"),
+    ],
+)
+def test_invalid_setting_names_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert named in message
+    assert "fix:" in message
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "q.toml"
+    config.write_text("prot = 80\n")
+    with pytest.raises(SettingsError, match="QUARRY_PROT"):
+        load_settings(config=config)
+
+
+def test_missing_and_malformed_config_files(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(config=tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = = 1\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(config=broken)
+
+
+def test_pool_bounds_are_checked_together() -> None:
+    with pytest.raises(SettingsError, match="db_pool_min_size"):
+        load_settings(db_pool_min_size=5, db_pool_max_size=2)
