@@ -42,42 +42,26 @@ def run_cli(
     )
 
 
-class QuarryServer:
-    """`quarry serve` as a subprocess on a free port, ready when /ready answers 200."""
+class QuarryProcess:
+    """A `quarry ...` subprocess whose output goes to a log file; stopped with SIGTERM."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "quarry", "serve", "--port", str(self.port), *extra_args],
+            [sys.executable, "-m", "quarry", *args],
             env=dict(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 90) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"quarry serve exited early:\n{self.output()}")
-            try:
-                response = httpx.get(f"{self.url}/ready", timeout=5)
-                if response.status_code == 200:
-                    return response
-                last = response.text
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.25)
-        raise AssertionError(f"not ready after {timeout}s (last: {last}):\n{self.output()}")
-
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait, and return the exit code (SIGKILL only if it hangs)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -87,3 +71,32 @@ class QuarryServer:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+class QuarryServer(QuarryProcess):
+    """`quarry serve` on a free port, ready when /ready answers 200."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *extra_args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["serve", "--port", str(self.port), *extra_args], env, log_path)
+
+    def wait_ready(self, timeout: float = 90) -> httpx.Response:
+        """Wait for /ready to answer 200."""
+        return self.wait_for("/ready", 200, timeout)
+
+    def wait_for(self, path: str, status: int, timeout: float = 90) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"quarry serve exited early:\n{self.output()}")
+            try:
+                response = httpx.get(f"{self.url}{path}", timeout=5)
+                if response.status_code == status:
+                    return response
+                last = response.text
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.25)
+        raise AssertionError(f"not ready after {timeout}s (last: {last}):\n{self.output()}")

@@ -82,10 +82,11 @@ def api_key(settings: Settings) -> str:
 
 @asynccontextmanager
 async def acting(settings: Settings) -> AsyncIterator[tuple[Runtime, Principal]]:
-    """The runtime and the user the CLI acts as (the API key's owner)."""
-    key = api_key(settings)
+    """The runtime and the user the CLI acts as (the API key's owner).
+
+    The key is read after the runtime opens: on a new database that start creates admin.key."""
     async with open_runtime(settings) as rt:
-        yield rt, await rt.keys.authenticate_key(key)
+        yield rt, await rt.keys.authenticate_key(api_key(settings))
 
 
 def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 import uvicorn
 
@@ -46,7 +49,18 @@ async def _serve(settings: Settings) -> None:
             access_log=False,
             timeout_graceful_shutdown=10,
         )
-        await uvicorn.Server(config).serve()
+        await _Server(config).serve()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it, which would kill the process before the
+    runtime closes (pool, embedded Postgres). quarry stops gracefully and exits 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 def worker(

@@ -1,0 +1,79 @@
+"""The CLI on its own, against a database of this test's own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import quarry_env, run_cli
+
+pytestmark = pytest.mark.acceptance
+
+
+def test_db_upgrade_on_an_empty_database(empty_database: str, tmp_path: Path) -> None:
+    env = quarry_env(database_url=empty_database, data_dir=tmp_path / "data")
+    status = run_cli("db", "status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["current"] is False
+    first = run_cli("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_tenancy" in first.stdout
+    again = run_cli("db", "upgrade", env=env)
+    assert "up to date" in again.stdout
+    assert json.loads(run_cli("db", "status", "--json", env=env).stdout)["current"] is True
+
+
+def test_projects_keys_and_users_from_the_cli(fresh_database: str, tmp_path: Path) -> None:
+    env = quarry_env(database_url=fresh_database, data_dir=tmp_path / "data")
+
+    def cli(*args: str, **extra: str) -> str:
+        result = run_cli(*args, env={**env, **extra})
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    cli("projects", "create", "handbook", "--description", "how we work")
+    shown = json.loads(cli("projects", "show", "handbook", "--json"))
+    assert shown["description"] == "how we work"
+    assert shown["role"] == "owner"
+    assert [p["name"] for p in json.loads(cli("projects", "list", "--json"))] == ["handbook"]
+
+    carol = cli("users", "create", "carol").strip()
+    assert carol.startswith("qk_")
+    cli("projects", "add-member", "handbook", "carol", "--role", "editor")
+    members = json.loads(cli("projects", "members", "handbook", "--json"))
+    assert {(m["user_name"], m["role"]) for m in members} == {
+        ("admin", "owner"),
+        ("carol", "editor"),
+    }
+    assert (
+        json.loads(cli("projects", "list", "--json", QUARRY_API_KEY=carol))[0]["role"] == "editor"
+    )
+
+    made = json.loads(cli("keys", "create", "--name", "ci", "--expires-in-days", "1", "--json"))
+    assert made["key"]["expires_at"] is not None
+    listed = json.loads(cli("keys", "list", "--json"))
+    assert made["key"]["prefix"] in [k["prefix"] for k in listed]
+    assert made["secret"] not in json.dumps(listed)
+    cli("keys", "revoke", made["key"]["prefix"])
+    refused = run_cli("projects", "list", env={**env, "QUARRY_API_KEY": made["secret"]})
+    assert refused.returncode == 1
+    assert "api_key_revoked" in refused.stderr
+
+    denied = run_cli(
+        "projects", "delete", "handbook", "--yes", env={**env, "QUARRY_API_KEY": carol}
+    )
+    assert denied.returncode == 1
+    assert "forbidden" in denied.stderr
+    cli("projects", "delete", "handbook", "--yes")
+    assert json.loads(cli("projects", "list", "--json")) == []
+
+
+def test_cli_without_a_key_says_how_to_get_one(fresh_database: str, tmp_path: Path) -> None:
+    env = quarry_env(
+        database_url=fresh_database, data_dir=tmp_path / "data", bootstrap_admin="false"
+    )
+    result = run_cli("projects", "list", env=env)
+    assert result.returncode == 1
+    assert "QUARRY_API_KEY" in result.stderr
