@@ -56,6 +56,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     return app
 
 
+def _report_worker_exit(task: asyncio.Task[None]) -> None:
+    """A worker that stops on its own is a fault; /ready then reports the stale heartbeat."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.error("in-process worker stopped", error=repr(error) if error else None)
+
+
 @asynccontextmanager
 async def _in_process_worker(rt: Runtime) -> AsyncIterator[None]:
     task = asyncio.create_task(
@@ -67,6 +75,7 @@ async def _in_process_worker(rt: Runtime) -> AsyncIterator[None]:
         ),
         name="quarry-worker",
     )
+    task.add_done_callback(_report_worker_exit)
     try:
         yield
     finally:

@@ -112,3 +112,24 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     await _problem(await client.get("/no/such/route"), 404, "not_found")
+
+
+async def test_unexpected_failure_is_a_500_problem_with_the_request_id(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("DROP TABLE memberships CASCADE")  # break the database under the app
+    response = await client.get(
+        "/projects", headers={**bearer(admin.api_key.secret), "X-Request-ID": "broken-1"}
+    )
+    body = await _problem(response, 500, "internal_error")
+    assert body["request_id"] == "broken-1"
+    assert "memberships" not in response.text  # internals stay in the logs
+
+
+async def test_openapi_documents_auth_and_problems(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    get_project = spec["paths"]["/projects/{project}"]["get"]
+    assert "404" in get_project["responses"]
+    assert "Problem" in spec["components"]["schemas"]

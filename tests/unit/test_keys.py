@@ -22,7 +22,16 @@ def test_keys_are_unique() -> None:
 
 def test_malformed_keys_have_no_prefix() -> None:
     good = keys.generate().secret
-    for bad in ["", "qk_", good[:-1], good + "a", "Bearer " + good, good.upper(), "sk_" + good[3:]]:
+    for bad in [
+        "",
+        "qk_",
+        good[:-1],
+        good + "a",
+        good + "\n",
+        good.upper(),
+        "Bearer " + good,
+        "sk_" + good[3:],
+    ]:
         assert keys.prefix_of(bad) is None, bad
 
 

@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from quarry.errors import QuarryError, Unauthenticated
@@ -87,3 +88,29 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     # Anything else is caught by RequestIdMiddleware, which answers 500 with the request id.
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details. Clients switch on ``code``."""
+
+    type: str = Field(examples=["urn:quarry:error:project_not_found"])
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="stable machine-readable error code")
+    request_id: str | None = Field(description="also in the X-Request-ID response header")
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem responses a router can return."""
+    described = {
+        401: "missing, malformed, unknown, expired or revoked API key",
+        403: "the caller's role does not allow this",
+        404: "not found, or not visible to the caller",
+        409: "conflicts with the current state",
+        422: "invalid input; `field` or `errors` name what is wrong",
+    }
+    return {
+        status: {"model": Problem, "description": described[status], "content": {PROBLEM: {}}}
+        for status in statuses
+    }

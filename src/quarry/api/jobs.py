@@ -8,10 +8,15 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.errors import problem_responses
 from quarry.jobs.queue import Job
 from quarry.tenancy.models import Role
 
-router = APIRouter(prefix="/projects/{project}/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/projects/{project}/jobs",
+    tags=["jobs"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 ProjectRef = Annotated[str, Path(description="the project's id or name")]
 
 

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from quarry.api.errors import problem_response
 
 REQUEST_ID_HEADER = "x-request-id"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 log = structlog.get_logger("quarry.access")
 
 
@@ -69,5 +69,5 @@ def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER.encode():
             text = value.decode("latin-1")
-            return text if _SAFE_ID.match(text) else None
+            return text if _SAFE_ID.fullmatch(text) else None
     return None

@@ -8,9 +8,12 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.errors import problem_responses
 from quarry.tenancy.models import Member, Project, Role
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(
+    prefix="/projects", tags=["projects"], responses=problem_responses(401, 403, 404, 409, 422)
+)
 ProjectRef = Annotated[str, Path(description="the project's id or name")]
 UserRef = Annotated[str, Path(description="the user's id or name")]
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.errors import problem_responses
 from quarry.tenancy.models import ApiKey, CreatedApiKey, User
 
-router = APIRouter(tags=["users and keys"])
+router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403, 404, 409, 422))
 
 
 class UserCreate(BaseModel):

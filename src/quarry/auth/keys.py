@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 SCHEME = "qk"
-_PATTERN = re.compile(r"^qk_([a-z2-7]{10})_([A-Za-z0-9_-]{43})$")
+_PATTERN = re.compile(r"qk_([a-z2-7]{10})_([A-Za-z0-9_-]{43})")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def digest(key: str) -> bytes:
 
 def prefix_of(key: str) -> str | None:
     """The visible prefix of a well-formed key, or None for anything else."""
-    match = _PATTERN.match(key)
+    match = _PATTERN.fullmatch(key)
     return f"{SCHEME}_{match.group(1)}" if match else None
 
 

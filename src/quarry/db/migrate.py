@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.(sql|py)")
 # An arbitrary constant shared by every quarry process: "quarry migrations".
 _LOCK_KEY = 0x71_7279_6D69_67
 
@@ -51,7 +51,7 @@ def discover() -> list[Migration]:
     found: list[Migration] = []
     folder = resources.files("quarry.db.migrations")
     for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
+        match = _FILE.fullmatch(entry.name)
         if not match:
             continue
         version, name, kind = int(match.group(1)), match.group(2), match.group(3)

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # use fullmatch: "$" would allow a final "\n"
+USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 class Role(enum.StrEnum):

@@ -26,7 +26,7 @@ from quarry.tenancy.users import Users
 
 
 def validate_name(name: str) -> str:
-    if not SLUG.match(name) or _is_uuid(name):
+    if not SLUG.fullmatch(name) or _is_uuid(name):
         raise InvalidInput(
             "name must be a slug: 1-63 lower-case letters, digits or '-', starting with a "
             "letter or digit, and not shaped like a UUID",

@@ -36,7 +36,7 @@ class Users:
         return await self._create(name, email=email, is_admin=is_admin)
 
     async def _create(self, name: str, *, email: str | None, is_admin: bool) -> NewUser:
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise InvalidInput(
                 "name must be 1-63 lower-case letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit",
