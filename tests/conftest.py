@@ -133,3 +133,51 @@ async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.As
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The bundled all-MiniLM-L6-v2, loaded once for the whole session (seconds)."""
+    from quarry.ingest.factory import load_local_model
+
+    return load_local_model(Settings(data_dir=Path("/nonexistent"), log_format="console"))
+
+
+@pytest.fixture
+async def embedder(minilm):
+    from quarry.ingest.embedders import LocalEmbedder
+
+    local = LocalEmbedder(minilm)
+    yield local
+    await local.aclose()
+
+
+@pytest.fixture
+def ingest_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "ingest_retry_base": 0.0,
+            "ingest_max_attempts": 3,
+            "worker_concurrency": 8,
+            "fetch_timeout": 1.0,
+        }
+    )
+
+
+@pytest.fixture
+async def ingest_runtime(ingest_settings: Settings, embedder) -> AsyncIterator[Runtime]:
+    async with open_runtime(ingest_settings, embedder=embedder) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def ingest_client(
+    ingest_settings: Settings, ingest_runtime: Runtime
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over the real model, with a worker running inside it."""
+    settings = ingest_settings.model_copy(update={"worker_in_process": True})
+    app = create_app(settings, runtime=ingest_runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
+            yield http

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -100,3 +101,40 @@ class QuarryServer(QuarryProcess):
                 last = exc
             time.sleep(0.25)
         raise AssertionError(f"not ready after {timeout}s (last: {last}):\n{self.output()}")
+
+
+class StaticSite:
+    """A real HTTP server on a free port answering fixed pages, some of them slowly."""
+
+    def __init__(self, pages: dict[str, tuple[int, bytes]], slow: dict[str, float] | None = None):
+        import http.server
+        import threading
+
+        site_pages, delays = pages, slow or {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(delays.get(self.path, 0))
+                status, body = site_pages.get(self.path, (404, b""))
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)  # a client that timed out has gone
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from quarry import __version__
-from quarry.api import health, jobs, projects, users
+from quarry.api import documents, health, jobs, projects, users
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
 from quarry.runtime import Runtime, open_runtime
@@ -37,7 +37,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             rt = runtime
             if rt is None:
-                rt = await stack.enter_async_context(open_runtime(settings))
+                rt = await stack.enter_async_context(open_runtime(settings, load_models=True))
             app.state.runtime = rt
             if settings.run_worker_in_process:
                 await stack.enter_async_context(_in_process_worker(rt))
@@ -51,7 +51,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, users.router, projects.router, jobs.router):
+    for router in (
+        health.router,
+        users.router,
+        projects.router,
+        documents.router,
+        jobs.router,
+    ):
         app.include_router(router)
     return app
 
@@ -67,13 +73,7 @@ def _report_worker_exit(task: asyncio.Task[None]) -> None:
 @asynccontextmanager
 async def _in_process_worker(rt: Runtime) -> AsyncIterator[None]:
     task = asyncio.create_task(
-        rt.jobs.run_worker(
-            concurrency=rt.settings.worker_concurrency,
-            heartbeat_interval=rt.settings.worker_heartbeat_interval,
-            install_signal_handlers=False,
-            name="in-process",
-        ),
-        name="quarry-worker",
+        rt.run_worker(install_signal_handlers=False, name="in-process"), name="quarry-worker"
     )
     task.add_done_callback(_report_worker_exit)
     try:

@@ -115,3 +115,62 @@ class UserNameTaken(Conflict):
 class AdminRequired(Forbidden):
     code = "admin_required"
     title = "Admin required"
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+    title = "Document not found"
+
+
+class DocumentError(QuarryError):
+    """A document quarry cannot index as it is. Permanent: retrying gives the same answer."""
+
+    code = "invalid_document"
+    status = 422
+    title = "Document cannot be indexed"
+
+
+class UnsupportedFormat(DocumentError):
+    code = "unsupported_format"
+    status = 415
+    title = "Unsupported document format"
+
+
+class DocumentTooLarge(DocumentError):
+    code = "document_too_large"
+    status = 413
+    title = "Document too large"
+
+
+class EmptyDocument(DocumentError):
+    code = "empty_document"
+    title = "Document has no text"
+
+
+class CorruptDocument(DocumentError):
+    code = "corrupt_document"
+    title = "Document is corrupt"
+
+
+class EncryptedDocument(DocumentError):
+    code = "encrypted_document"
+    title = "Document is password-protected"
+
+
+class BinaryContent(DocumentError):
+    code = "binary_content"
+    title = "Not text"
+
+
+class UrlFetchFailed(DocumentError):
+    code = "url_fetch_failed"
+    title = "Could not fetch the URL"
+
+
+class UrlTimeout(UrlFetchFailed):
+    code = "url_timeout"
+    title = "Fetching the URL timed out"
+
+
+class TransientError(Exception):
+    """A failure that may pass on its own (a provider's 5xx, a dropped connection): retry."""

@@ -1,8 +1,8 @@
 """The services one quarry process runs with, opened once at start and closed at exit.
 
 ``open_runtime`` is the single start-up path for the server, the worker and the CLI:
-embedded Postgres (when no database URL is set) -> server checks -> pool -> migrations ->
-first-start admin -> job queue.
+embedded Postgres (when no database URL is set) -> server checks -> migrations -> pool ->
+first-start admin -> job queue -> (when asked) the embedding model.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import procrastinate
+import psycopg
 import structlog
 
 from quarry.auth.service import ApiKeys
@@ -21,7 +22,13 @@ from quarry.db import migrate
 from quarry.db.database import Database, StartupError, check_server, open_pool
 from quarry.db.embedded import EmbeddedPostgres
 from quarry.db.queries import Queries
+from quarry.ingest.documents import Documents
+from quarry.ingest.embedders import Embedder
+from quarry.ingest.factory import build_blob_store, build_embedder, build_splitter
+from quarry.ingest.parsers import ParserRegistry
+from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
+from quarry.jobs.tasks import TaskDeps
 from quarry.settings import Settings
 from quarry.tenancy.projects import Projects
 from quarry.tenancy.users import NewUser, Users
@@ -38,15 +45,40 @@ class Runtime:
     users: Users
     projects: Projects
     jobs: Jobs
+    documents: Documents
+    embedder: Embedder | None
+    pipeline: Pipeline | None
+
+    @property
+    def task_deps(self) -> TaskDeps:
+        return TaskDeps(self.db, self.pipeline, self.settings.ingest_max_attempts)
+
+    async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
+        await self.jobs.run_worker(
+            deps=self.task_deps,
+            concurrency=self.settings.worker_concurrency,
+            heartbeat_interval=self.settings.worker_heartbeat_interval,
+            stalled_after=self.settings.worker_stalled_after,
+            install_signal_handlers=install_signal_handlers,
+            name=name,
+        )
 
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, migrate_now: bool | None = None
+    settings: Settings,
+    *,
+    migrate_now: bool | None = None,
+    load_models: bool = False,
+    embedder: Embedder | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Open everything a process needs. ``load_models`` loads the embedder (seconds); pass
+    ``embedder`` to share one already loaded."""
     async with AsyncExitStack() as stack:
         url = await _database_url(settings, stack)
         await check_server(url, settings.db_connect_timeout)
+        if settings.auto_migrate if migrate_now is None else migrate_now:
+            await _upgrade(url)
         pool = await open_pool(
             url,
             min_size=settings.db_pool_min_size,
@@ -55,13 +87,23 @@ async def open_runtime(
         )
         stack.push_async_callback(pool.close)
         db = Database(pool, Queries.load())
-        if settings.auto_migrate if migrate_now is None else migrate_now:
-            await _upgrade(db)
         keys = ApiKeys(db)
         users = Users(db, keys)
-        job_app = build_app()
+        job_app = build_app(
+            max_attempts=settings.ingest_max_attempts, retry_base=settings.ingest_retry_base
+        )
         await job_app.open_async(pool)
         stack.push_async_callback(job_app.close_async)
+        jobs = Jobs(db, job_app)
+        registry = ParserRegistry.builtin()
+        blobs = build_blob_store(settings, db)
+        if embedder is None and load_models:
+            embedder = await asyncio.to_thread(build_embedder, settings)
+            stack.push_async_callback(embedder.aclose)
+        pipeline = None
+        if embedder is not None:
+            splitter = build_splitter(settings, embedder)
+            pipeline = Pipeline(db, blobs, registry, splitter, embedder)
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -69,7 +111,10 @@ async def open_runtime(
             keys=keys,
             users=users,
             projects=Projects(db, users),
-            jobs=Jobs(db, job_app),
+            jobs=jobs,
+            documents=Documents(db, blobs, registry, jobs, max_bytes=settings.max_upload_bytes),
+            embedder=embedder,
+            pipeline=pipeline,
         )
         if settings.bootstrap_admin and await _schema_current(db):
             announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))
@@ -91,8 +136,10 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> str:
     return url
 
 
-async def _upgrade(db: Database) -> None:
-    async with db.pool.connection() as conn:
+async def _upgrade(url: str) -> None:
+    """Migrate on a connection of its own, before the pool opens: pool connections then
+    find the types the migrations create (pgvector's ``vector``)."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
         applied = await migrate.upgrade(conn)
     for migration in applied:
         log.info("migration applied", version=migration.version, name=migration.name)

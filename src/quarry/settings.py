@@ -79,7 +79,10 @@ class Settings(BaseSettings):
         ),
     )
     worker_concurrency: int = Field(
-        default=4, ge=1, le=256, description="a whole number from 1 to 256"
+        default=32,
+        ge=1,
+        le=256,
+        description="a whole number from 1 to 256 (jobs mostly wait on the batched embedder)",
     )
     worker_heartbeat_interval: float = Field(
         default=10.0, gt=0, description="seconds between worker heartbeats, more than 0"
@@ -102,6 +105,73 @@ class Settings(BaseSettings):
         description="a GGUF file, or unset for the bundled SmolLM2-135M-Instruct",
     )
 
+    embedding_provider: Literal["local", "openai_compatible"] = Field(
+        default="local",
+        description="local (sentence-transformers, the bundled model by default) or "
+        "openai_compatible (any /v1/embeddings server)",
+    )
+    embedding_base_url: str | None = Field(
+        default=None,
+        description="the base URL of an OpenAI-compatible API, such as http://host:8000/v1",
+    )
+    embedding_api_key: SecretStr | None = Field(
+        default=None, description="the API key for the embedding server, if it needs one"
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description="the model name sent to the embedding server (openai_compatible only)",
+    )
+    embedding_max_tokens: int = Field(
+        default=512, ge=8, description="the remote embedding model's input limit in tokens"
+    )
+    embedding_tokenizer_path: Path | None = Field(
+        default=None,
+        description="a tokenizer.json measuring the remote model's tokens "
+        "(default: the bundled MiniLM tokenizer, an approximation)",
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, le=2048, description="texts per embedding call, from 1 to 2048"
+    )
+    embedding_concurrency: int = Field(
+        default=4, ge=1, le=64, description="embedding HTTP calls in flight, from 1 to 64"
+    )
+    embedding_timeout: float = Field(
+        default=60.0, gt=0, description="seconds one embedding HTTP call may take"
+    )
+    embedding_max_retries: int = Field(
+        default=5, ge=0, le=20, description="retries of a failed embedding call, 0 to 20"
+    )
+    chunk_tokens: int = Field(
+        default=256,
+        ge=16,
+        description="the largest chunk in embedder tokens (capped at the embedder's input limit)",
+    )
+    chunk_overlap: int = Field(
+        default=32, ge=0, description="tokens shared by neighbouring chunks, less than chunk_tokens"
+    )
+    max_upload_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="the largest document accepted, in bytes"
+    )
+    fetch_timeout: float = Field(
+        default=20.0, gt=0, description="seconds to fetch a document from a URL"
+    )
+    blob_store: Literal["file", "postgres"] | None = Field(
+        default=None,
+        description="file (under the data directory) or postgres; unset: file on the embedded "
+        "database, postgres otherwise",
+    )
+    ingest_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="tries of a document before it fails, 1 to 50"
+    )
+    ingest_retry_base: float = Field(
+        default=2.0, ge=0, description="seconds before the first retry; doubles each time"
+    )
+    worker_stalled_after: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds without a heartbeat before a worker's jobs are taken over",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -113,10 +183,24 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _pool_bounds(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be less than chunk_tokens")
+        if self.embedding_provider == "openai_compatible" and not (
+            self.embedding_base_url and self.embedding_model
+        ):
+            raise ValueError(
+                "embedding_provider openai_compatible needs embedding_base_url and embedding_model"
+            )
         return self
+
+    @property
+    def blob_store_kind(self) -> Literal["file", "postgres"]:
+        if self.blob_store is not None:
+            return self.blob_store
+        return "file" if self.embedded else "postgres"
 
     @property
     def embedded(self) -> bool:

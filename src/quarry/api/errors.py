@@ -108,6 +108,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "the caller's role does not allow this",
         404: "not found, or not visible to the caller",
         409: "conflicts with the current state",
+        413: "the document is larger than QUARRY_MAX_UPLOAD_BYTES",
+        415: "the document's type is not supported",
         422: "invalid input; `field` or `errors` name what is wrong",
     }
     return {

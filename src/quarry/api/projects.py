@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
+from quarry.ingest.models import ProjectCounts
 from quarry.tenancy.models import Member, Project, Role
 
 router = APIRouter(
@@ -42,9 +43,15 @@ async def list_projects(rt: RuntimeDep, me: PrincipalDep) -> list[Project]:
     return await rt.projects.list_for(me)
 
 
-@router.get("/{project}", summary="Read a project")
-async def get_project(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> Project:
-    return await rt.projects.resolve(me, project)
+class ProjectDetail(Project, ProjectCounts):
+    """A project with its document and chunk counts."""
+
+
+@router.get("/{project}", summary="Read a project, with its document and chunk counts")
+async def get_project(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> ProjectDetail:
+    found = await rt.projects.resolve(me, project)
+    counts = await rt.documents.counts(found.id)
+    return ProjectDetail(**found.model_dump(), **counts.model_dump())
 
 
 @router.patch("/{project}", summary="Rename or describe a project (owner)")

@@ -40,7 +40,7 @@ def serve(
 
 
 async def _serve(settings: Settings) -> None:
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, load_models=True) as rt:
         config = uvicorn.Config(
             create_app(settings, runtime=rt),
             host=settings.host,
@@ -75,12 +75,8 @@ def worker(
 
 
 async def _worker(settings: Settings) -> None:
-    async with open_runtime(settings) as rt:
-        await rt.jobs.run_worker(
-            concurrency=settings.worker_concurrency,
-            heartbeat_interval=settings.worker_heartbeat_interval,
-            install_signal_handlers=True,
-        )
+    async with open_runtime(settings, load_models=True) as rt:
+        await rt.run_worker(install_signal_handlers=True)
 
 
 @db_app.command("upgrade")

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -102,6 +103,15 @@ async def check_server(url: str, connect_timeout: float) -> None:
             )
 
 
+async def _configure(conn: Conn) -> None:
+    """Adapt pgvector's type (numpy arrays in and out) on every pooled connection."""
+    try:
+        await register_vector_async(conn)
+    except psycopg.ProgrammingError:
+        # Not migrated yet (no vector type): /ready reports the pending migrations.
+        await conn.rollback()
+
+
 async def open_pool(
     url: str, *, min_size: int, max_size: int, wait_s: float
 ) -> AsyncConnectionPool[Conn]:
@@ -113,6 +123,7 @@ async def open_pool(
         timeout=wait_s,
         kwargs={"row_factory": dict_row},
         connection_class=AsyncConnection[DictRow],
+        configure=_configure,
         check=AsyncConnectionPool.check_connection,
         name="quarry",
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Any
 
 import procrastinate
 import structlog
+from procrastinate.exceptions import AlreadyEnqueued
 from pydantic import BaseModel
 
 from quarry.db.database import Database
@@ -28,11 +31,11 @@ class Job(BaseModel):
     finished_at: datetime | None = None
 
 
-def build_app() -> procrastinate.App:
+def build_app(*, max_attempts: int = 5, retry_base: float = 2.0) -> procrastinate.App:
     """A Procrastinate app with quarry's tasks; open it with ``open_async(pool)`` to share
     quarry's pool."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector())
-    tasks.register(app)
+    tasks.register(app, max_attempts=max_attempts, retry_base=retry_base)
     return app
 
 
@@ -46,6 +49,23 @@ class Jobs:
             project_id=str(project_id), message=message
         )
         return await self.get(project_id, job_id)
+
+    async def enqueue_ingest(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        await self._enqueue_document(tasks.INGEST, project_id, document_id)
+
+    async def enqueue_reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        await self._enqueue_document(tasks.REEMBED, project_id, document_id)
+
+    async def _enqueue_document(
+        self, task: str, project_id: uuid.UUID, document_id: uuid.UUID
+    ) -> None:
+        """One queued job per document and task at a time; jobs of one document run one by
+        one (same lock), and a job always works on the document's current version."""
+        deferrer = self.app.configure_task(
+            task, lock=f"doc:{document_id}", queueing_lock=f"{task}:{document_id}"
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(project_id=str(project_id), document_id=str(document_id))
 
     async def get(self, project_id: uuid.UUID, job_id: int) -> Job:
         row = await self.db.fetch_one("jobs.get", project_id=project_id, job_id=job_id)
@@ -62,24 +82,63 @@ class Jobs:
             finished_at=row["finished_at"],
         )
 
+    async def recover(self, stalled_after: float) -> int:
+        """Give the jobs of dead workers, and documents left without any job, a new run."""
+        recovered = 0
+        stalled = await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after)
+        for job in stalled:
+            try:
+                await self.app.job_manager.retry_job(job)
+            except Exception as exc:  # another worker recovered it first
+                log.debug("stalled job not retried", job_id=job.id, reason=repr(exc))
+                continue
+            log.warning("stalled job retried", job_id=job.id, task=job.task_name)
+            recovered += 1
+        for row in await self.db.fetch_all("documents.orphaned", older_than_s=stalled_after):
+            await self.enqueue_ingest(row["project_id"], row["id"])
+            log.warning("orphaned document queued", document_id=str(row["id"]))
+            recovered += 1
+        return recovered
+
     async def run_worker(
         self,
         *,
+        deps: tasks.TaskDeps,
         concurrency: int,
         heartbeat_interval: float,
+        stalled_after: float,
         install_signal_handlers: bool,
         name: str = "quarry",
     ) -> None:
-        """Run a worker until cancelled or signalled; jobs finish or are retried elsewhere."""
+        """Run a worker until cancelled or signalled. Beside it, a loop takes over the jobs of
+        workers that stopped sending heartbeats (killed, lost their machine)."""
         log.info("worker starting", concurrency=concurrency)
-        await self.app.run_worker_async(
-            concurrency=concurrency,
-            name=name,
-            install_signal_handlers=install_signal_handlers,
-            update_heartbeat_interval=heartbeat_interval,
-            additional_context={tasks.CONTEXT_KEY: self.db},
-            worker_middleware=[_bind_job_to_logs],
-        )
+        stop = asyncio.Event()
+        recovery = asyncio.create_task(self._recovery_loop(stalled_after, stop), name="recovery")
+        try:
+            await self.app.run_worker_async(
+                concurrency=concurrency,
+                name=name,
+                install_signal_handlers=install_signal_handlers,
+                update_heartbeat_interval=heartbeat_interval,
+                stalled_worker_timeout=stalled_after,
+                additional_context={tasks.CONTEXT_KEY: deps},
+                worker_middleware=[_bind_job_to_logs],
+            )
+        finally:
+            stop.set()
+            await recovery
+
+    async def _recovery_loop(self, stalled_after: float, stop: asyncio.Event) -> None:
+        """Runs until ``stop`` is set. Not stopped by cancelling: a query cancelled midway
+        surfaces through psycopg and procrastinate as an ordinary exception."""
+        while not stop.is_set():
+            try:
+                await self.recover(stalled_after)
+            except Exception:
+                log.exception("job recovery failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(stalled_after / 2, 0.5))
 
 
 async def _bind_job_to_logs(call_next: Any, context: procrastinate.JobContext, worker: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Task definitions. Tasks get the process's services through the job context.
+"""Task definitions. Tasks reach the process's services through the job context.
 
 Tasks are plain functions registered on each App by ``register``: a module-level Blueprint
 would be global state shared by every App in the process. Every task takes ``project_id``:
@@ -7,31 +7,113 @@ jobs are scoped by project like everything else.
 
 from __future__ import annotations
 
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import procrastinate
+import structlog
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from psycopg.types.json import Jsonb
 
 from quarry.db.database import Database
+from quarry.errors import DocumentError, QuarryError
+from quarry.ingest.pipeline import Pipeline
 
-CONTEXT_KEY = "quarry_db"
+log = structlog.get_logger(__name__)
+CONTEXT_KEY = "quarry"
 ECHO = "quarry:echo"
+INGEST = "quarry:ingest_document"
+REEMBED = "quarry:reembed_document"
+INGEST_QUEUE = "ingest"
 
 
-def database_of(context: procrastinate.JobContext) -> Database:
-    db = context.additional_context[CONTEXT_KEY]
-    assert isinstance(db, Database)
-    return db
+@dataclass(frozen=True)
+class TaskDeps:
+    db: Database
+    pipeline: Pipeline | None
+    max_attempts: int
+
+
+def deps_of(context: procrastinate.JobContext) -> TaskDeps:
+    deps = context.additional_context[CONTEXT_KEY]
+    assert isinstance(deps, TaskDeps)
+    return deps
+
+
+def pipeline_of(context: procrastinate.JobContext) -> Pipeline:
+    pipeline = deps_of(context).pipeline
+    if pipeline is None:
+        raise RuntimeError("this worker was started without an embedder")
+    return pipeline
+
+
+class BackoffRetry(BaseRetryStrategy):
+    """Exponential backoff with full jitter; documents that cannot be read are not retried."""
+
+    def __init__(self, max_attempts: int, base_seconds: float, cap_seconds: float = 600) -> None:
+        self.max_attempts = max_attempts
+        self.base_seconds = base_seconds
+        self.cap_seconds = cap_seconds
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, DocumentError) or job.attempts + 1 >= self.max_attempts:
+            return None
+        ceiling = min(self.cap_seconds, self.base_seconds * 2**job.attempts)
+        wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+        return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=wait))
 
 
 async def echo(context: procrastinate.JobContext, project_id: str, message: str) -> None:
     """The smallest job that proves the loop: it stores what it was given as its result."""
     assert context.job.id is not None
     result: dict[str, Any] = {"echo": message, "worker": context.worker_name}
-    await database_of(context).execute(
+    await deps_of(context).db.execute(
         "jobs.save_result", job_id=context.job.id, project_id=project_id, result=Jsonb(result)
     )
 
 
-def register(app: procrastinate.App) -> None:
+async def ingest_document(
+    context: procrastinate.JobContext, project_id: str, document_id: str
+) -> None:
+    deps = deps_of(context)
+    project, document = uuid.UUID(project_id), uuid.UUID(document_id)
+    try:
+        outcome = await pipeline_of(context).index(project, document)
+    except Exception as exc:
+        final = isinstance(exc, DocumentError) or context.job.attempts + 1 >= deps.max_attempts
+        await deps.db.execute(
+            "documents.fail",
+            project_id=project,
+            document_id=document,
+            status="failed" if final else "pending",
+            error=str(exc) or type(exc).__name__,
+            error_code=exc.code if isinstance(exc, QuarryError) else "transient_error",
+        )
+        log.warning("document failed", document_id=document_id, final=final, error=str(exc))
+        raise
+    log.info(
+        "document indexed",
+        document_id=document_id,
+        outcome=outcome.status,
+        chunks=outcome.chunks,
+        embedded=outcome.embedded,
+        reused=outcome.reused,
+    )
+
+
+async def reembed_document(
+    context: procrastinate.JobContext, project_id: str, document_id: str
+) -> None:
+    count = await pipeline_of(context).reembed(uuid.UUID(project_id), uuid.UUID(document_id))
+    log.info("document re-embedded", document_id=document_id, chunks=count)
+
+
+def register(app: procrastinate.App, *, max_attempts: int, retry_base: float) -> None:
+    retry = BackoffRetry(max_attempts, retry_base)
     app.task(name=ECHO, pass_context=True, queue="default")(echo)
+    app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
+    app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)

@@ -1,0 +1,283 @@
+"""Documents in a project: upload, text, URL; status, chunks, delete, retry, reindex."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.errors import problem_responses
+from quarry.errors import DocumentError, InvalidInput
+from quarry.ingest.documents import text_source
+from quarry.ingest.fetch import fetch
+from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
+from quarry.ingest.source import Source
+from quarry.tenancy.models import Role
+
+router = APIRouter(
+    prefix="/projects/{project}",
+    tags=["documents"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+ProjectRef = Annotated[str, Path(description="the project's id or name")]
+DocumentId = Annotated[uuid.UUID, Path(description="the document's id")]
+
+
+class Batch(BaseModel):
+    documents: list[Submission] = Field(description="accepted: created, updated or unchanged")
+    rejected: list[Rejection] = Field(description="refused, each with its reason")
+
+
+class TextDocument(BaseModel):
+    text: str = Field(min_length=1)
+    title: str = Field(default="", max_length=1000)
+    external_id: str | None = Field(
+        default=None, max_length=2048, description="default: the text's SHA-256"
+    )
+    format: str = Field(default="txt", description="how to read the text: txt, md, html, ...")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+
+
+class UrlDocument(BaseModel):
+    url: str = Field(max_length=4096)
+    title: str = Field(default="", max_length=1000)
+    external_id: str | None = Field(default=None, max_length=2048, description="default: url")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+
+
+class DocumentPage(BaseModel):
+    documents: list[Document]
+    counts: ProjectCounts
+    next: str | None = Field(description="pass as `before` for the next page")
+
+
+class Count(BaseModel):
+    count: int
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Upload files (multipart); each is indexed by a background job (editor)",
+    response_model=Batch,
+    responses=problem_responses(413, 415),
+)
+async def upload(
+    project: ProjectRef,
+    rt: RuntimeDep,
+    me: PrincipalDep,
+    files: Annotated[list[UploadFile], File(description="one or more files")],
+    metadata: Annotated[str | None, Form(description="a JSON object for every file")] = None,
+    tags: Annotated[str | None, Form(description="comma-separated tags")] = None,
+    external_id: Annotated[
+        str | None, Form(description="only with one file; default: the file name")
+    ] = None,
+) -> Any:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    meta = _metadata(metadata)
+    tag_list = tuple(t.strip() for t in (tags or "").split(",") if t.strip())
+    if external_id is not None and len(files) != 1:
+        raise InvalidInput("external_id can only be given with a single file", field="external_id")
+    accepted: list[Submission] = []
+    refused: list[tuple[str, DocumentError]] = []
+    for upload_file in files:
+        name = upload_file.filename or "upload"
+        try:
+            rt.documents.check_size(name, upload_file.size or 0)  # before reading it
+            source = Source(
+                data=await upload_file.read(),
+                name=name,
+                external_id=external_id or name,
+                kind="upload",
+                media_type=upload_file.content_type,
+                metadata=meta,
+                tags=tag_list,
+            )
+            accepted.append(await rt.documents.submit(found.id, source))
+        except DocumentError as exc:
+            refused.append((name, exc))
+    rejected = [Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in refused]
+    if refused and not accepted:
+        return _all_refused(rejected, {exc.status for _, exc in refused})
+    return Batch(documents=accepted, rejected=rejected)
+
+
+def _all_refused(rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
+    """Nothing in the upload was accepted: one problem naming every file and its reason."""
+    status_code = statuses.pop() if len(statuses) == 1 else 422
+    return JSONResponse(
+        {
+            "type": f"urn:quarry:error:{rejected[0].code}",
+            "title": "No document accepted",
+            "status": status_code,
+            "detail": "; ".join(f"{r.name}: {r.detail}" for r in rejected),
+            "code": rejected[0].code,
+            "rejected": [r.model_dump() for r in rejected],
+        },
+        status_code=status_code,
+        media_type="application/problem+json",
+    )
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidInput("metadata must be a JSON object", field="metadata") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object", field="metadata")
+    return value
+
+
+@router.post(
+    "/documents/text",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Add a document from text (editor)",
+    responses=problem_responses(413, 415),
+)
+async def add_text(
+    project: ProjectRef, body: TextDocument, rt: RuntimeDep, me: PrincipalDep
+) -> Submission:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    source = text_source(
+        body.text,
+        external_id=body.external_id,
+        title=body.title,
+        fmt=body.format,
+        metadata=body.metadata,
+        tags=tuple(body.tags),
+    )
+    return await rt.documents.submit(found.id, source)
+
+
+@router.post(
+    "/documents/url",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Fetch a URL and add it as a document (editor)",
+    responses=problem_responses(413, 415),
+)
+async def add_url(
+    project: ProjectRef, body: UrlDocument, rt: RuntimeDep, me: PrincipalDep
+) -> Submission:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    fetched = await fetch(
+        body.url, timeout_s=rt.settings.fetch_timeout, max_bytes=rt.settings.max_upload_bytes
+    )
+    source = Source(
+        data=fetched.data,
+        name=fetched.filename,
+        external_id=body.external_id or body.url,
+        kind="url",
+        media_type=fetched.media_type,
+        title=body.title,
+        metadata={"url": fetched.final_url, **body.metadata},
+        tags=tuple(body.tags),
+    )
+    return await rt.documents.submit(found.id, source)
+
+
+@router.get("/documents", summary="List documents, newest first (status=failed: dead letters)")
+async def list_documents(
+    project: ProjectRef,
+    rt: RuntimeDep,
+    me: PrincipalDep,
+    status: Annotated[Status | None, Query(description="only documents in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
+) -> DocumentPage:
+    found = await rt.projects.resolve(me, project)
+    documents = await rt.documents.list_page(
+        found.id, status=status, limit=limit, before=_cursor(before)
+    )
+    last = documents[-1] if len(documents) == limit else None
+    return DocumentPage(
+        documents=documents,
+        counts=await rt.documents.counts(found.id),
+        next=_encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+def _encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{document_id}".encode()).decode()
+
+
+def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if raw is None:
+        return None
+    try:
+        created, _, ident = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("before is not a cursor this API returned", field="before") from None
+
+
+@router.get("/documents/{document_id}", summary="A document's status, error and attempts")
+async def get_document(
+    project: ProjectRef, document_id: DocumentId, rt: RuntimeDep, me: PrincipalDep
+) -> Document:
+    found = await rt.projects.resolve(me, project)
+    return await rt.documents.get(found.id, document_id)
+
+
+@router.get("/documents/{document_id}/chunks", summary="A document's chunks, in order")
+async def get_chunks(
+    project: ProjectRef, document_id: DocumentId, rt: RuntimeDep, me: PrincipalDep
+) -> list[ChunkView]:
+    found = await rt.projects.resolve(me, project)
+    return await rt.documents.chunks(found.id, document_id)
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a document with its chunks and statistics (editor)",
+)
+async def delete_document(
+    project: ProjectRef, document_id: DocumentId, rt: RuntimeDep, me: PrincipalDep
+) -> None:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    await rt.documents.delete(found.id, document_id)
+
+
+@router.post(
+    "/documents/{document_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a failed document again (editor)",
+)
+async def retry_document(
+    project: ProjectRef, document_id: DocumentId, rt: RuntimeDep, me: PrincipalDep
+) -> Count:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    return Count(count=await rt.documents.retry(found.id, [document_id]))
+
+
+@router.post(
+    "/documents/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue every failed document again (editor)",
+)
+async def retry_all(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> Count:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    return Count(count=await rt.documents.retry(found.id, None))
+
+
+@router.post(
+    "/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Re-embed every document with the configured embedding model (owner)",
+)
+async def reindex(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> Count:
+    found = await rt.projects.resolve(me, project, Role.owner)
+    return Count(count=await rt.documents.reindex(found.id))

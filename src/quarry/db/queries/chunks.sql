@@ -1,0 +1,69 @@
+-- name: reusable_embeddings
+-- Vectors this project already has for these chunk texts, made by this model.
+SELECT DISTINCT ON (c.content_hash) c.content_hash, e.embedding
+FROM chunks c
+JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = %(model)s
+WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]);
+
+-- name: totals_for_document
+SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms
+FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
+
+-- name: delete_for_document
+DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
+
+-- name: insert_many
+-- Every chunk of a document in one statement; its lexical statistics are computed here, with
+-- the project's analyzer, so the query side can analyse text the same way.
+INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end, page,
+                    token_count, content_hash, terms, term_count)
+SELECT %(project_id)s, %(document_id)s, c.chunk_index, c.text, c.char_start, c.char_end,
+       c.page, c.token_count, c.content_hash, t.terms,
+       (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
+          FROM unnest(t.terms))
+FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
+            %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
+            %(content_hash)s::bytea[])
+     AS c(chunk_index, text, char_start, char_end, page, token_count, content_hash)
+CROSS JOIN LATERAL (SELECT to_tsvector(%(analyzer)s::regconfig, c.text) AS terms) t
+RETURNING id, chunk_index, term_count;
+
+-- name: insert_embeddings
+INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
+SELECT chunk_id, %(project_id)s, %(model)s, embedding
+FROM unnest(%(chunk_ids)s::bigint[], %(embeddings)s::vector[]) AS e(chunk_id, embedding)
+ON CONFLICT (chunk_id, model) DO UPDATE SET embedding = excluded.embedding;
+
+-- name: add_stats
+-- Deltas may be negative. CHECK constraints apply to the proposed row before ON CONFLICT
+-- does, so the row to insert never goes below zero (a negative delta implies the row exists).
+INSERT INTO lexical_stats (project_id, chunk_count, term_count)
+VALUES (%(project_id)s, greatest(%(chunks)s::bigint, 0), greatest(%(terms)s::bigint, 0))
+ON CONFLICT (project_id) DO UPDATE
+SET chunk_count = lexical_stats.chunk_count + %(chunks)s::bigint,
+    term_count = lexical_stats.term_count + %(terms)s::bigint;
+
+-- name: list_for_document
+SELECT c.id, c.chunk_index, c.text, c.char_start, c.char_end, c.page, c.token_count,
+       encode(c.content_hash, 'hex') AS content_hash, c.term_count,
+       array(SELECT e.model FROM chunk_embeddings e WHERE e.chunk_id = c.id ORDER BY e.model)
+           AS embedding_models
+FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
+ORDER BY c.chunk_index;
+
+-- name: texts_missing_model
+SELECT c.id, c.text FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
+  AND NOT EXISTS (SELECT 1 FROM chunk_embeddings e
+                  WHERE e.chunk_id = c.id AND e.model = %(model)s)
+ORDER BY c.chunk_index;
+
+-- name: drop_other_models
+DELETE FROM chunk_embeddings e
+USING chunks c
+WHERE c.id = e.chunk_id AND c.project_id = %(project_id)s AND c.document_id = %(document_id)s
+  AND e.model <> %(model)s;
+
+-- name: stats
+SELECT chunk_count, term_count FROM lexical_stats WHERE project_id = %(project_id)s;

@@ -1,0 +1,97 @@
+-- name: upsert
+-- A new document, or a new version of an existing one when its content changed. Identical
+-- content returns no row: nothing new is written.
+INSERT INTO documents (project_id, external_id, source_kind, source, title, format,
+                       content_hash, size_bytes, metadata, tags)
+VALUES (%(project_id)s, %(external_id)s, %(source_kind)s, %(source)s, %(title)s, %(format)s,
+        %(content_hash)s, %(size_bytes)s, %(metadata)s, %(tags)s)
+ON CONFLICT (project_id, external_id) DO UPDATE
+SET source_kind = excluded.source_kind, source = excluded.source, title = excluded.title,
+    format = excluded.format, content_hash = excluded.content_hash,
+    size_bytes = excluded.size_bytes, metadata = excluded.metadata, tags = excluded.tags,
+    version = documents.version + 1, status = 'pending', error = NULL, error_code = NULL,
+    attempts = 0, updated_at = now()
+WHERE documents.content_hash IS DISTINCT FROM excluded.content_hash
+RETURNING *, (xmax = 0) AS inserted;
+
+-- name: get
+SELECT * FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s;
+
+-- name: get_by_external_id
+SELECT * FROM documents WHERE project_id = %(project_id)s AND external_id = %(external_id)s;
+
+-- name: list
+-- Newest first, keyset-paginated by (created_at, id).
+SELECT * FROM documents
+WHERE project_id = %(project_id)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(before_created)s::timestamptz IS NULL
+       OR (created_at, id) < (%(before_created)s::timestamptz, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: ids_by_status
+SELECT id FROM documents WHERE project_id = %(project_id)s AND status = %(status)s;
+
+-- name: all_ids
+SELECT id FROM documents WHERE project_id = %(project_id)s;
+
+-- name: counts
+SELECT status, count(*) AS n, coalesce(sum(chunk_count), 0) AS chunks
+FROM documents WHERE project_id = %(project_id)s GROUP BY status;
+
+-- name: claim
+-- Take a document for indexing, unless what is stored is already its current content.
+UPDATE documents
+SET status = 'indexing', attempts = attempts + 1, updated_at = now()
+WHERE project_id = %(project_id)s AND id = %(document_id)s
+  AND (status <> 'complete' OR indexed_hash IS DISTINCT FROM content_hash)
+RETURNING id, project_id, content_hash, format, title, version,
+          (SELECT analyzer::text FROM projects WHERE id = %(project_id)s) AS analyzer;
+
+-- name: lock
+SELECT id, content_hash, status FROM documents
+WHERE project_id = %(project_id)s AND id = %(document_id)s
+FOR UPDATE;
+
+-- name: complete
+UPDATE documents
+SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = content_hash,
+    chunk_count = %(chunk_count)s, text_length = %(text_length)s,
+    title = CASE WHEN title = '' THEN coalesce(%(title)s, '') ELSE title END,
+    indexed_at = now(), updated_at = now()
+WHERE project_id = %(project_id)s AND id = %(document_id)s;
+
+-- name: fail
+-- Only the run that holds the document (status indexing) records its failure: a version
+-- submitted meanwhile is pending and keeps its own state.
+UPDATE documents
+SET status = %(status)s, error = %(error)s, error_code = %(error_code)s, updated_at = now()
+WHERE project_id = %(project_id)s AND id = %(document_id)s AND status = 'indexing';
+
+-- name: reset_for_retry
+UPDATE documents
+SET status = 'pending', error = NULL, error_code = NULL, attempts = 0, updated_at = now()
+WHERE project_id = %(project_id)s AND id = %(document_id)s AND status = 'failed'
+RETURNING id;
+
+-- name: delete
+DELETE FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s
+RETURNING content_hash;
+
+-- name: hash_in_use
+SELECT 1 FROM documents
+WHERE project_id = %(project_id)s AND content_hash = %(content_hash)s LIMIT 1;
+
+-- name: orphaned
+-- A maintenance sweep over all projects (the one query not scoped by project): pending or
+-- indexing documents that no queued or running job will pick up (for example
+-- when a process died between saving a document and queueing its job).
+SELECT d.id, d.project_id FROM documents d
+WHERE d.status IN ('pending', 'indexing')
+  AND d.updated_at < now() - make_interval(secs => %(older_than_s)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs j
+      WHERE j.status IN ('todo', 'doing')
+        AND j.args ->> 'document_id' = d.id::text)
+LIMIT 1000;

@@ -1,0 +1,1 @@
+"""Ingestion: parse -> split -> embed -> write, one crash-safe job per document."""

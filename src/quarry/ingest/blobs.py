@@ -1,0 +1,82 @@
+"""Where a document's raw bytes are kept, so it can be re-processed without a re-upload.
+
+Blobs are addressed by project and SHA-256 of their content: writing the same bytes twice
+stores them once. ``FileBlobStore`` keeps them under the data directory (the embedded
+default); ``PostgresBlobStore`` keeps them in the database, so workers on other machines can
+read what an API replica received (the default with an external database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from quarry.db.database import Database
+from quarry.errors import TransientError
+
+
+class BlobStore(Protocol):
+    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None: ...
+
+    async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes: ...
+
+    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None: ...
+
+
+class BlobMissing(TransientError):
+    """The bytes of a document are not (yet) readable: a shared disk may be catching up."""
+
+
+class FileBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, project_id: uuid.UUID, content_hash: str) -> Path:
+        if len(content_hash) != 64 or not all(c in "0123456789abcdef" for c in content_hash):
+            raise ValueError(f"not a SHA-256 hex digest: {content_hash!r}")
+        return self.root / str(project_id) / content_hash[:2] / content_hash
+
+    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put, self._path(project_id, content_hash), data)
+
+    @staticmethod
+    def _put(path: Path, data: bytes) -> None:
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
+        path = self._path(project_id, content_hash)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise BlobMissing(f"raw bytes not found at {path}") from None
+
+    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
+        path = self._path(project_id, content_hash)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+class PostgresBlobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
+        await self.db.execute(
+            "blobs.put", project_id=project_id, content_hash=content_hash, data=data
+        )
+
+    async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
+        row = await self.db.fetch_one("blobs.get", project_id=project_id, content_hash=content_hash)
+        if row is None:
+            raise BlobMissing(f"raw bytes {content_hash} not in the database")
+        return bytes(row["data"])
+
+    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
+        await self.db.execute("blobs.delete", project_id=project_id, content_hash=content_hash)

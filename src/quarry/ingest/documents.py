@@ -1,0 +1,217 @@
+"""Documents as a service: submit (idempotent, versioned), read, delete, retry, reindex."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+
+from quarry.db.database import Database
+from quarry.errors import DocumentNotFound, DocumentTooLarge, EmptyDocument, InvalidInput
+from quarry.ingest.blobs import BlobStore
+from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Submission
+from quarry.ingest.parsers import ParserRegistry
+from quarry.ingest.source import Source
+
+PAGE_LIMIT = 1000
+
+
+class IngestQueue(Protocol):
+    async def enqueue_ingest(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None: ...
+
+    async def enqueue_reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None: ...
+
+
+class Documents:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        registry: ParserRegistry,
+        queue: IngestQueue,
+        *,
+        max_bytes: int,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.registry = registry
+        self.queue = queue
+        self.max_bytes = max_bytes
+
+    def check_size(self, name: str, size: int) -> None:
+        if size > self.max_bytes:
+            raise DocumentTooLarge(
+                f"{name} is {size} bytes; the limit is {self.max_bytes} (QUARRY_MAX_UPLOAD_BYTES)"
+            )
+
+    def check(self, source: Source) -> str:
+        """Refuse what can be refused before storing anything; return the format's name."""
+        self.check_size(source.name, len(source.data))
+        if not source.data:
+            raise EmptyDocument(f"{source.name} is empty")
+        if len(source.external_id) > 2048:
+            raise InvalidInput("external_id is longer than 2048 characters", field="external_id")
+        if source.format is not None:
+            return self.registry.get(source.format).name
+        return self.registry.detect(source.name, source.media_type).name
+
+    async def submit(self, project_id: uuid.UUID, source: Source) -> Submission:
+        """Store the bytes, create or version the document, queue its job.
+
+        Identical content under the same external id writes nothing and queues nothing.
+        """
+        fmt = self.check(source)
+        content_hash = hashlib.sha256(source.data).hexdigest()
+        await self.blobs.put(project_id, content_hash, source.data)
+        row = await self.db.fetch_one(
+            "documents.upsert",
+            project_id=project_id,
+            external_id=source.external_id,
+            source_kind=source.kind,
+            source=source.name,
+            title=source.title,
+            format=fmt,
+            content_hash=content_hash,
+            size_bytes=len(source.data),
+            metadata=Jsonb(source.metadata),
+            tags=list(source.tags),
+        )
+        if row is None:
+            existing = await self.db.fetch_one(
+                "documents.get_by_external_id",
+                project_id=project_id,
+                external_id=source.external_id,
+            )
+            assert existing is not None
+            return Submission(document=Document(**existing), outcome="unchanged")
+        outcome = "created" if row.pop("inserted") else "updated"
+        document = Document(**row)
+        await self.queue.enqueue_ingest(project_id, document.id)
+        return Submission(document=document, outcome=outcome)
+
+    async def get(self, project_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+        row = await self.db.fetch_one(
+            "documents.get", project_id=project_id, document_id=document_id
+        )
+        if row is None:
+            raise DocumentNotFound(f"no document {document_id} in this project")
+        return Document(**row)
+
+    async def list_page(
+        self,
+        project_id: uuid.UUID,
+        *,
+        status: Status | None = None,
+        limit: int = 100,
+        before: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[Document]:
+        rows = await self.db.fetch_all(
+            "documents.list",
+            project_id=project_id,
+            status=status.value if status else None,
+            limit=max(1, min(limit, PAGE_LIMIT)),
+            before_created=before[0] if before else None,
+            before_id=before[1] if before else None,
+        )
+        return [Document(**row) for row in rows]
+
+    async def chunks(self, project_id: uuid.UUID, document_id: uuid.UUID) -> list[ChunkView]:
+        await self.get(project_id, document_id)
+        rows = await self.db.fetch_all(
+            "chunks.list_for_document", project_id=project_id, document_id=document_id
+        )
+        return [ChunkView(**row) for row in rows]
+
+    async def counts(self, project_id: uuid.UUID) -> ProjectCounts:
+        rows = await self.db.fetch_all("documents.counts", project_id=project_id)
+        by_status = {status.value: 0 for status in Status}
+        by_status.update({row["status"]: row["n"] for row in rows})
+        return ProjectCounts(
+            document_count=sum(by_status.values()),
+            chunk_count=sum(int(row["chunks"]) for row in rows),
+            documents_by_status=by_status,
+        )
+
+    async def delete(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        """Remove a document, its chunks, vectors and statistics in one transaction."""
+        async with self.db.transaction() as conn:
+            locked = await self.db.fetch_one(
+                "documents.lock", conn, project_id=project_id, document_id=document_id
+            )
+            if locked is None:
+                raise DocumentNotFound(f"no document {document_id} in this project")
+            totals = await self.db.fetch_one(
+                "chunks.totals_for_document", conn, project_id=project_id, document_id=document_id
+            )
+            assert totals is not None
+            await self.db.execute(
+                "documents.delete", conn, project_id=project_id, document_id=document_id
+            )
+            await self.db.execute(
+                "chunks.add_stats",
+                conn,
+                project_id=project_id,
+                chunks=-totals["chunks"],
+                terms=-totals["terms"],
+            )
+            in_use = await self.db.fetch_one(
+                "documents.hash_in_use",
+                conn,
+                project_id=project_id,
+                content_hash=locked["content_hash"],
+            )
+        if in_use is None:
+            await self.blobs.delete(project_id, locked["content_hash"])
+
+    async def retry(self, project_id: uuid.UUID, document_ids: list[uuid.UUID] | None) -> int:
+        """Queue failed documents again (all of them when ``document_ids`` is None)."""
+        if document_ids is None:
+            rows = await self.db.fetch_all(
+                "documents.ids_by_status", project_id=project_id, status="failed"
+            )
+            document_ids = [row["id"] for row in rows]
+        retried = 0
+        for document_id in document_ids:
+            reset = await self.db.fetch_one(
+                "documents.reset_for_retry", project_id=project_id, document_id=document_id
+            )
+            if reset is None:
+                await self.get(project_id, document_id)  # 404 when it does not exist
+                continue
+            await self.queue.enqueue_ingest(project_id, document_id)
+            retried += 1
+        return retried
+
+    async def reindex(self, project_id: uuid.UUID) -> int:
+        """Re-embed every document with the configured model; the old vectors go as each
+        document's new ones land, and search only ever reads one model's vectors."""
+        rows = await self.db.fetch_all("documents.all_ids", project_id=project_id)
+        for row in rows:
+            await self.queue.enqueue_reembed(project_id, row["id"])
+        return len(rows)
+
+
+def text_source(
+    text: str,
+    *,
+    external_id: str | None,
+    title: str,
+    fmt: str,
+    metadata: dict[str, Any],
+    tags: tuple[str, ...],
+) -> Source:
+    data = text.encode()
+    name = title or (external_id or "text")
+    return Source(
+        data=data,
+        name=name,
+        external_id=external_id or f"text:{hashlib.sha256(data).hexdigest()}",
+        kind="text",
+        format=fmt,
+        title=title,
+        metadata=metadata,
+        tags=tags,
+    )

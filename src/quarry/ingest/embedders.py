@@ -1,0 +1,159 @@
+"""Embedders: text in, unit-length float32 vectors out, with the model id stored beside them.
+
+``Embedder`` is the seam. Implementations: ``LocalEmbedder`` (a sentence-transformers model,
+the bundled all-MiniLM-L6-v2 by default, never fetched from a hub), ``OpenAICompatibleEmbedder``
+(any ``/v1/embeddings`` server: OpenAI, vLLM, Ollama, TEI) and ``quarry.testing.HashEmbedder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from tokenizers import Tokenizer
+
+Vectors = npt.NDArray[np.float32]
+log = structlog.get_logger(__name__)
+
+
+class Embedder(Protocol):
+    model_id: str
+    dimensions: int
+    max_tokens: int  # the model's input limit, special tokens included
+    tokenizer: Tokenizer | None  # measures tokens exactly as the model does; None: words
+
+    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    async def aclose(self) -> None: ...
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A tokenizer that counts every token: model files often ship with truncation and
+    padding switched on (MiniLM's truncates at 128), which would hide over-long chunks."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+class SentenceTransformerModel:
+    """A loaded sentence-transformers model (heavy; load once per process and share)."""
+
+    def __init__(self, path: Path, model_id: str, batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local path must never reach a hub
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.model_id = model_id
+        self.batch_size = batch_size
+        max_tokens = self.model.max_seq_length
+        dimensions = self.model.get_embedding_dimension()
+        if max_tokens is None or dimensions is None:
+            raise RuntimeError(f"{path} does not declare its input limit and dimensions")
+        self.max_tokens = int(max_tokens)
+        self.dimensions = int(dimensions)
+        self.tokenizer = load_tokenizer(path / "tokenizer.json")
+
+    def encode(self, texts: list[str]) -> Vectors:
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+@dataclass
+class _Request:
+    texts: Sequence[str]
+    future: asyncio.Future[Vectors]
+
+
+@dataclass
+class LocalEmbedder:
+    """Micro-batches texts from concurrent callers into one encode call on one thread.
+
+    Ingestion runs one job per document, and most documents have a chunk or two; encoding
+    them one call each would leave the model mostly idle on padding and call overhead. Callers
+    that arrive while the model is busy are gathered (up to ``window`` texts) and encoded
+    together; sentence-transformers sorts a call's texts by length, so a bigger window also
+    means less padding.
+    """
+
+    model: SentenceTransformerModel
+    window: int = 512
+    model_id: str = field(init=False)
+    dimensions: int = field(init=False)
+    max_tokens: int = field(init=False)
+    tokenizer: Tokenizer | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_id = self.model.model_id
+        self.dimensions = self.model.dimensions
+        self.max_tokens = self.model.max_tokens
+        self.tokenizer = self.model.tokenizer
+        self._pending: list[_Request] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="embed")
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(texts, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="embed-batcher")
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            await asyncio.sleep(0)  # let callers scheduled in this tick join the batch
+            batch: list[_Request] = []
+            size = 0
+            while self._pending and (
+                not batch or size + len(self._pending[0].texts) <= self.window
+            ):
+                batch.append(self._pending.pop(0))
+                size += len(batch[-1].texts)
+            texts = [text for request in batch for text in request.texts]
+            try:
+                vectors = await loop.run_in_executor(self._thread, self.model.encode, texts)
+            except Exception as exc:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            start = 0
+            for request in batch:
+                end = start + len(request.texts)
+                if not request.future.done():
+                    request.future.set_result(vectors[start:end])
+                start = end
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+
+
+def normalize(vectors: Any) -> Vectors:
+    array = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    result: Vectors = array / norms
+    return result

@@ -1,0 +1,73 @@
+"""Documents and chunks as the API and CLI show them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    pending = "pending"
+    indexing = "indexing"
+    complete = "complete"
+    failed = "failed"
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    external_id: str = Field(description="what makes two submissions the same document")
+    source_kind: str
+    source: str
+    title: str
+    format: str
+    content_hash: str
+    size_bytes: int
+    version: int
+    status: Status
+    error: str | None = None
+    error_code: str | None = None
+    attempts: int
+    metadata: dict[str, Any]
+    tags: list[str]
+    chunk_count: int
+    text_length: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    indexed_at: datetime | None = None
+
+
+class Submission(BaseModel):
+    document: Document
+    outcome: str = Field(description="created, updated (a new version) or unchanged")
+
+
+class Rejection(BaseModel):
+    name: str = Field(description="the file name, path or URL that was refused")
+    code: str
+    detail: str
+
+
+class ChunkView(BaseModel):
+    id: int
+    chunk_index: int
+    text: str
+    char_start: int
+    char_end: int
+    page: int | None
+    token_count: int
+    content_hash: str
+    term_count: int
+    embedding_models: list[str]
+
+
+class ProjectCounts(BaseModel):
+    document_count: int
+    chunk_count: int
+    documents_by_status: dict[str, int]

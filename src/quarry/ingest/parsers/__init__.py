@@ -1,0 +1,103 @@
+"""Parsers turn a document's bytes into text, registered by format.
+
+Adding a format is one module with a ``FORMATS`` list plus one line in ``BUILTIN_MODULES``.
+A parser raises a ``DocumentError`` subclass for input it cannot read; those are permanent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from quarry.errors import UnsupportedFormat
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A document's text. ``page_starts[i]`` is where page i+1 begins, for formats with pages."""
+
+    text: str
+    title: str | None = None
+    page_starts: tuple[int, ...] = ()
+    structured: bool = False  # Markdown headings and lists mark the structure to split on
+
+    def page_at(self, offset: int) -> int | None:
+        if not self.page_starts:
+            return None
+        page = 0
+        for i, start in enumerate(self.page_starts):
+            if start > offset:
+                break
+            page = i
+        return page + 1
+
+
+Parser = Callable[[bytes], Parsed]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extensions: tuple[str, ...]
+    parse: Parser
+    media_types: tuple[str, ...] = field(default=())
+
+
+BUILTIN_MODULES = (
+    "quarry.ingest.parsers.text",
+    "quarry.ingest.parsers.html",
+    "quarry.ingest.parsers.pdf",
+    "quarry.ingest.parsers.docx",
+)
+
+
+class ParserRegistry:
+    def __init__(self, formats: Iterable[Format] = ()) -> None:
+        self._by_name: dict[str, Format] = {}
+        self._by_extension: dict[str, Format] = {}
+        self._by_media_type: dict[str, Format] = {}
+        for fmt in formats:
+            self.register(fmt)
+
+    @classmethod
+    def builtin(cls) -> ParserRegistry:
+        formats: list[Format] = []
+        for module in BUILTIN_MODULES:
+            formats.extend(importlib.import_module(module).FORMATS)
+        return cls(formats)
+
+    def register(self, fmt: Format) -> None:
+        self._by_name[fmt.name] = fmt
+        for extension in fmt.extensions:
+            self._by_extension[extension.lower()] = fmt
+        for media_type in fmt.media_types:
+            self._by_media_type[media_type] = fmt
+
+    @property
+    def extensions(self) -> list[str]:
+        return sorted(self._by_extension)
+
+    def get(self, name: str) -> Format:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnsupportedFormat(
+                f"unknown format {name!r}; supported: {', '.join(sorted(self._by_name))}",
+                field="format",
+            ) from None
+
+    def detect(self, filename: str | None, media_type: str | None = None) -> Format:
+        """The format of a file, by its extension first, then by its media type."""
+        suffix = PurePath(filename).suffix.lower() if filename else ""
+        if suffix in self._by_extension:
+            return self._by_extension[suffix]
+        base_type = (media_type or "").split(";")[0].strip().lower()
+        if base_type in self._by_media_type:
+            return self._by_media_type[base_type]
+        shown = suffix or base_type or "no extension"
+        raise UnsupportedFormat(
+            f"{filename or 'the document'}: {shown} is not a supported type; "
+            f"supported: {', '.join(self.extensions)}"
+        )

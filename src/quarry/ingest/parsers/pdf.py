@@ -1,0 +1,41 @@
+"""PDF: the text of each page, with page numbers kept."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from pypdf import PdfReader
+from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
+
+from quarry.errors import CorruptDocument, EmptyDocument, EncryptedDocument
+from quarry.ingest.parsers import Format, Parsed
+
+PAGE_SEPARATOR = "\n\n"
+
+
+def parse_pdf(data: bytes) -> Parsed:
+    # pypdf logs every repairable oddity of real-world PDFs as a warning.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise EncryptedDocument("the PDF is password-protected; upload it without a password")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = reader.metadata.title if reader.metadata else None
+    except (FileNotDecryptedError, NotImplementedError) as exc:
+        raise EncryptedDocument(f"the PDF is password-protected ({exc})") from None
+    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise CorruptDocument(f"the PDF cannot be read: {exc}") from None
+    starts, parts, offset = [], [], 0
+    for text in pages:
+        starts.append(offset)
+        parts.append(text)
+        offset += len(text) + len(PAGE_SEPARATOR)
+    joined = PAGE_SEPARATOR.join(parts)
+    if not joined.strip():
+        raise EmptyDocument("the PDF has no extractable text (scanned images need OCR)")
+    return Parsed(text=joined, title=title or None, page_starts=tuple(starts))
+
+
+FORMATS = [Format("pdf", (".pdf",), parse_pdf, ("application/pdf",))]

@@ -1,0 +1,203 @@
+"""One document through parse -> split -> embed -> write.
+
+The write is one transaction: the document's old chunks, vectors and lexical statistics go
+and the new ones land together, or nothing changes. A worker killed at any point leaves the
+previous state intact; the job runs again and finishes. Chunks whose text the project already
+has an embedding for (same content hash, same model) reuse it, so a new version of a document
+only pays for its new chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from quarry.db.database import Conn, Database
+from quarry.ingest.blobs import BlobStore
+from quarry.ingest.embedders import Embedder, Vectors
+from quarry.ingest.parsers import Parsed, ParserRegistry
+from quarry.ingest.split import Chunk, Splitter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # indexed, unchanged, superseded, gone
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        registry: ParserRegistry,
+        splitter: Splitter,
+        embedder: Embedder,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.registry = registry
+        self.splitter = splitter
+        self.embedder = embedder
+
+    async def index(self, project_id: uuid.UUID, document_id: uuid.UUID) -> Outcome:
+        claimed = await self.db.fetch_one(
+            "documents.claim", project_id=project_id, document_id=document_id
+        )
+        if claimed is None:
+            exists = await self.db.fetch_one(
+                "documents.get", project_id=project_id, document_id=document_id
+            )
+            return Outcome("unchanged" if exists else "gone")
+        data = await self.blobs.get(project_id, claimed["content_hash"])
+        fmt = self.registry.get(claimed["format"])
+        parsed, chunks = await asyncio.to_thread(self._parse_and_split, fmt.parse, data)
+        vectors, reused = await self._vectors(project_id, chunks)
+        written = await self._write(project_id, document_id, claimed, parsed, chunks, vectors)
+        if not written:
+            return Outcome("superseded")
+        return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
+
+    def _parse_and_split(self, parse: Any, data: bytes) -> tuple[Parsed, list[Chunk]]:
+        parsed: Parsed = parse(data)
+        return parsed, self.splitter.split(parsed)
+
+    async def _vectors(self, project_id: uuid.UUID, chunks: list[Chunk]) -> tuple[Vectors, int]:
+        """A vector per chunk: reused where the project has one for the same text and model."""
+        hashes = list({chunk.content_hash for chunk in chunks})
+        rows = await self.db.fetch_all(
+            "chunks.reusable_embeddings",
+            project_id=project_id,
+            model=self.embedder.model_id,
+            hashes=hashes,
+        )
+        known: dict[bytes, Vectors] = {
+            bytes(row["content_hash"]): row["embedding"].to_numpy().astype(np.float32)
+            for row in rows
+        }
+        todo = {c.content_hash: c.text for c in chunks if c.content_hash not in known}
+        if todo:
+            fresh = await self.embedder.embed(list(todo.values()))
+            known.update(zip(todo.keys(), fresh, strict=True))
+        reused = sum(1 for c in chunks if c.content_hash not in todo)
+        if not chunks:
+            return np.zeros((0, self.embedder.dimensions), dtype=np.float32), 0
+        return np.stack([known[c.content_hash] for c in chunks]), reused
+
+    async def _write(
+        self,
+        project_id: uuid.UUID,
+        document_id: uuid.UUID,
+        claimed: dict[str, Any],
+        parsed: Parsed,
+        chunks: list[Chunk],
+        vectors: Vectors,
+    ) -> bool:
+        """Replace the document's chunks in one transaction; False if it changed meanwhile."""
+        async with self.db.transaction() as conn:
+            # The job's own commit follows and is synchronous, so an asynchronous commit
+            # here loses nothing on a crash and saves a disk flush per document.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            locked = await self.db.fetch_one(
+                "documents.lock", conn, project_id=project_id, document_id=document_id
+            )
+            if locked is None or locked["content_hash"] != claimed["content_hash"]:
+                return False
+            old = await self.db.fetch_one(
+                "chunks.totals_for_document", conn, project_id=project_id, document_id=document_id
+            )
+            assert old is not None
+            await self.db.execute(
+                "chunks.delete_for_document", conn, project_id=project_id, document_id=document_id
+            )
+            terms = await self._insert(conn, project_id, document_id, claimed, chunks, vectors)
+            await self.db.execute(
+                "chunks.add_stats",
+                conn,
+                project_id=project_id,
+                chunks=len(chunks) - old["chunks"],
+                terms=terms - old["terms"],
+            )
+            await self.db.execute(
+                "documents.complete",
+                conn,
+                project_id=project_id,
+                document_id=document_id,
+                chunk_count=len(chunks),
+                text_length=len(parsed.text),
+                title=parsed.title,
+            )
+        return True
+
+    async def _insert(
+        self,
+        conn: Conn,
+        project_id: uuid.UUID,
+        document_id: uuid.UUID,
+        claimed: dict[str, Any],
+        chunks: list[Chunk],
+        vectors: Vectors,
+    ) -> int:
+        if not chunks:
+            return 0
+        rows = await self.db.fetch_all(
+            "chunks.insert_many",
+            conn,
+            project_id=project_id,
+            document_id=document_id,
+            analyzer=claimed["analyzer"],
+            chunk_index=[c.index for c in chunks],
+            text=[c.text for c in chunks],
+            char_start=[c.char_start for c in chunks],
+            char_end=[c.char_end for c in chunks],
+            page=[c.page for c in chunks],
+            token_count=[c.token_count for c in chunks],
+            content_hash=[c.content_hash for c in chunks],
+        )
+        ids = {row["chunk_index"]: row["id"] for row in rows}
+        await self.db.execute(
+            "chunks.insert_embeddings",
+            conn,
+            project_id=project_id,
+            model=self.embedder.model_id,
+            chunk_ids=[ids[c.index] for c in chunks],
+            embeddings=list(vectors),
+        )
+        return sum(int(row["term_count"]) for row in rows)
+
+    async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
+        """Give a document's chunks vectors from the configured model, then drop the others."""
+        rows = await self.db.fetch_all(
+            "chunks.texts_missing_model",
+            project_id=project_id,
+            document_id=document_id,
+            model=self.embedder.model_id,
+        )
+        vectors = await self.embedder.embed([row["text"] for row in rows]) if rows else None
+        async with self.db.transaction() as conn:
+            if rows and vectors is not None:
+                await self.db.execute(
+                    "chunks.insert_embeddings",
+                    conn,
+                    project_id=project_id,
+                    model=self.embedder.model_id,
+                    chunk_ids=[row["id"] for row in rows],
+                    embeddings=list(vectors),
+                )
+            await self.db.execute(
+                "chunks.drop_other_models",
+                conn,
+                project_id=project_id,
+                document_id=document_id,
+                model=self.embedder.model_id,
+            )
+        return len(rows)

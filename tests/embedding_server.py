@@ -1,0 +1,73 @@
+"""A real OpenAI-compatible /v1/embeddings server for tests, answering from a script.
+
+Each request takes the next step of the script: "ok", "429:<retry-after>", "500", "400",
+"slow:<seconds>" or "malformed"; when the script runs out, every request is "ok". Vectors
+come from quarry.testing.HashEmbedder, so they are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from quarry.testing import HashEmbedder
+from tests.support import free_port
+
+
+@dataclass
+class Script:
+    steps: list[str] = field(default_factory=list)
+    seen: list[tuple[float, int]] = field(default_factory=list)  # (time, number of inputs)
+
+    def next(self) -> str:
+        return self.steps.pop(0) if self.steps else "ok"
+
+
+def app_for(script: Script) -> Starlette:
+    embedder = HashEmbedder(dimensions=16)
+
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        script.seen.append((time.monotonic(), len(body["input"])))
+        step = script.next()
+        if step.startswith("429"):
+            return Response("slow down", 429, headers={"Retry-After": step.split(":")[1]})
+        if step in ("500", "400"):
+            return Response("nope", int(step))
+        if step.startswith("slow"):
+            await asyncio.sleep(float(step.split(":")[1]))
+        if step == "malformed":
+            return Response("{not json", 200, media_type="application/json")
+        vectors = await embedder.embed(body["input"])
+        data = [{"index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+        return JSONResponse({"data": list(reversed(data)), "model": body["model"]})
+
+    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
+
+
+@contextmanager
+def embedding_server(script: Script) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(app_for(script), host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "embedding server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,0 +1,412 @@
+"""Documents from upload to chunks, over the real app, model and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from quarry.runtime import Runtime
+from quarry.tenancy.users import NewUser
+from tests import files
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.usefixtures("ingest_client")
+
+
+async def wait_settled(client: httpx.AsyncClient, key: dict, project: str, timeout: float = 60):
+    """Wait until no document of the project is pending or indexing; return them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = (await client.get(f"/projects/{project}/documents", headers=key)).json()
+        counts = page["counts"]["documents_by_status"]
+        if counts["pending"] == 0 and counts["indexing"] == 0:
+            return {d["external_id"]: d for d in page["documents"]}
+        assert time.monotonic() < deadline, counts
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def project(ingest_client: httpx.AsyncClient, admin: NewUser) -> tuple[str, dict]:
+    key = bearer(admin.api_key.secret)
+    made = await ingest_client.post("/projects", json={"name": "docs"}, headers=key)
+    assert made.status_code == 201
+    return "docs", key
+
+
+def invariant_violations(url: str) -> list[str]:
+    """Chunks, vectors and statistics that disagree with each other."""
+    checks = {
+        "chunk without document": "SELECT count(*) FROM chunks c LEFT JOIN documents d "
+        "ON d.id = c.document_id WHERE d.id IS NULL",
+        "chunk without embedding": "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
+        "(SELECT 1 FROM chunk_embeddings e WHERE e.chunk_id = c.id)",
+        "chunk_count disagrees": "SELECT count(*) FROM documents d WHERE d.chunk_count <> "
+        "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id)",
+        "duplicate chunk index": "SELECT count(*) FROM (SELECT document_id, chunk_index FROM "
+        "chunks GROUP BY 1, 2 HAVING count(*) > 1) x",
+        "stats disagree": "SELECT count(*) FROM lexical_stats s WHERE s.chunk_count <> "
+        "(SELECT count(*) FROM chunks c WHERE c.project_id = s.project_id) OR s.term_count <> "
+        "(SELECT coalesce(sum(term_count), 0) FROM chunks c WHERE c.project_id = s.project_id)",
+    }
+    with psycopg.connect(url) as conn:
+        return [name for name, sql in checks.items() if conn.execute(sql).fetchone()[0]]
+
+
+async def test_every_format_is_indexed(
+    ingest_client: httpx.AsyncClient, project, fresh_database: str
+) -> None:
+    name, key = project
+    uploads = [
+        (
+            "files",
+            (
+                "report.pdf",
+                files.pdf(["Solar panels on page one.", "Wind on page two."]),
+                "application/pdf",
+            ),
+        ),
+        (
+            "files",
+            (
+                "handbook.docx",
+                files.docx_file([("h1", "Handbook"), ("p", "Leave policy.")]),
+                "application/octet-stream",
+            ),
+        ),
+        ("files", ("page.html", files.HTML, "text/html")),
+        ("files", ("notes.md", b"# Notes\n\nMarkdown body text.", "text/markdown")),
+        ("files", ("plain.txt", b"Plain text body.", "text/plain")),
+        ("files", ("data.json", b'{"k": "json value"}', "application/json")),
+        ("files", ("table.csv", b"name,role\nann,owner\n", "text/csv")),
+    ]
+    response = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files=uploads,
+        data={"metadata": '{"team": "ops"}', "tags": "a, b"},
+        headers=key,
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["rejected"] == []
+    assert {s["outcome"] for s in body["documents"]} == {"created"}
+    documents = await wait_settled(ingest_client, key, name)
+    assert {d["status"] for d in documents.values()} == {"complete"}, documents
+    assert documents["report.pdf"]["format"] == "pdf"
+    assert documents["plain.txt"]["metadata"] == {"team": "ops"}
+    assert documents["plain.txt"]["tags"] == ["a", "b"]
+    assert documents["handbook.docx"]["title"] == "Handbook"
+
+    pdf_id = documents["report.pdf"]["id"]
+    chunks = (
+        await ingest_client.get(f"/projects/{name}/documents/{pdf_id}/chunks", headers=key)
+    ).json()
+    assert chunks[0]["page"] == 1
+    assert chunks[0]["embedding_models"] == ["sentence-transformers/all-MiniLM-L6-v2"]
+    assert chunks[0]["token_count"] <= 256
+    assert chunks[0]["term_count"] > 0
+    assert invariant_violations(fresh_database) == []
+    project_view = (await ingest_client.get(f"/projects/{name}", headers=key)).json()
+    assert project_view["document_count"] == 7
+    assert project_view["documents_by_status"]["complete"] == 7
+    assert project_view["chunk_count"] == sum(d["chunk_count"] for d in documents.values())
+
+
+async def test_reupload_is_idempotent_and_a_new_version_reuses_embeddings(
+    ingest_client: httpx.AsyncClient, project, ingest_runtime: Runtime, fresh_database: str
+) -> None:
+    from quarry.testing import CountingEmbedder
+
+    counting = CountingEmbedder(ingest_runtime.pipeline.embedder)
+    ingest_runtime.pipeline.embedder = counting
+    name, key = project
+    paragraphs = [" ".join([f"Paragraph {i} sentence with words."] * 30) for i in range(6)]
+    first = "\n\n".join(paragraphs).encode()
+    up = await ingest_client.post(
+        f"/projects/{name}/documents", files={"files": ("doc.txt", first)}, headers=key
+    )
+    assert up.json()["documents"][0]["outcome"] == "created"
+    documents = await wait_settled(ingest_client, key, name)
+    embedded_first = len(counting.texts)
+    chunk_count = documents["doc.txt"]["chunk_count"]
+    assert embedded_first == chunk_count >= 3
+
+    again = await ingest_client.post(
+        f"/projects/{name}/documents", files={"files": ("doc.txt", first)}, headers=key
+    )
+    assert again.json()["documents"][0]["outcome"] == "unchanged"
+    await wait_settled(ingest_client, key, name)
+    assert len(counting.texts) == embedded_first  # nothing embedded, nothing written
+
+    changed = "\n\n".join([*paragraphs[:-1], "A brand new closing paragraph."]).encode()
+    v2 = await ingest_client.post(
+        f"/projects/{name}/documents", files={"files": ("doc.txt", changed)}, headers=key
+    )
+    assert v2.json()["documents"][0]["outcome"] == "updated"
+    documents = await wait_settled(ingest_client, key, name)
+    assert documents["doc.txt"]["version"] == 2
+    new_texts = counting.texts[embedded_first:]
+    assert 0 < len(new_texts) < documents["doc.txt"]["chunk_count"]  # only the new chunks
+    assert any("brand new" in text for text in new_texts)
+    assert invariant_violations(fresh_database) == []
+
+
+async def test_racing_duplicate_uploads_leave_one_set_of_chunks(
+    ingest_client: httpx.AsyncClient, project, fresh_database: str
+) -> None:
+    name, key = project
+    data = (" ".join(["Racing upload sentence."] * 200)).encode()
+
+    async def upload():
+        return await ingest_client.post(
+            f"/projects/{name}/documents", files={"files": ("race.txt", data)}, headers=key
+        )
+
+    results = await asyncio.gather(*(upload() for _ in range(6)))
+    assert all(r.status_code == 202 for r in results)
+    assert {r.json()["documents"][0]["document"]["id"] for r in results} == {
+        results[0].json()["documents"][0]["document"]["id"]
+    }
+    documents = await wait_settled(ingest_client, key, name)
+    assert len(documents) == 1
+    assert invariant_violations(fresh_database) == []
+
+
+async def test_delete_removes_chunks_vectors_and_statistics(
+    ingest_client: httpx.AsyncClient, project, fresh_database: str
+) -> None:
+    name, key = project
+    for n in ("one.txt", "two.txt"):
+        await ingest_client.post(
+            f"/projects/{name}/documents",
+            files={"files": (n, f"Text of {n} ".encode() * 50)},
+            headers=key,
+        )
+    documents = await wait_settled(ingest_client, key, name)
+    gone = documents["one.txt"]["id"]
+    assert (
+        await ingest_client.delete(f"/projects/{name}/documents/{gone}", headers=key)
+    ).status_code == 204
+    assert (
+        await ingest_client.get(f"/projects/{name}/documents/{gone}", headers=key)
+    ).status_code == 404
+    with psycopg.connect(fresh_database) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM chunks WHERE document_id = %s", (gone,)
+        ).fetchone()
+        vectors = conn.execute("SELECT count(*) FROM chunk_embeddings").fetchone()
+        chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()
+    assert left == (0,)
+    assert vectors == chunks == (documents["two.txt"]["chunk_count"],)
+    assert invariant_violations(fresh_database) == []
+    again = await ingest_client.delete(f"/projects/{name}/documents/{gone}", headers=key)
+    assert again.status_code == 404
+
+
+async def test_bad_uploads_are_refused_and_the_rest_of_the_batch_lands(
+    ingest_client: httpx.AsyncClient, project, ingest_runtime: Runtime
+) -> None:
+    name, key = project
+    limit = ingest_runtime.settings.max_upload_bytes
+    response = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files=[
+            ("files", ("good.txt", b"A perfectly good document.")),
+            ("files", ("empty.txt", b"")),
+            ("files", ("tool.exe", b"MZ\x90\x00")),
+            ("files", ("huge.txt", b"a" * (limit + 1))),
+        ],
+        headers=key,
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert [s["document"]["external_id"] for s in body["documents"]] == ["good.txt"]
+    assert {r["name"]: r["code"] for r in body["rejected"]} == {
+        "empty.txt": "empty_document",
+        "tool.exe": "unsupported_format",
+        "huge.txt": "document_too_large",
+    }
+    alone = await ingest_client.post(
+        f"/projects/{name}/documents", files={"files": ("tool.exe", b"MZ")}, headers=key
+    )
+    assert alone.status_code == 415
+    assert alone.json()["code"] == "unsupported_format"
+    big = await ingest_client.post(
+        f"/projects/{name}/documents", files={"files": ("big.txt", b"b" * (limit + 1))}, headers=key
+    )
+    assert big.status_code == 413
+    documents = await wait_settled(ingest_client, key, name)
+    assert list(documents) == ["good.txt"]
+
+
+async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
+    ingest_client: httpx.AsyncClient, project
+) -> None:
+    name, key = project
+    uploads = [
+        ("files", ("corrupt.pdf", b"%PDF-1.7\n garbage garbage")),
+        ("files", ("secret.pdf", files.pdf(["Classified"], password="pw"))),
+        ("files", ("binary.txt", b"\x00\x01\x02" * 100)),
+        ("files", ("empty.html", b"<html><body><script>x</script></body></html>")),
+        ("files", ("fine.txt", b"This one is fine.")),
+    ]
+    await ingest_client.post(f"/projects/{name}/documents", files=uploads, headers=key)
+    documents = await wait_settled(ingest_client, key, name)
+    codes = {k: (d["status"], d["error_code"], d["attempts"]) for k, d in documents.items()}
+    assert codes == {
+        "corrupt.pdf": ("failed", "corrupt_document", 1),
+        "secret.pdf": ("failed", "encrypted_document", 1),
+        "binary.txt": ("failed", "binary_content", 1),
+        "empty.html": ("failed", "empty_document", 1),
+        "fine.txt": ("complete", None, 1),
+    }
+    assert "password" in documents["secret.pdf"]["error"]
+    failed = await ingest_client.get(f"/projects/{name}/documents?status=failed", headers=key)
+    assert {d["external_id"] for d in failed.json()["documents"]} == {
+        "corrupt.pdf",
+        "secret.pdf",
+        "binary.txt",
+        "empty.html",
+    }
+
+
+async def test_transient_failures_retry_then_dead_letter_then_manual_retry(
+    ingest_client: httpx.AsyncClient, project, ingest_runtime: Runtime
+) -> None:
+    from quarry.testing import FlakyEmbedder
+
+    real = ingest_runtime.pipeline.embedder
+    ingest_runtime.pipeline.embedder = FlakyEmbedder(real, failures=2)
+    name, key = project
+    await ingest_client.post(
+        f"/projects/{name}/documents/text",
+        json={"text": "Retried text.", "external_id": "r"},
+        headers=key,
+    )
+    documents = await wait_settled(ingest_client, key, name)
+    assert documents["r"]["status"] == "complete"
+    assert documents["r"]["attempts"] == 3
+
+    ingest_runtime.pipeline.embedder = FlakyEmbedder(real, failures=100)
+    await ingest_client.post(
+        f"/projects/{name}/documents/text",
+        json={"text": "Doomed text.", "external_id": "d"},
+        headers=key,
+    )
+    documents = await wait_settled(ingest_client, key, name)
+    assert documents["d"]["status"] == "failed"
+    assert documents["d"]["error_code"] == "transient_error"
+    assert documents["d"]["attempts"] == 3  # QUARRY_INGEST_MAX_ATTEMPTS in these tests
+
+    ingest_runtime.pipeline.embedder = real
+    retried = await ingest_client.post(f"/projects/{name}/documents/retry", headers=key)
+    assert retried.json() == {"count": 1}
+    documents = await wait_settled(ingest_client, key, name)
+    assert documents["d"]["status"] == "complete"
+
+
+async def test_text_and_url_sources(ingest_client: httpx.AsyncClient, project) -> None:
+    from tests.support import StaticSite
+
+    name, key = project
+    text = await ingest_client.post(
+        f"/projects/{name}/documents/text",
+        json={"text": "# Title\n\nBody.", "format": "md", "title": "Given"},
+        headers=key,
+    )
+    assert text.status_code == 202
+    assert text.json()["document"]["external_id"].startswith("text:")
+    bad_format = await ingest_client.post(
+        f"/projects/{name}/documents/text", json={"text": "x", "format": "exe"}, headers=key
+    )
+    assert bad_format.status_code == 415
+    with StaticSite(
+        {"/page": (200, files.HTML), "/slow": (200, b"late"), "/gone": (404, b"")},
+        slow={"/slow": 3.0},
+    ) as site:
+        page = await ingest_client.post(
+            f"/projects/{name}/documents/url", json={"url": f"{site}/page"}, headers=key
+        )
+        assert page.status_code == 202, page.text
+        missing = await ingest_client.post(
+            f"/projects/{name}/documents/url", json={"url": f"{site}/gone"}, headers=key
+        )
+        assert missing.status_code == 422
+        assert missing.json()["code"] == "url_fetch_failed"
+        assert "404" in missing.json()["detail"]
+        slow = await ingest_client.post(
+            f"/projects/{name}/documents/url", json={"url": f"{site}/slow"}, headers=key
+        )
+        assert slow.status_code == 422
+        assert slow.json()["code"] == "url_timeout"
+    not_http = await ingest_client.post(
+        f"/projects/{name}/documents/url", json={"url": "file:///etc/passwd"}, headers=key
+    )
+    assert not_http.status_code == 422
+    documents = await wait_settled(ingest_client, key, name)
+    url_doc = documents[f"{site}/page"]
+    assert url_doc["status"] == "complete"
+    assert url_doc["format"] == "html"
+
+
+async def test_reindex_moves_every_vector_to_the_new_model(
+    ingest_client: httpx.AsyncClient, project, ingest_runtime: Runtime, fresh_database: str
+) -> None:
+    from quarry.testing import HashEmbedder
+
+    name, key = project
+    for i in range(3):
+        await ingest_client.post(
+            f"/projects/{name}/documents/text", json={"text": f"Document {i}. " * 40}, headers=key
+        )
+    await wait_settled(ingest_client, key, name)
+    ingest_runtime.pipeline.embedder = HashEmbedder(model_id="test/other-model")
+    queued = await ingest_client.post(f"/projects/{name}/reindex", headers=key)
+    assert queued.json() == {"count": 3}
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(fresh_database) as conn:
+            models = dict(
+                conn.execute(
+                    "SELECT model, count(*) FROM chunk_embeddings GROUP BY model"
+                ).fetchall()
+            )
+            chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        if models == {"test/other-model": chunks}:
+            break
+        assert time.monotonic() < deadline, models
+        await asyncio.sleep(0.1)
+
+
+async def test_documents_of_another_project_are_not_found(
+    ingest_client: httpx.AsyncClient, project, admin: NewUser
+) -> None:
+    name, key = project
+    made = await ingest_client.post(
+        f"/projects/{name}/documents/text", json={"text": "Private."}, headers=key
+    )
+    doc_id = made.json()["document"]["id"]
+    await ingest_client.post("/projects", json={"name": "other"}, headers=key)
+    assert (
+        await ingest_client.get(f"/projects/other/documents/{doc_id}", headers=key)
+    ).status_code == 404
+    assert (
+        await ingest_client.get(f"/projects/{name}/documents/{uuid.uuid4()}", headers=key)
+    ).status_code == 404
+    assert (
+        await ingest_client.get(f"/projects/{name}/documents/not-a-uuid", headers=key)
+    ).status_code == 422
+    bad_cursor = await ingest_client.get(f"/projects/{name}/documents?before=zzz", headers=key)
+    assert bad_cursor.status_code == 422
+    bad_meta = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files={"files": ("a.txt", b"x")},
+        data={"metadata": "[1]"},
+        headers=key,
+    )
+    assert bad_meta.status_code == 422
+    assert bad_meta.json()["field"] == "metadata"

@@ -1,0 +1,118 @@
+"""Each format's parser on real files, and each way a file can be unreadable."""
+
+import json
+import os
+
+import pytest
+
+from quarry.errors import (
+    BinaryContent,
+    CorruptDocument,
+    EmptyDocument,
+    EncryptedDocument,
+    UnsupportedFormat,
+)
+from quarry.ingest.parsers import ParserRegistry
+from tests import files
+
+REGISTRY = ParserRegistry.builtin()
+
+
+def parse(name: str, data: bytes):
+    return REGISTRY.detect(name).parse(data)
+
+
+def test_pdf_text_per_page_with_page_numbers() -> None:
+    data = files.pdf(["Alpha page one text.", "Bravo page two text.", "Charlie three."], title="T")
+    parsed = parse("report.pdf", data)
+    assert parsed.title == "T"
+    assert len(parsed.page_starts) == 3
+    for page, word in enumerate(["Alpha", "Bravo", "Charlie"], start=1):
+        offset = parsed.text.index(word)
+        assert parsed.page_at(offset) == page
+
+
+def test_docx_headings_become_markdown() -> None:
+    data = files.docx_file(
+        [("h1", "Handbook"), ("p", "Intro text."), ("h2", "Leave"), ("p", "Ask.")]
+    )
+    parsed = parse("handbook.docx", data)
+    assert parsed.structured
+    assert parsed.text.splitlines()[0] == "# Handbook"
+    assert "## Leave" in parsed.text
+    assert parsed.title == "Handbook"
+
+
+def test_html_main_text_without_boilerplate() -> None:
+    parsed = parse("page.html", files.HTML)
+    assert "eleven percent" in parsed.text
+    assert "Storage capacity doubled" in parsed.text
+    for boilerplate in ("tracking", "Copyright", "newsletter", "Log in"):
+        assert boilerplate not in parsed.text
+    assert parsed.title == "Solar Report"
+
+
+def test_markdown_text_json_csv() -> None:
+    md = parse("notes.md", b"# Notes\n\nSome *text*.\n")
+    assert md.structured
+    assert md.title == "Notes"
+    assert parse("a.txt", "héllo wörld\n".encode()).text == "héllo wörld\n"
+    assert parse("b.txt", "\ufeffbom text".encode("utf-8")).text == "bom text"
+    assert parse("c.txt", "utf16 text".encode("utf-16")).text == "utf16 text"
+    assert json.loads(parse("d.json", b'{"a": [1, 2]}').text) == {"a": [1, 2]}
+    assert parse("e.csv", b"name,age\nann,3\n").text == "name,age\nann,3\n"
+
+
+def test_corrupt_pdf() -> None:
+    with pytest.raises(CorruptDocument):
+        parse("broken.pdf", b"%PDF-1.7\n" + os.urandom(2000))
+    good = files.pdf(["Some text."])
+    with pytest.raises((CorruptDocument, EmptyDocument)):
+        parse("cut.pdf", good[: len(good) // 3])
+
+
+def test_password_protected_pdf() -> None:
+    with pytest.raises(EncryptedDocument):
+        parse("secret.pdf", files.pdf(["Classified."], password="hunter2"))
+
+
+def test_pdf_without_text() -> None:
+    with pytest.raises(EmptyDocument):
+        parse("blank.pdf", files.pdf([""]))
+
+
+def test_binary_named_txt() -> None:
+    with pytest.raises(BinaryContent):
+        parse("image.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    with pytest.raises(BinaryContent):
+        parse("latin1.txt", "café".encode("latin-1") * 10)
+    with pytest.raises(BinaryContent):
+        parse("controls.txt", b"a\x01\x02\x03\x04b" * 100)
+
+
+def test_html_with_no_text() -> None:
+    with pytest.raises(EmptyDocument):
+        parse(
+            "empty.html", b"<html><head><script>x=1</script></head><body> <div></div></body></html>"
+        )
+
+
+def test_whitespace_only_and_invalid_json() -> None:
+    with pytest.raises(EmptyDocument):
+        parse("blank.txt", b"  \n\t\n")
+    with pytest.raises(CorruptDocument, match="line 1"):
+        parse("bad.json", b'{"a": ')
+
+
+def test_corrupt_docx() -> None:
+    with pytest.raises(CorruptDocument):
+        parse("broken.docx", b"PK\x03\x04 not really a zip")
+
+
+def test_unsupported_extension_names_the_supported_ones() -> None:
+    with pytest.raises(UnsupportedFormat, match=r"\.exe") as caught:
+        REGISTRY.detect("setup.exe")
+    assert ".pdf" in str(caught.value)
+    assert REGISTRY.detect("page", "text/html; charset=utf-8").name == "html"
+    with pytest.raises(UnsupportedFormat):
+        REGISTRY.detect("noext", None)
