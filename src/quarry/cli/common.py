@@ -81,11 +81,13 @@ def api_key(settings: Settings) -> str:
 
 
 @asynccontextmanager
-async def acting(settings: Settings) -> AsyncIterator[tuple[Runtime, Principal]]:
+async def acting(
+    settings: Settings, *, load_models: bool = False
+) -> AsyncIterator[tuple[Runtime, Principal]]:
     """The runtime and the user the CLI acts as (the API key's owner).
 
     The key is read after the runtime opens: on a new database that start creates admin.key."""
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, load_models=load_models) as rt:
         yield rt, await rt.keys.authenticate_key(api_key(settings))
 
 

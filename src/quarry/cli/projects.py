@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from quarry.cli.common import JSON_OPTION, acting, out, print_json, print_table, run, settings_from
@@ -54,16 +56,18 @@ def show(
 ) -> None:
     """Show one project."""
 
-    async def go() -> Project:
+    async def go() -> dict[str, Any]:
         async with acting(settings_from(ctx)) as (rt, me):
-            return await rt.projects.resolve(me, project)
+            found = await rt.projects.resolve(me, project)
+            counts = await rt.documents.counts(found.id)
+            return {**found.model_dump(mode="json"), **counts.model_dump(mode="json")}
 
-    found = run(go())
+    shown = run(go())
     if as_json:
-        print_json(found)
+        print_json(shown)
         return
-    for field, value in found.model_dump(mode="json").items():
-        out.print(f"{field:12} {value}")
+    for field, value in shown.items():
+        out.print(f"{field:20} {value}")
 
 
 @app.command("delete")

@@ -83,17 +83,14 @@ async def ingest_document(
     project, document = uuid.UUID(project_id), uuid.UUID(document_id)
     try:
         outcome = await pipeline_of(context).index(project, document)
+    except DocumentError as exc:
+        # The document is refused for good: its failure is recorded on the document (the
+        # dead-letter view) and the job itself is done; nothing would change on a retry.
+        await _record_failure(deps, project, document, exc, final=True)
+        return
     except Exception as exc:
-        final = isinstance(exc, DocumentError) or context.job.attempts + 1 >= deps.max_attempts
-        await deps.db.execute(
-            "documents.fail",
-            project_id=project,
-            document_id=document,
-            status="failed" if final else "pending",
-            error=str(exc) or type(exc).__name__,
-            error_code=exc.code if isinstance(exc, QuarryError) else "transient_error",
-        )
-        log.warning("document failed", document_id=document_id, final=final, error=str(exc))
+        final = context.job.attempts + 1 >= deps.max_attempts
+        await _record_failure(deps, project, document, exc, final=final)
         raise
     log.info(
         "document indexed",
@@ -103,6 +100,20 @@ async def ingest_document(
         embedded=outcome.embedded,
         reused=outcome.reused,
     )
+
+
+async def _record_failure(
+    deps: TaskDeps, project: uuid.UUID, document: uuid.UUID, exc: Exception, *, final: bool
+) -> None:
+    await deps.db.execute(
+        "documents.fail",
+        project_id=project,
+        document_id=document,
+        status="failed" if final else "pending",
+        error=str(exc) or type(exc).__name__,
+        error_code=exc.code if isinstance(exc, QuarryError) else "transient_error",
+    )
+    log.warning("document failed", document_id=str(document), final=final, error=str(exc))
 
 
 async def reembed_document(

@@ -95,3 +95,7 @@ WHERE d.status IN ('pending', 'indexing')
       WHERE j.status IN ('todo', 'doing')
         AND j.args ->> 'document_id' = d.id::text)
 LIMIT 1000;
+
+-- name: statuses
+SELECT id, external_id, status, chunk_count, error_code, error
+FROM documents WHERE project_id = %(project_id)s AND id = ANY(%(ids)s::uuid[]);

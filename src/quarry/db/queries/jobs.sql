@@ -15,3 +15,7 @@ ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, finished_at = now()
 SELECT extract(epoch FROM now() - max(last_heartbeat))::float8 AS age_s,
        count(*) AS workers
 FROM procrastinate_workers;
+
+-- name: unfinished_for_project
+SELECT count(*) AS n FROM procrastinate_jobs
+WHERE status IN ('todo', 'doing') AND args ->> 'project_id' = %(project_id)s::text;
