@@ -25,7 +25,13 @@ async def test_project_crud_by_id_and_name(client: httpx.AsyncClient, admin: New
     assert project["role"] == "owner"
     by_id = await client.get(f"/projects/{project['id']}", headers=key)
     by_name = await client.get("/projects/docs", headers=key)
-    assert by_id.json() == by_name.json() == project
+    assert by_id.json() == by_name.json()
+    assert by_id.json() == {
+        **project,
+        "document_count": 0,
+        "chunk_count": 0,
+        "documents_by_status": {"pending": 0, "indexing": 0, "complete": 0, "failed": 0},
+    }
     renamed = await client.patch("/projects/docs", json={"name": "handbook"}, headers=key)
     assert renamed.json()["name"] == "handbook"
     assert (await client.get("/projects/docs", headers=key)).status_code == 404
