@@ -212,13 +212,15 @@ async def test_bad_uploads_are_refused_and_the_rest_of_the_batch_lands(
 ) -> None:
     name, key = project
     limit = ingest_runtime.settings.max_upload_bytes
+    fifty_mb = b"a" * (50 * 1024 * 1024)
+    assert len(fifty_mb) > limit
     response = await ingest_client.post(
         f"/projects/{name}/documents",
         files=[
             ("files", ("good.txt", b"A perfectly good document.")),
             ("files", ("empty.txt", b"")),
             ("files", ("tool.exe", b"MZ\x90\x00")),
-            ("files", ("huge.txt", b"a" * (limit + 1))),
+            ("files", ("huge.txt", fifty_mb)),
         ],
         headers=key,
     )
@@ -252,6 +254,7 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         ("files", ("secret.pdf", files.pdf(["Classified"], password="pw"))),
         ("files", ("binary.txt", b"\x00\x01\x02" * 100)),
         ("files", ("empty.html", b"<html><body><script>x</script></body></html>")),
+        ("files", ("dots.txt", b". . . --- ***")),
         ("files", ("fine.txt", b"This one is fine.")),
     ]
     await ingest_client.post(f"/projects/{name}/documents", files=uploads, headers=key)
@@ -262,6 +265,7 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         "secret.pdf": ("failed", "encrypted_document", 1),
         "binary.txt": ("failed", "binary_content", 1),
         "empty.html": ("failed", "empty_document", 1),
+        "dots.txt": ("failed", "empty_document", 1),
         "fine.txt": ("complete", None, 1),
     }
     assert "password" in documents["secret.pdf"]["error"]
@@ -271,6 +275,7 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         "secret.pdf",
         "binary.txt",
         "empty.html",
+        "dots.txt",
     }
 
 
@@ -288,8 +293,8 @@ async def test_transient_failures_retry_then_dead_letter_then_manual_retry(
         headers=key,
     )
     documents = await wait_settled(ingest_client, key, name)
-    assert documents["r"]["status"] == "complete"
-    assert documents["r"]["attempts"] == 3
+    assert documents["r"]["status"] == "complete", documents
+    assert documents["r"]["attempts"] == 3, documents
 
     ingest_runtime.pipeline.embedder = FlakyEmbedder(real, failures=100)
     await ingest_client.post(
@@ -298,15 +303,15 @@ async def test_transient_failures_retry_then_dead_letter_then_manual_retry(
         headers=key,
     )
     documents = await wait_settled(ingest_client, key, name)
-    assert documents["d"]["status"] == "failed"
-    assert documents["d"]["error_code"] == "transient_error"
-    assert documents["d"]["attempts"] == 3  # QUARRY_INGEST_MAX_ATTEMPTS in these tests
+    assert documents["d"]["status"] == "failed", documents
+    assert documents["d"]["error_code"] == "transient_error", documents
+    assert documents["d"]["attempts"] == 3, documents  # QUARRY_INGEST_MAX_ATTEMPTS in tests
 
     ingest_runtime.pipeline.embedder = real
     retried = await ingest_client.post(f"/projects/{name}/documents/retry", headers=key)
-    assert retried.json() == {"count": 1}
+    assert retried.json() == {"count": 1}, documents
     documents = await wait_settled(ingest_client, key, name)
-    assert documents["d"]["status"] == "complete"
+    assert documents["d"]["status"] == "complete", documents
 
 
 async def test_text_and_url_sources(ingest_client: httpx.AsyncClient, project) -> None:

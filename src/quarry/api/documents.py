@@ -9,12 +9,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
-from quarry.api.errors import problem_responses
+from quarry.api.errors import problem, problem_responses
 from quarry.errors import DocumentError, InvalidInput
 from quarry.ingest.documents import text_source
 from quarry.ingest.fetch import fetch
@@ -73,6 +73,7 @@ class Count(BaseModel):
     responses=problem_responses(413, 415),
 )
 async def upload(
+    request: Request,
     project: ProjectRef,
     rt: RuntimeDep,
     me: PrincipalDep,
@@ -108,24 +109,19 @@ async def upload(
             refused.append((name, exc))
     rejected = [Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in refused]
     if refused and not accepted:
-        return _all_refused(rejected, {exc.status for _, exc in refused})
+        return _all_refused(request, rejected, {exc.status for _, exc in refused})
     return Batch(documents=accepted, rejected=rejected)
 
 
-def _all_refused(rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
+def _all_refused(request: Request, rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
     """Nothing in the upload was accepted: one problem naming every file and its reason."""
-    status_code = statuses.pop() if len(statuses) == 1 else 422
-    return JSONResponse(
-        {
-            "type": f"urn:quarry:error:{rejected[0].code}",
-            "title": "No document accepted",
-            "status": status_code,
-            "detail": "; ".join(f"{r.name}: {r.detail}" for r in rejected),
-            "code": rejected[0].code,
-            "rejected": [r.model_dump() for r in rejected],
-        },
-        status_code=status_code,
-        media_type="application/problem+json",
+    return problem(
+        request,
+        statuses.pop() if len(statuses) == 1 else 422,
+        rejected[0].code,
+        "No document accepted",
+        "; ".join(f"{r.name}: {r.detail}" for r in rejected),
+        rejected=[r.model_dump() for r in rejected],
     )
 
 

@@ -143,10 +143,6 @@ class Documents:
             )
             if locked is None:
                 raise DocumentNotFound(f"no document {document_id} in this project")
-            totals = await self.db.fetch_one(
-                "chunks.totals_for_document", conn, project_id=project_id, document_id=document_id
-            )
-            assert totals is not None
             await self.db.execute(
                 "documents.delete", conn, project_id=project_id, document_id=document_id
             )
@@ -154,8 +150,8 @@ class Documents:
                 "chunks.add_stats",
                 conn,
                 project_id=project_id,
-                chunks=-totals["chunks"],
-                terms=-totals["terms"],
+                chunks=-locked["chunk_count"],
+                terms=-locked["term_count"],
             )
             in_use = await self.db.fetch_one(
                 "documents.hash_in_use",

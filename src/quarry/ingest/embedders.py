@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class LocalEmbedder:
         self.dimensions = self.model.dimensions
         self.max_tokens = self.model.max_tokens
         self.tokenizer = self.model.tokenizer
+        self.busy_seconds = 0.0  # time spent inside the model, for metrics and benchmarks
+        self.calls = 0
         self._pending: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="embed")
@@ -131,6 +134,7 @@ class LocalEmbedder:
                 batch.append(self._pending.pop(0))
                 size += len(batch[-1].texts)
             texts = [text for request in batch for text in request.texts]
+            started = time.perf_counter()
             try:
                 vectors = await loop.run_in_executor(self._thread, self.model.encode, texts)
             except Exception as exc:
@@ -138,6 +142,8 @@ class LocalEmbedder:
                     if not request.future.done():
                         request.future.set_exception(exc)
                 continue
+            self.busy_seconds += time.perf_counter() - started
+            self.calls += 1
             start = 0
             for request in batch:
                 end = start + len(request.texts)

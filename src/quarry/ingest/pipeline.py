@@ -18,9 +18,10 @@ import numpy as np
 import structlog
 
 from quarry.db.database import Conn, Database
+from quarry.errors import EmptyDocument
 from quarry.ingest.blobs import BlobStore
 from quarry.ingest.embedders import Embedder, Vectors
-from quarry.ingest.parsers import Parsed, ParserRegistry
+from quarry.ingest.parsers import Parsed, Parser, ParserRegistry
 from quarry.ingest.split import Chunk, Splitter
 
 log = structlog.get_logger(__name__)
@@ -61,14 +62,16 @@ class Pipeline:
         data = await self.blobs.get(project_id, claimed["content_hash"])
         fmt = self.registry.get(claimed["format"])
         parsed, chunks = await asyncio.to_thread(self._parse_and_split, fmt.parse, data)
+        if not chunks:
+            raise EmptyDocument("the document has no words to index, only punctuation or symbols")
         vectors, reused = await self._vectors(project_id, chunks)
         written = await self._write(project_id, document_id, claimed, parsed, chunks, vectors)
         if not written:
             return Outcome("superseded")
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
 
-    def _parse_and_split(self, parse: Any, data: bytes) -> tuple[Parsed, list[Chunk]]:
-        parsed: Parsed = parse(data)
+    def _parse_and_split(self, parse: Parser, data: bytes) -> tuple[Parsed, list[Chunk]]:
+        parsed = parse(data)
         return parsed, self.splitter.split(parsed)
 
     async def _vectors(self, project_id: uuid.UUID, chunks: list[Chunk]) -> tuple[Vectors, int]:
@@ -89,8 +92,6 @@ class Pipeline:
             fresh = await self.embedder.embed(list(todo.values()))
             known.update(zip(todo.keys(), fresh, strict=True))
         reused = sum(1 for c in chunks if c.content_hash not in todo)
-        if not chunks:
-            return np.zeros((0, self.embedder.dimensions), dtype=np.float32), 0
         return np.stack([known[c.content_hash] for c in chunks]), reused
 
     async def _write(
@@ -102,37 +103,27 @@ class Pipeline:
         chunks: list[Chunk],
         vectors: Vectors,
     ) -> bool:
-        """Replace the document's chunks in one transaction; False if it changed meanwhile."""
+        """Replace the document's chunks in one transaction; False if it changed meanwhile.
+
+        Three or four statements: lock the document, drop its old chunks (if any), insert
+        the new chunks with their vectors, then mark it complete and move the project's
+        lexical totals by the difference."""
+        ids = {"project_id": project_id, "document_id": document_id}
         async with self.db.transaction() as conn:
-            # The job's own commit follows and is synchronous, so an asynchronous commit
-            # here loses nothing on a crash and saves a disk flush per document.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            locked = await self.db.fetch_one(
-                "documents.lock", conn, project_id=project_id, document_id=document_id
-            )
+            locked = await self.db.fetch_one("documents.lock_for_write", conn, **ids)
             if locked is None or locked["content_hash"] != claimed["content_hash"]:
                 return False
-            old = await self.db.fetch_one(
-                "chunks.totals_for_document", conn, project_id=project_id, document_id=document_id
-            )
-            assert old is not None
-            await self.db.execute(
-                "chunks.delete_for_document", conn, project_id=project_id, document_id=document_id
-            )
-            terms = await self._insert(conn, project_id, document_id, claimed, chunks, vectors)
-            await self.db.execute(
-                "chunks.add_stats",
-                conn,
-                project_id=project_id,
-                chunks=len(chunks) - old["chunks"],
-                terms=terms - old["terms"],
-            )
+            if locked["chunk_count"]:
+                await self.db.execute("chunks.delete_for_document", conn, **ids)
+            terms = await self._insert(conn, ids, claimed["analyzer"], chunks, vectors)
             await self.db.execute(
                 "documents.complete",
                 conn,
-                project_id=project_id,
-                document_id=document_id,
+                **ids,
                 chunk_count=len(chunks),
+                term_count=terms,
+                chunk_delta=len(chunks) - locked["chunk_count"],
+                term_delta=terms - locked["term_count"],
                 text_length=len(parsed.text),
                 title=parsed.title,
             )
@@ -141,20 +132,20 @@ class Pipeline:
     async def _insert(
         self,
         conn: Conn,
-        project_id: uuid.UUID,
-        document_id: uuid.UUID,
-        claimed: dict[str, Any],
+        ids: dict[str, uuid.UUID],
+        analyzer: str,
         chunks: list[Chunk],
         vectors: Vectors,
     ) -> int:
+        """Insert chunks and vectors; return the number of analysed terms."""
         if not chunks:
             return 0
-        rows = await self.db.fetch_all(
+        row = await self.db.fetch_one(
             "chunks.insert_many",
             conn,
-            project_id=project_id,
-            document_id=document_id,
-            analyzer=claimed["analyzer"],
+            **ids,
+            analyzer=analyzer,
+            model=self.embedder.model_id,
             chunk_index=[c.index for c in chunks],
             text=[c.text for c in chunks],
             char_start=[c.char_start for c in chunks],
@@ -162,17 +153,11 @@ class Pipeline:
             page=[c.page for c in chunks],
             token_count=[c.token_count for c in chunks],
             content_hash=[c.content_hash for c in chunks],
-        )
-        ids = {row["chunk_index"]: row["id"] for row in rows}
-        await self.db.execute(
-            "chunks.insert_embeddings",
-            conn,
-            project_id=project_id,
-            model=self.embedder.model_id,
-            chunk_ids=[ids[c.index] for c in chunks],
             embeddings=list(vectors),
         )
-        return sum(int(row["term_count"]) for row in rows)
+        assert row is not None
+        assert row["chunks"] == len(chunks)
+        return int(row["terms"])
 
     async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
         """Give a document's chunks vectors from the configured model, then drop the others."""

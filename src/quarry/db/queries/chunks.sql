@@ -5,28 +5,33 @@ FROM chunks c
 JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = %(model)s
 WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]);
 
--- name: totals_for_document
-SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms
-FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
-
 -- name: delete_for_document
 DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
 
 -- name: insert_many
--- Every chunk of a document in one statement; its lexical statistics are computed here, with
--- the project's analyzer, so the query side can analyse text the same way.
-INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end, page,
-                    token_count, content_hash, terms, term_count)
-SELECT %(project_id)s, %(document_id)s, c.chunk_index, c.text, c.char_start, c.char_end,
-       c.page, c.token_count, c.content_hash, t.terms,
-       (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
-          FROM unnest(t.terms))
-FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
-            %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
-            %(content_hash)s::bytea[])
-     AS c(chunk_index, text, char_start, char_end, page, token_count, content_hash)
-CROSS JOIN LATERAL (SELECT to_tsvector(%(analyzer)s::regconfig, c.text) AS terms) t
-RETURNING id, chunk_index, term_count;
+-- Every chunk of a document and its vector in one statement. Lexical statistics are computed
+-- here with the project's analyzer, so the query side can analyse text the same way.
+WITH inserted AS (
+    INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end,
+                        page, token_count, content_hash, terms, term_count)
+    SELECT %(project_id)s, %(document_id)s, c.chunk_index, c.text, c.char_start, c.char_end,
+           c.page, c.token_count, c.content_hash, t.terms,
+           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
+              FROM unnest(t.terms))
+    FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
+                %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
+                %(content_hash)s::bytea[])
+         AS c(chunk_index, text, char_start, char_end, page, token_count, content_hash)
+    CROSS JOIN LATERAL (SELECT to_tsvector(%(analyzer)s::regconfig, c.text) AS terms) t
+    RETURNING id, chunk_index, term_count
+), vectors AS (
+    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
+    SELECT i.id, %(project_id)s, %(model)s, v.embedding
+    FROM inserted i
+    JOIN unnest(%(chunk_index)s::int[], %(embeddings)s::vector[]) AS v(chunk_index, embedding)
+      USING (chunk_index)
+)
+SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms FROM inserted;
 
 -- name: insert_embeddings
 INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)

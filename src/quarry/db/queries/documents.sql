@@ -50,14 +50,33 @@ RETURNING id, project_id, content_hash, format, title, version,
           (SELECT analyzer::text FROM projects WHERE id = %(project_id)s) AS analyzer;
 
 -- name: lock
-SELECT id, content_hash, status FROM documents
+SELECT id, content_hash, status, chunk_count, term_count FROM documents
+WHERE project_id = %(project_id)s AND id = %(document_id)s
+FOR UPDATE;
+
+-- name: lock_for_write
+-- As lock, and this transaction commits asynchronously: the job's own commit follows and is
+-- synchronous, so a crash loses nothing, and each document saves a disk flush.
+SELECT id, content_hash, chunk_count, term_count,
+       set_config('synchronous_commit', 'off', true) AS commit_mode
+FROM documents
 WHERE project_id = %(project_id)s AND id = %(document_id)s
 FOR UPDATE;
 
 -- name: complete
+-- The document is indexed; the project's lexical totals move by the change in its chunks.
+WITH stats AS (
+    INSERT INTO lexical_stats (project_id, chunk_count, term_count)
+    VALUES (%(project_id)s, greatest(%(chunk_delta)s::bigint, 0),
+            greatest(%(term_delta)s::bigint, 0))
+    ON CONFLICT (project_id) DO UPDATE
+    SET chunk_count = lexical_stats.chunk_count + %(chunk_delta)s::bigint,
+        term_count = lexical_stats.term_count + %(term_delta)s::bigint
+)
 UPDATE documents
 SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = content_hash,
-    chunk_count = %(chunk_count)s, text_length = %(text_length)s,
+    chunk_count = %(chunk_count)s, term_count = %(term_count)s,
+    text_length = %(text_length)s,
     title = CASE WHEN title = '' THEN coalesce(%(title)s, '') ELSE title END,
     indexed_at = now(), updated_at = now()
 WHERE project_id = %(project_id)s AND id = %(document_id)s;

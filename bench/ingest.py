@@ -1,0 +1,225 @@
+"""Ingestion throughput against the model's own floor.
+
+Ingests a BEIR corpus (default: ../shared/datasets/scifact/corpus.jsonl, 5,183 abstracts) end
+to end into a fresh project on a fresh embedded Postgres: submission, one job per document,
+parsing, splitting, embedding, the transactional write of chunks, vectors and lexical
+statistics. In the same run and with the same loaded model, the bare model encodes exactly
+the chunk texts the pipeline produces (sentence-transformers ``encode`` with the same batch
+size, which also sorts by length), once before the pipeline and once after; the reference is
+their mean, so drift in the machine's speed during the run cancels out. The model is the floor
+cost; the ratio of pipeline to bare-encode throughput says how close to free the rest is.
+
+    .venv/bin/python bench/ingest.py [--limit N] [--json bench/results/ingest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from quarry.ingest.documents import text_source
+from quarry.ingest.embedders import LocalEmbedder
+from quarry.ingest.factory import build_splitter, load_local_model
+from quarry.ingest.parsers import Parsed
+from quarry.logs import configure_logging
+from quarry.runtime import open_runtime
+from quarry.settings import Settings
+from quarry.tenancy.models import Principal
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/datasets/scifact/corpus.jsonl"
+TARGET_RATIO = 0.85
+
+
+def load_corpus(path: Path, limit: int | None) -> list[dict[str, str]]:
+    documents = []
+    with path.open() as fh:
+        for line in fh:
+            documents.append(json.loads(line))
+            if limit and len(documents) >= limit:
+                break
+    return documents
+
+
+async def run_pipeline(
+    settings: Settings, model, corpus: list[dict[str, str]], submit_first: bool
+) -> dict:
+    embedder = LocalEmbedder(model)
+    async with open_runtime(settings, embedder=embedder) as rt:
+        admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
+        assert admin is not None
+        me = Principal(admin.user.id, admin.user.name, is_admin=True)
+        project = await rt.projects.create(me, "bench")
+        start_worker = lambda: asyncio.create_task(  # noqa: E731
+            rt.run_worker(install_signal_handlers=False)
+        )
+        worker = None if submit_first else start_worker()
+        started = time.perf_counter()
+        cpu_before = cpu_breakdown()
+        for doc in corpus:
+            text = document_text(doc)
+            await rt.documents.submit(
+                project.id,
+                text_source(
+                    text,
+                    external_id=doc["_id"],
+                    title=doc.get("title", ""),
+                    fmt="txt",
+                    metadata={},
+                    tags=(),
+                ),
+            )
+        submitted = time.perf_counter() - started
+        if worker is None:
+            worker = start_worker()
+            started = time.perf_counter()
+            cpu_before = cpu_breakdown()
+        while True:
+            counts = await rt.documents.counts(project.id)
+            by_status = counts.documents_by_status
+            if by_status["pending"] == 0 and by_status["indexing"] == 0:
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        cpu = {k: round(v - cpu_before[k], 2) for k, v in cpu_breakdown().items()}
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        async with rt.db.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT text FROM chunks WHERE project_id = %s ORDER BY id", (project.id,)
+                )
+            ).fetchall()
+        await embedder.aclose()
+    return {
+        "model_busy_seconds": round(embedder.busy_seconds, 2),
+        "cpu_seconds": cpu,
+        "encode_calls": embedder.calls,
+        "documents": len(corpus),
+        "complete": by_status["complete"],
+        "failed": by_status["failed"],
+        "chunks": counts.chunk_count,
+        "submit_seconds": round(submitted, 2),
+        "seconds": round(elapsed, 2),
+        "texts": [row["text"] for row in rows],
+    }
+
+
+def cpu_breakdown() -> dict[str, float]:
+    """CPU seconds so far: this process's model threads, its other threads, and Postgres."""
+    me = psutil.Process()
+    torch_threads = {t.native_id for t in threading.enumerate() if t.name.startswith("embed")}
+    model = other = 0.0
+    for thread in me.threads():
+        used = thread.user_time + thread.system_time
+        # torch's own compute threads are unnamed natives; count every thread that is not
+        # the event loop's as model work only when it is the embed thread or a native one.
+        if thread.id in torch_threads or thread.id not in python_threads():
+            model += used
+        else:
+            other += used
+    postgres = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                postgres += times.user + times.system
+    return {"model_threads": model, "other_python": other, "postgres": postgres}
+
+
+def python_threads() -> set[int]:
+    return {t.native_id for t in threading.enumerate() if t.native_id is not None}
+
+
+def chunk_texts(settings: Settings, model, corpus: list[dict[str, str]]) -> list[str]:
+    """The chunks the pipeline will make, from the same splitter on the same text."""
+    splitter = build_splitter(settings, LocalEmbedder(model))
+    texts: list[str] = []
+    for doc in corpus:
+        text = document_text(doc)
+        texts.extend(chunk.text for chunk in splitter.split(Parsed(text)))
+    return texts
+
+
+def document_text(doc: dict[str, str]) -> str:
+    return f"{doc.get('title', '')}\n\n{doc['text']}".strip()
+
+
+def run_bare(model, texts: list[str]) -> float:
+    model.encode(texts[:64])  # warm up, as the pipeline's first batch did
+    started = time.perf_counter()
+    model.encode(texts)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N documents")
+    parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--submit-first",
+        action="store_true",
+        help="diagnostic: submit everything before the worker starts, and time only indexing",
+    )
+    args = parser.parse_args()
+
+    corpus = load_corpus(args.corpus, args.limit)
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
+        overrides = {"data_dir": Path(tmp), "log_level": "warning", "bootstrap_admin": False}
+        if args.concurrency:
+            overrides["worker_concurrency"] = args.concurrency
+        settings = Settings(**overrides)
+        configure_logging(settings)
+        model = load_local_model(settings)
+        expected = chunk_texts(settings, model, corpus)
+        bare_before = run_bare(model, expected)
+        pipeline = asyncio.run(run_pipeline(settings, model, corpus, args.submit_first))
+        bare_after = run_bare(model, expected)
+    texts = pipeline.pop("texts")
+    if sorted(texts) != sorted(expected):
+        raise SystemExit("the pipeline's chunks differ from the splitter's: not comparable")
+    bare_seconds = (bare_before + bare_after) / 2
+    chunks = len(texts)
+    result = {
+        "corpus": str(args.corpus.name),
+        "model": model.model_id,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "worker_concurrency": settings.worker_concurrency,
+        "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
+        **pipeline,
+        "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),
+        "chunks_per_second": round(chunks / pipeline["seconds"], 2),
+        "bare_encode_seconds": round(bare_seconds, 2),
+        "bare_encode_runs": [round(bare_before, 2), round(bare_after, 2)],
+        "bare_chunks_per_second": round(chunks / bare_seconds, 2),
+        "pipeline_over_bare": round(bare_seconds / pipeline["seconds"], 3),
+        "target": TARGET_RATIO,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    for key, value in result.items():
+        print(f"{key:24} {value}")
+    verdict = "meets" if result["pipeline_over_bare"] >= TARGET_RATIO else "misses"
+    print(
+        f"pipeline reaches {result['pipeline_over_bare']:.1%} of bare encode: {verdict} "
+        f"the {TARGET_RATIO:.0%} target"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
