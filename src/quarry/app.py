@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ from quarry import __version__
 from quarry.api import documents, health, jobs, projects, users
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
-from quarry.runtime import Runtime, open_runtime
+from quarry.runtime import Runtime, background_worker, open_runtime
 from quarry.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -40,7 +39,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 rt = await stack.enter_async_context(open_runtime(settings, load_models=True))
             app.state.runtime = rt
             if settings.run_worker_in_process:
-                await stack.enter_async_context(_in_process_worker(rt))
+                await stack.enter_async_context(background_worker(rt, "in-process"))
             yield
 
     app = FastAPI(
@@ -60,25 +59,3 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     ):
         app.include_router(router)
     return app
-
-
-def _report_worker_exit(task: asyncio.Task[None]) -> None:
-    """A worker that stops on its own is a fault; /ready then reports the stale heartbeat."""
-    if task.cancelled():
-        return
-    error = task.exception()
-    log.error("in-process worker stopped", error=repr(error) if error else None)
-
-
-@asynccontextmanager
-async def _in_process_worker(rt: Runtime) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        rt.run_worker(install_signal_handlers=False, name="in-process"), name="quarry-worker"
-    )
-    task.add_done_callback(_report_worker_exit)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -8,6 +8,7 @@ first-start admin -> job queue -> (when asked) the embedding model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -62,6 +63,30 @@ class Runtime:
             install_signal_handlers=install_signal_handlers,
             name=name,
         )
+
+
+@asynccontextmanager
+async def background_worker(rt: Runtime, name: str) -> AsyncIterator[None]:
+    """A worker running beside something else in this process (the API, a CLI command) for
+    the duration of the block; it stops gracefully at the end."""
+    task = asyncio.create_task(
+        rt.run_worker(install_signal_handlers=False, name=name), name=f"quarry-{name}"
+    )
+    task.add_done_callback(_report_worker_exit)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _report_worker_exit(task: asyncio.Task[None]) -> None:
+    """A worker that stops on its own is a fault; /ready then reports the stale heartbeat."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.error("background worker stopped", error=repr(error) if error else None)
 
 
 @asynccontextmanager

@@ -41,47 +41,43 @@ class HashEmbedder:
 
 
 @dataclass
-class CountingEmbedder:
-    """Delegates to ``inner`` and keeps every text it was asked to embed, in order."""
+class _Delegating:
+    """Presents ``inner``'s model (id, dimensions, limit, tokenizer) as its own."""
 
     inner: Embedder
-    texts: list[str] = field(default_factory=list)
-    calls: int = 0
 
     def __post_init__(self) -> None:
         self.model_id = self.inner.model_id
         self.dimensions = self.inner.dimensions
         self.max_tokens = self.inner.max_tokens
         self.tokenizer = self.inner.tokenizer
-
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        self.calls += 1
-        self.texts.extend(texts)
-        return await self.inner.embed(texts)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
 @dataclass
-class FlakyEmbedder:
-    """Raises TransientError for the first ``failures`` calls, then delegates."""
+class CountingEmbedder(_Delegating):
+    """Delegates to ``inner`` and keeps every text it was asked to embed, in order."""
 
-    inner: Embedder
-    failures: int
+    texts: list[str] = field(default_factory=list)
     calls: int = 0
 
-    def __post_init__(self) -> None:
-        self.model_id = self.inner.model_id
-        self.dimensions = self.inner.dimensions
-        self.max_tokens = self.inner.max_tokens
-        self.tokenizer = self.inner.tokenizer
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.calls += 1
+        self.texts.extend(texts)
+        return await self.inner.embed(texts)
+
+
+@dataclass
+class FlakyEmbedder(_Delegating):
+    """Raises TransientError for the first ``failures`` calls, then delegates."""
+
+    failures: int = 0
+    calls: int = 0
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         self.calls += 1
         if self.calls <= self.failures:
             raise TransientError(f"scripted failure {self.calls} of {self.failures}")
         return await self.inner.embed(texts)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -7,7 +7,7 @@ import contextlib
 import glob
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from quarry.cli.common import (
 from quarry.errors import DocumentError
 from quarry.ingest.models import Document, Rejection, Status
 from quarry.ingest.source import Source
-from quarry.runtime import Runtime
+from quarry.runtime import Runtime, background_worker
 from quarry.tenancy.models import Role
 
 jobs_app = typer.Typer(no_args_is_help=True)
@@ -115,20 +115,6 @@ async def _submit(
             report.submitted[submission.document.id] = str(path)
 
 
-@contextlib.asynccontextmanager
-async def _worker(rt: Runtime, enabled: bool) -> AsyncIterator[None]:
-    if not enabled:
-        yield
-        return
-    task = asyncio.create_task(rt.run_worker(install_signal_handlers=False, name="cli"))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def _wait(rt: Runtime, project_id: uuid.UUID, report: Report, show: bool) -> None:
     ids = list(report.submitted)
     started = time.monotonic()
@@ -185,7 +171,7 @@ def ingest(
                 err.print(f"skipped {skipped} file(s) of types quarry does not read")
             await _submit(rt, found.id, files, tuple(tag), report)
             if wait and report.submitted:
-                async with _worker(rt, worker):
+                async with background_worker(rt, "cli") if worker else contextlib.nullcontext():
                     await _wait(rt, found.id, report, show=not as_json)
         return report
 
@@ -286,7 +272,7 @@ def reindex(
             found = await rt.projects.resolve(me, project, Role.owner)
             count = await rt.documents.reindex(found.id)
             if wait:
-                async with _worker(rt, True):
+                async with background_worker(rt, "cli"):
                     while True:
                         row = await rt.db.fetch_one(
                             "jobs.unfinished_for_project", project_id=found.id
