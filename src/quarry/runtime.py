@@ -69,10 +69,7 @@ class Runtime:
 async def background_worker(rt: Runtime, name: str) -> AsyncIterator[None]:
     """A worker running beside something else in this process (the API, a CLI command) for
     the duration of the block; it stops gracefully at the end."""
-    task = asyncio.create_task(
-        rt.run_worker(install_signal_handlers=False, name=name), name=f"quarry-{name}"
-    )
-    task.add_done_callback(_report_worker_exit)
+    task = asyncio.create_task(_supervise(rt, name), name=f"quarry-{name}")
     try:
         yield
     finally:
@@ -81,12 +78,18 @@ async def background_worker(rt: Runtime, name: str) -> AsyncIterator[None]:
             await task
 
 
-def _report_worker_exit(task: asyncio.Task[None]) -> None:
-    """A worker that stops on its own is a fault; /ready then reports the stale heartbeat."""
-    if task.cancelled():
-        return
-    error = task.exception()
-    log.error("background worker stopped", error=repr(error) if error else None)
+async def _supervise(rt: Runtime, name: str, pause: float = 1.0) -> None:
+    """Keep the worker running until cancelled. Procrastinate stops a worker whose heartbeat
+    or listener fails (a dropped connection, a pool timeout under load); a separate
+    ``quarry worker`` process exits and its supervisor restarts it, and this is that
+    supervisor for a worker inside another process."""
+    while True:
+        try:
+            await rt.run_worker(install_signal_handlers=False, name=name)
+            log.error("background worker stopped on its own; restarting", worker=name)
+        except Exception:
+            log.exception("background worker failed; restarting", worker=name)
+        await asyncio.sleep(pause)
 
 
 @asynccontextmanager

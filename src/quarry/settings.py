@@ -65,7 +65,12 @@ class Settings(BaseSettings):
         default="json", description="json (one object per line) or console"
     )
     db_pool_min_size: int = Field(default=1, ge=1, description="a whole number of at least 1")
-    db_pool_max_size: int = Field(default=10, ge=1, description="a whole number of at least 1")
+    db_pool_max_size: int = Field(
+        default=20,
+        ge=1,
+        description="a whole number of at least 1 (a worker holds one for listening, and its "
+        "concurrent jobs take turns with the rest)",
+    )
     db_connect_timeout: float = Field(
         default=5.0, gt=0, le=300, description="seconds, more than 0 and at most 300"
     )
