@@ -69,6 +69,3 @@ DELETE FROM chunk_embeddings e
 USING chunks c
 WHERE c.id = e.chunk_id AND c.project_id = %(project_id)s AND c.document_id = %(document_id)s
   AND e.model <> %(model)s;
-
--- name: stats
-SELECT chunk_count, term_count FROM lexical_stats WHERE project_id = %(project_id)s;
