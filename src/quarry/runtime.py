@@ -52,7 +52,7 @@ class Runtime:
 
     @property
     def task_deps(self) -> TaskDeps:
-        return TaskDeps(self.db, self.pipeline, self.settings.ingest_max_attempts)
+        return TaskDeps(self.db, self.pipeline)
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
         await self.jobs.run_worker(

@@ -35,7 +35,6 @@ INGEST_QUEUE = "ingest"
 class TaskDeps:
     db: Database
     pipeline: Pipeline | None
-    max_attempts: int
 
 
 def deps_of(context: procrastinate.JobContext) -> TaskDeps:
@@ -59,8 +58,13 @@ class BackoffRetry(BaseRetryStrategy):
         self.base_seconds = base_seconds
         self.cap_seconds = cap_seconds
 
+    def gives_up(self, exception: BaseException, job: Job) -> bool:
+        """True when this failure ends the job: the document is refused for good, or this
+        was its last attempt (``job.attempts`` counts the runs before this one)."""
+        return isinstance(exception, DocumentError) or job.attempts + 1 >= self.max_attempts
+
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if isinstance(exception, DocumentError) or job.attempts + 1 >= self.max_attempts:
+        if self.gives_up(exception, job):
             return None
         ceiling = min(self.cap_seconds, self.base_seconds * 2**job.attempts)
         wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
@@ -89,7 +93,8 @@ async def ingest_document(
         await _record_failure(deps, project, document, exc, final=True)
         return
     except Exception as exc:
-        final = context.job.attempts + 1 >= deps.max_attempts
+        retry = context.app.tasks[INGEST].retry_strategy
+        final = not isinstance(retry, BackoffRetry) or retry.gives_up(exc, context.job)
         await _record_failure(deps, project, document, exc, final=final)
         raise
     log.info(
