@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -52,8 +53,29 @@ def load_corpus(path: Path, limit: int | None) -> list[dict[str, str]]:
     return documents
 
 
+async def sample_queries(db, counts: Counter[str], stop: asyncio.Event) -> None:
+    """Diagnostic: what Postgres is busy with, sampled from pg_stat_activity every 20 ms."""
+    async with db.pool.connection() as conn:
+        await conn.set_autocommit(True)
+        while not stop.is_set():
+            rows = await (
+                await conn.execute(
+                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q,"
+                    " coalesce(wait_event_type, 'CPU') AS w FROM pg_stat_activity"
+                    " WHERE state = 'active' AND pid <> pg_backend_pid()"
+                )
+            ).fetchall()
+            for row in rows:
+                counts[f"{row['w']:>8} {row['q']}"] += 1
+            await asyncio.sleep(0.02)
+
+
 async def run_pipeline(
-    settings: Settings, model, corpus: list[dict[str, str]], submit_first: bool
+    settings: Settings,
+    model,
+    corpus: list[dict[str, str]],
+    submit_first: bool,
+    samples: Counter[str] | None = None,
 ) -> dict:
     embedder = LocalEmbedder(model)
     async with open_runtime(settings, embedder=embedder) as rt:
@@ -65,6 +87,12 @@ async def run_pipeline(
             rt.run_worker(install_signal_handlers=False)
         )
         worker = None if submit_first else start_worker()
+        stop_sampling = asyncio.Event()
+        sampler = (
+            asyncio.create_task(sample_queries(rt.db, samples, stop_sampling))
+            if samples is not None
+            else None
+        )
         started = time.perf_counter()
         cpu_before = cpu_breakdown()
         for doc in corpus:
@@ -93,6 +121,9 @@ async def run_pipeline(
             await asyncio.sleep(0.25)
         elapsed = time.perf_counter() - started
         cpu = {k: round(v - cpu_before[k], 2) for k, v in cpu_breakdown().items()}
+        stop_sampling.set()
+        if sampler is not None:
+            await sampler
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
         async with rt.db.pool.connection() as conn:
@@ -174,7 +205,13 @@ def main() -> None:
         action="store_true",
         help="diagnostic: submit everything before the worker starts, and time only indexing",
     )
+    parser.add_argument(
+        "--sample-queries",
+        action="store_true",
+        help="diagnostic: sample pg_stat_activity and print what Postgres was busy with",
+    )
     args = parser.parse_args()
+    samples: Counter[str] | None = Counter() if args.sample_queries else None
 
     corpus = load_corpus(args.corpus, args.limit)
     with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
@@ -186,7 +223,7 @@ def main() -> None:
         model = load_local_model(settings)
         expected = chunk_texts(settings, model, corpus)
         bare_before = run_bare(model, expected)
-        pipeline = asyncio.run(run_pipeline(settings, model, corpus, args.submit_first))
+        pipeline = asyncio.run(run_pipeline(settings, model, corpus, args.submit_first, samples))
         bare_after = run_bare(model, expected)
     texts = pipeline.pop("texts")
     if sorted(texts) != sorted(expected):
@@ -216,6 +253,10 @@ def main() -> None:
         f"pipeline reaches {result['pipeline_over_bare']:.1%} of bare encode: {verdict} "
         f"the {TARGET_RATIO:.0%} target"
     )
+    if samples is not None:
+        print("\nPostgres activity samples (20 ms apart), most frequent first:")
+        for query, n in samples.most_common(20):
+            print(f"{n:7} {query}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,6 +23,7 @@ from quarry.db import migrate
 from quarry.db.database import Database, StartupError, check_server, open_pool
 from quarry.db.embedded import EmbeddedPostgres
 from quarry.db.queries import Queries
+from quarry.db.vector_index import VectorIndexes
 from quarry.ingest.documents import Documents
 from quarry.ingest.embedders import Embedder
 from quarry.ingest.factory import build_blob_store, build_embedder, build_splitter
@@ -30,6 +31,8 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
 from quarry.jobs.tasks import TaskDeps
+from quarry.search.rerank import CrossEncoderReranker
+from quarry.search.service import Search, search_config
 from quarry.settings import Settings
 from quarry.tenancy.projects import Projects
 from quarry.tenancy.users import NewUser, Users
@@ -49,6 +52,7 @@ class Runtime:
     documents: Documents
     embedder: Embedder | None
     pipeline: Pipeline | None
+    search: Search
 
     @property
     def task_deps(self) -> TaskDeps:
@@ -128,10 +132,16 @@ async def open_runtime(
         if embedder is None and load_models:
             embedder = await asyncio.to_thread(build_embedder, settings)
             stack.push_async_callback(embedder.aclose)
+        indexes = VectorIndexes(
+            db, m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction
+        )
         pipeline = None
         if embedder is not None:
             splitter = build_splitter(settings, embedder)
-            pipeline = Pipeline(db, blobs, registry, splitter, embedder)
+            pipeline = Pipeline(db, blobs, registry, splitter, embedder, indexes)
+        reranker = None
+        if load_models and settings.reranker_model:
+            reranker = await asyncio.to_thread(CrossEncoderReranker, settings.reranker_model)
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -143,6 +153,7 @@ async def open_runtime(
             documents=Documents(db, blobs, registry, jobs, max_bytes=settings.max_upload_bytes),
             embedder=embedder,
             pipeline=pipeline,
+            search=Search(db, embedder, indexes, search_config(settings), reranker),
         )
         if settings.bootstrap_admin and await _schema_current(db):
             announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))

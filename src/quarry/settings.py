@@ -177,6 +177,32 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker's jobs are taken over",
     )
 
+    bm25_k1: float = Field(
+        default=1.2, ge=0, le=10, description="BM25 term-frequency saturation, 0 to 10"
+    )
+    bm25_b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation, 0 to 1")
+    rrf_k: int = Field(
+        default=60, ge=1, le=1000, description="reciprocal rank fusion's k, 1 to 1000"
+    )
+    search_candidates: int = Field(
+        default=100, ge=1, le=1000, description="hits each retriever returns before fusion"
+    )
+    hnsw_ef_search: int = Field(
+        default=100, ge=1, le=1000, description="HNSW search breadth (recall against speed)"
+    )
+    hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW links per node, 2 to 100")
+    hnsw_ef_construction: int = Field(
+        default=64, ge=4, le=1000, description="HNSW build breadth, 4 to 1000"
+    )
+    reranker_model: str | None = Field(
+        default=None,
+        description="a cross-encoder: a local directory or an id in the local Hugging Face "
+        "cache (never downloaded); unset: no rerank stage",
+    )
+    rerank_depth: int = Field(
+        default=50, ge=1, le=1000, description="fused candidates the reranker reads"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:

@@ -52,6 +52,8 @@ def invariant_violations(url: str) -> list[str]:
         "stats disagree": "SELECT count(*) FROM lexical_stats s WHERE s.chunk_count <> "
         "(SELECT count(*) FROM chunks c WHERE c.project_id = s.project_id) OR s.term_count <> "
         "(SELECT coalesce(sum(term_count), 0) FROM chunks c WHERE c.project_id = s.project_id)",
+        "postings disagree": "SELECT count(*) FROM chunks c WHERE c.term_count <> "
+        "(SELECT coalesce(sum(p.tf), 0) FROM chunk_terms p WHERE p.chunk_id = c.id)",
     }
     with psycopg.connect(url) as conn:
         return [name for name, sql in checks.items() if conn.execute(sql).fetchone()[0]]

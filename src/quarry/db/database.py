@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, LiteralString
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from pgvector.psycopg import register_vector_async
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -17,6 +17,10 @@ from quarry.db.queries import Queries
 
 Conn = AsyncConnection[DictRow]
 MIN_SERVER_VERSION = 150000
+
+
+# A query's name in db/queries, or one rendered from a template (Database.render).
+Query = str | sql.Composed
 
 
 class StartupError(Exception):
@@ -35,25 +39,33 @@ class Database:
         async with self.pool.connection() as conn, conn.transaction():
             yield conn
 
+    def render(self, query: str, **fragments: sql.Composable) -> sql.Composed:
+        """A named query whose ``{placeholders}`` are filled with SQL fragments (identifiers,
+        literals, compiled filters); values still travel as parameters."""
+        return sql.SQL(self.queries[query]).format(**fragments)
+
     async def fetch_one(
-        self, query: str, conn: Conn | None = None, /, **params: Any
+        self, query: Query, conn: Conn | None = None, /, **params: Any
     ) -> dict[str, Any] | None:
         async with self._conn(conn) as c:
-            cur = await c.execute(self.queries[query], params)
+            cur = await c.execute(self._sql(query), params)
             return await cur.fetchone()
 
     async def fetch_all(
-        self, query: str, conn: Conn | None = None, /, **params: Any
+        self, query: Query, conn: Conn | None = None, /, **params: Any
     ) -> list[DictRow]:
         async with self._conn(conn) as c:
-            cur = await c.execute(self.queries[query], params)
+            cur = await c.execute(self._sql(query), params)
             return await cur.fetchall()
 
-    async def execute(self, query: str, conn: Conn | None = None, /, **params: Any) -> int:
+    async def execute(self, query: Query, conn: Conn | None = None, /, **params: Any) -> int:
         """Run a statement; return the number of rows it touched."""
         async with self._conn(conn) as c:
-            cur = await c.execute(self.queries[query], params)
+            cur = await c.execute(self._sql(query), params)
             return cur.rowcount
+
+    def _sql(self, query: Query) -> LiteralString | sql.Composed:
+        return self.queries[query] if isinstance(query, str) else query
 
     @asynccontextmanager
     async def _conn(self, conn: Conn | None) -> AsyncIterator[Conn]:

@@ -18,6 +18,7 @@ import numpy as np
 import structlog
 
 from quarry.db.database import Conn, Database
+from quarry.db.vector_index import VectorIndexes
 from quarry.errors import EmptyDocument
 from quarry.ingest.blobs import BlobStore
 from quarry.ingest.embedders import Embedder, Vectors
@@ -43,7 +44,9 @@ class Pipeline:
         registry: ParserRegistry,
         splitter: Splitter,
         embedder: Embedder,
+        indexes: VectorIndexes,
     ) -> None:
+        self.indexes = indexes
         self.db = db
         self.blobs = blobs
         self.registry = registry
@@ -68,6 +71,8 @@ class Pipeline:
         written = await self._write(project_id, document_id, claimed, parsed, chunks, vectors)
         if not written:
             return Outcome("superseded")
+        # Search needs the model's HNSW index; the first write of a model makes it.
+        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
 
     def _parse_and_split(self, parse: Parser, data: bytes) -> tuple[Parsed, list[Chunk]]:
@@ -185,4 +190,5 @@ class Pipeline:
                 document_id=document_id,
                 model=self.embedder.model_id,
             )
+        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         return len(rows)

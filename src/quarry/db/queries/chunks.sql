@@ -9,21 +9,30 @@ WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]
 DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
 
 -- name: insert_many
--- Every chunk of a document and its vector in one statement. Lexical statistics are computed
--- here with the project's analyzer, so the query side can analyse text the same way.
-WITH inserted AS (
-    INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end,
-                        page, token_count, content_hash, terms, term_count)
-    SELECT %(project_id)s, %(document_id)s, c.chunk_index, c.text, c.char_start, c.char_end,
-           c.page, c.token_count, c.content_hash, t.terms,
-           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
-              FROM unnest(t.terms))
+-- Every chunk of a document, its vector and its postings in one statement. Terms are
+-- analysed here with the project's analyzer, so the query side analyses text the same way.
+WITH analysed AS (
+    SELECT c.*, to_tsvector(%(analyzer)s::regconfig, c.text) AS terms
     FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
                 %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
                 %(content_hash)s::bytea[])
          AS c(chunk_index, text, char_start, char_end, page, token_count, content_hash)
-    CROSS JOIN LATERAL (SELECT to_tsvector(%(analyzer)s::regconfig, c.text) AS terms) t
+), inserted AS (
+    INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end,
+                        page, token_count, content_hash, term_count)
+    SELECT %(project_id)s, %(document_id)s, a.chunk_index, a.text, a.char_start, a.char_end,
+           a.page, a.token_count, a.content_hash,
+           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
+              FROM unnest(a.terms))
+    FROM analysed a
     RETURNING id, chunk_index, term_count
+), postings AS (
+    INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
+    SELECT %(project_id)s, t.lexeme, i.id, coalesce(array_length(t.positions, 1), 1),
+           i.term_count
+    FROM inserted i
+    JOIN analysed a USING (chunk_index)
+    CROSS JOIN LATERAL unnest(a.terms) AS t
 ), vectors AS (
     INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
     SELECT i.id, %(project_id)s, %(model)s, v.embedding

@@ -1,0 +1,76 @@
+-- Retrieval. {filters} is replaced by the caller's compiled filter (a condition over the
+-- chunk ``c`` and its document ``d``, ``TRUE`` without filters); everything else is a
+-- parameter.
+
+-- name: prepare
+-- What a search needs to know first: the project's analyzer, the query's distinct terms as
+-- that analyzer makes them (stop words dropped, stems kept, in order of first appearance),
+-- and how many documents are not searchable yet.
+SELECT p.analyzer::text AS analyzer,
+       array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t
+             ORDER BY t.positions[1]) AS terms,
+       (SELECT count(*) FROM documents d
+         WHERE d.project_id = p.id AND d.status IN ('pending', 'indexing')) AS indexing
+FROM projects p
+WHERE p.id = %(project_id)s;
+
+-- name: bm25
+-- Okapi BM25 with Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), which stays positive.
+-- N, df and the average length are the project's, whatever the filter keeps: a filter
+-- narrows the candidates, it does not change how rare a term is.
+WITH stats AS (
+    SELECT s.chunk_count::float8 AS n,
+           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
+    FROM lexical_stats s
+    WHERE s.project_id = %(project_id)s
+), postings AS (
+    SELECT p.chunk_id, p.tf, p.chunk_terms, count(*) OVER (PARTITION BY p.term) AS df
+    FROM chunk_terms p
+    WHERE p.project_id = %(project_id)s AND p.term = ANY(%(terms)s::text[])
+), scored AS (
+    SELECT p.chunk_id,
+           sum(ln(1 + (s.n - p.df + 0.5) / (p.df + 0.5))
+               * p.tf * (%(k1)s::float8 + 1)
+               / (p.tf + %(k1)s::float8
+                  * (1 - %(b)s::float8 + %(b)s::float8 * p.chunk_terms / s.avgdl))) AS score
+    FROM postings p CROSS JOIN stats s
+    GROUP BY p.chunk_id
+)
+SELECT x.chunk_id, x.score
+FROM scored x
+JOIN chunks c ON c.id = x.chunk_id
+JOIN documents d ON d.id = c.document_id
+WHERE {filters}
+ORDER BY x.score DESC, x.chunk_id
+LIMIT %(limit)s;
+
+-- name: vector
+-- Cosine kNN over one model's vectors in this project. {dims} and {model} are literals so the
+-- planner can match the partial HNSW index made for that model (see VectorIndexes).
+SELECT e.chunk_id, 1 - (e.embedding::vector({dims}) <=> %(embedding)s::vector({dims})) AS score
+FROM chunk_embeddings e
+JOIN chunks c ON c.id = e.chunk_id
+JOIN documents d ON d.id = c.document_id
+WHERE e.project_id = %(project_id)s AND e.model = {model} AND {filters}
+ORDER BY e.embedding::vector({dims}) <=> %(embedding)s::vector({dims})
+LIMIT %(limit)s;
+
+-- name: hits
+-- What a result shows: the chunk, its document and a snippet with the query's terms marked.
+SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, d.external_id,
+       c.text, c.page, c.char_start, c.char_end, c.chunk_index,
+       ts_headline(%(analyzer)s::regconfig, c.text,
+                   %(tsquery)s::tsquery,
+                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, '
+                   'MaxFragments=2, FragmentDelimiter=" … "') AS highlight
+FROM chunks c
+JOIN documents d ON d.id = c.document_id
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+
+-- name: chunk_documents
+SELECT c.id, c.document_id FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+
+-- name: chunk_texts
+SELECT c.id, c.text FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);

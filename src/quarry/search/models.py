@@ -1,0 +1,146 @@
+"""What a search asks for and what it returns, as the API, the CLI and the eval harness see it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_QUERY_CHARS = 4000
+MAX_K = 200
+MAX_CANDIDATES = 1000
+
+Scalar = str | int | float | bool
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Mode(StrEnum):
+    bm25 = "bm25"
+    vector = "vector"
+    hybrid = "hybrid"
+
+
+class Range(BaseModel):
+    """Bounds on a metadata value; numbers compare as numbers, strings (ISO dates) as text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gt: Scalar | None = None
+    gte: Scalar | None = None
+    lt: Scalar | None = None
+    lte: Scalar | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Range:
+        if self.gt is None and self.gte is None and self.lt is None and self.lte is None:
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        return self
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000)
+
+
+MetadataCondition = Scalar | AnyOf | Range
+
+
+class Filters(BaseModel):
+    """Which chunks may be returned. Every given condition must hold (they are ANDed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document_ids: list[uuid.UUID] | None = Field(
+        default=None, max_length=10_000, description="only chunks of these documents"
+    )
+    metadata: dict[MetadataKey, MetadataCondition] | None = Field(
+        default=None,
+        description=(
+            "per metadata field: a value (equality), {'in': [values]}, or a range "
+            "{'gte': .., 'lt': ..}"
+        ),
+    )
+    tags: list[str] | None = Field(
+        default=None, max_length=100, description="documents that carry every one of these tags"
+    )
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+class Weights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bm25: float = Field(default=1.0, ge=0, le=10)
+    vector: float = Field(default=1.0, ge=0, le=10)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    mode: Mode = Mode.hybrid
+    k: int = Field(default=10, ge=1, le=MAX_K, description="how many hits to return")
+    candidates: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="how deep each retriever looks before fusion (default: settings)",
+    )
+    filters: Filters | None = None
+    weights: Weights | None = Field(
+        default=None, description="per-retriever fusion weights (default: adaptive)"
+    )
+    rerank: bool | None = Field(
+        default=None, description="rerank the fused candidates (default: on when configured)"
+    )
+    per_document: bool = Field(
+        default=False, description="at most one hit per document: its best chunk"
+    )
+
+    @model_validator(mode="after")
+    def _query_has_text(self) -> SearchRequest:
+        if not self.query.strip():
+            raise ValueError("query is blank")
+        return self
+
+
+class Hit(BaseModel):
+    chunk_id: int
+    document_id: uuid.UUID
+    document_title: str
+    external_id: str
+    text: str
+    score: float = Field(description="the final score: fused, or the reranker's when reranked")
+    ranks: dict[str, int] = Field(description="1-based rank in each retriever that found it")
+    scores: dict[str, float] = Field(description="each retriever's own score")
+    page: int | None
+    char_start: int
+    char_end: int
+    chunk_index: int
+    highlight: str = Field(description="a short snippet with the query's terms in <mark>")
+
+
+class SearchMetadata(BaseModel):
+    mode: Mode
+    query_terms: list[str] = Field(description="the query as BM25 saw it, after analysis")
+    candidates: dict[str, int] = Field(description="hits each retriever returned")
+    weights: dict[str, float] = Field(description="the fusion weights used")
+    reranked: bool
+    timings_ms: dict[str, float]
+    documents_indexing: int = Field(description="documents not yet searchable")
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    search_metadata: SearchMetadata
+
+
+def plain(value: Any) -> Any:
+    """A filter value as JSON-able data."""
+    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value

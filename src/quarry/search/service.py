@@ -1,0 +1,263 @@
+"""Search: BM25 and vector kNN side by side, fused, optionally reranked, with highlights.
+
+    query -> analyse (project's analyzer) -> BM25 over the postings  \\
+          -> embed (configured model)     -> HNSW kNN over its vectors -> fuse -> rerank -> hits
+
+Both retrievers run concurrently on their own connections. Every stage is timed and the
+timings travel back in ``search_metadata``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from psycopg import sql
+
+from quarry.db.database import Database
+from quarry.db.vector_index import VectorIndexes
+from quarry.errors import NotFound, ServiceUnavailable
+from quarry.ingest.embedders import Embedder
+from quarry.search.filters import compile_filters
+from quarry.search.fusion import Fused, Run, adaptive_weights, reciprocal_rank_fusion
+from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
+from quarry.search.rerank import Reranker
+from quarry.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    k1: float = 1.2
+    b: float = 0.75
+    rrf_k: int = 60
+    candidates: int = 100
+    ef_search: int = 100
+    rerank_depth: int = 50
+
+
+def search_config(settings: Settings) -> SearchConfig:
+    return SearchConfig(
+        k1=settings.bm25_k1,
+        b=settings.bm25_b,
+        rrf_k=settings.rrf_k,
+        candidates=settings.search_candidates,
+        ef_search=settings.hnsw_ef_search,
+        rerank_depth=settings.rerank_depth,
+    )
+
+
+class Search:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder | None,
+        indexes: VectorIndexes,
+        config: SearchConfig,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.indexes = indexes
+        self.config = config
+        self.reranker = reranker
+
+    async def search(self, project_id: uuid.UUID, request: SearchRequest) -> SearchResponse:
+        timings: dict[str, float] = {}
+        prep = await _timed(
+            timings,
+            "prepare",
+            lambda: self.db.fetch_one("search.prepare", project_id=project_id, query=request.query),
+        )
+        if prep is None:
+            raise NotFound(f"no project {project_id}")
+        terms: list[str] = prep["terms"]
+        depth = request.candidates or self.config.candidates
+        if request.rerank and self.reranker is None:
+            raise ServiceUnavailable(
+                "reranking was asked for but no reranker is configured (QUARRY_RERANKER_MODEL)"
+            )
+        rerank = self.reranker is not None and request.rerank is not False
+        # Fusion and reranking look deeper than the page asked for.
+        depth = max(depth, request.k, self.config.rerank_depth if rerank else 0)
+        filters = compile_filters(request.filters)
+
+        tasks: dict[str, Awaitable[Run]] = {}
+        if request.mode in (Mode.bm25, Mode.hybrid) and terms:
+            tasks["bm25"] = _timed(
+                timings, "bm25", lambda: self._bm25(project_id, terms, filters, depth)
+            )
+        if request.mode in (Mode.vector, Mode.hybrid):
+            tasks["vector"] = self._vector(project_id, request.query, filters, depth, timings)
+        results = await asyncio.gather(*tasks.values())
+        runs = dict(zip(tasks, results, strict=True))
+
+        started = time.perf_counter()
+        if request.weights is not None:
+            weights = {"bm25": request.weights.bm25, "vector": request.weights.vector}
+        else:
+            weights = adaptive_weights(runs)
+        fused = reciprocal_rank_fusion(runs, weights, self.config.rrf_k)
+        if request.per_document:
+            fused = await self._best_per_document(project_id, fused)
+        timings["fuse"] = _ms(started)
+
+        reranked = False
+        if rerank and fused:
+            fused = await _timed(
+                timings, "rerank", lambda: self._rerank(project_id, request.query, fused)
+            )
+            reranked = True
+        page = fused[: request.k]
+        hits = await _timed(
+            timings, "hits", lambda: self._hits(project_id, prep["analyzer"], terms, page)
+        )
+        timings["total"] = round(sum(timings.values()), 2)
+        return SearchResponse(
+            hits=hits,
+            search_metadata=SearchMetadata(
+                mode=request.mode,
+                query_terms=terms,
+                candidates={name: len(run) for name, run in runs.items()},
+                weights={name: weights.get(name, 1.0) for name in runs},
+                reranked=reranked,
+                timings_ms=timings,
+                documents_indexing=prep["indexing"],
+            ),
+        )
+
+    async def _bm25(
+        self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable, limit: int
+    ) -> Run:
+        rows = await self.db.fetch_all(
+            self.db.render("search.bm25", filters=filters),
+            project_id=project_id,
+            terms=terms,
+            k1=self.config.k1,
+            b=self.config.b,
+            limit=limit,
+        )
+        return [(row["chunk_id"], float(row["score"])) for row in rows]
+
+    async def _vector(
+        self,
+        project_id: uuid.UUID,
+        query: str,
+        filters: sql.Composable,
+        limit: int,
+        timings: dict[str, float],
+    ) -> Run:
+        if self.embedder is None:
+            raise ServiceUnavailable("vector search needs an embedding model; none is loaded")
+        embedder = self.embedder
+        vectors = await _timed(timings, "embed", lambda: embedder.embed([query]))
+        await self.indexes.ensure(embedder.model_id, embedder.dimensions)
+        statement = self.db.render(
+            "search.vector",
+            filters=filters,
+            dims=sql.Literal(embedder.dimensions),
+            model=sql.Literal(embedder.model_id),
+        )
+        started = time.perf_counter()
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                    sql.Literal(max(self.config.ef_search, limit))
+                )
+            )
+            rows = await self.db.fetch_all(
+                statement, conn, project_id=project_id, embedding=vectors[0], limit=limit
+            )
+            if len(rows) < limit:
+                # HNSW filters after it searches: a small project in a big table, or a
+                # narrow filter, can leave fewer than asked although more exist. Then the
+                # exact scan over this project's vectors is both correct and cheap.
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                rows = await self.db.fetch_all(
+                    statement, conn, project_id=project_id, embedding=vectors[0], limit=limit
+                )
+        timings["vector"] = _ms(started)
+        return [(row["chunk_id"], float(row["score"])) for row in rows]
+
+    async def _best_per_document(self, project_id: uuid.UUID, fused: list[Fused]) -> list[Fused]:
+        rows = await self.db.fetch_all(
+            "search.chunk_documents",
+            project_id=project_id,
+            chunk_ids=[f.chunk_id for f in fused],
+        )
+        document_of = {row["id"]: row["document_id"] for row in rows}
+        seen: set[Any] = set()
+        best: list[Fused] = []
+        for item in fused:
+            document = document_of.get(item.chunk_id)
+            if document not in seen:
+                seen.add(document)
+                best.append(item)
+        return best
+
+    async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
+        assert self.reranker is not None
+        head = fused[: self.config.rerank_depth]
+        rows = await self.db.fetch_all(
+            "search.chunk_texts", project_id=project_id, chunk_ids=[f.chunk_id for f in head]
+        )
+        text_of = {row["id"]: row["text"] for row in rows}
+        scores = await self.reranker.score(query, [text_of[f.chunk_id] for f in head])
+        for item, score in zip(head, scores, strict=True):
+            item.ranks["fused"] = fused.index(item) + 1
+            item.score = score
+        return sorted(head, key=lambda f: (-f.score, f.chunk_id)) + fused[len(head) :]
+
+    async def _hits(
+        self, project_id: uuid.UUID, analyzer: str, terms: list[str], page: list[Fused]
+    ) -> list[Hit]:
+        if not page:
+            return []
+        rows = await self.db.fetch_all(
+            "search.hits",
+            project_id=project_id,
+            analyzer=analyzer,
+            tsquery=tsquery(terms),
+            chunk_ids=[f.chunk_id for f in page],
+        )
+        by_id = {row["chunk_id"]: row for row in rows}
+        hits = []
+        for item in page:
+            row = by_id.get(item.chunk_id)
+            if row is None:  # deleted between retrieval and now
+                continue
+            if not terms:
+                row["highlight"] = _snippet(row["text"])
+            hits.append(Hit(**row, score=item.score, ranks=item.ranks, scores=item.scores))
+        return hits
+
+
+def tsquery(terms: list[str]) -> str:
+    """Analysed terms as a tsquery that matches any of them, taken as they are (quoted, so
+    they are not analysed a second time)."""
+    if not terms:
+        return ""
+    quoted = ("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+    return " | ".join(quoted)
+
+
+def _snippet(text: str, words: int = 30) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def _timed(timings: dict[str, float], name: str, call: Callable[[], Awaitable[T]]) -> T:
+    started = time.perf_counter()
+    try:
+        return await call()
+    finally:
+        timings[name] = _ms(started)

@@ -1,0 +1,269 @@
+"""Search over the API: modes, hits, filters, bad input, and the vector index it relies on."""
+
+from __future__ import annotations
+
+import httpx
+import psycopg
+import pytest
+
+from quarry.runtime import Runtime
+from quarry.tenancy.users import NewUser
+from tests.conftest import bearer
+from tests.integration.test_ingest import wait_settled
+
+DOCUMENTS = [
+    {
+        "external_id": "solar",
+        "title": "Solar power",
+        "text": "Photovoltaic panels convert sunlight into electricity. Solar farms need land.",
+        "metadata": {"year": 2021, "kind": "energy", "lang": "en"},
+        "tags": ["energy", "renewable"],
+    },
+    {
+        "external_id": "wind",
+        "title": "Wind turbines",
+        "text": "Turbines turn wind into electricity; offshore wind farms are growing fast.",
+        "metadata": {"year": 2019, "kind": "energy", "lang": "en"},
+        "tags": ["energy", "renewable"],
+    },
+    {
+        "external_id": "bread",
+        "title": "Sourdough",
+        "text": "A sourdough starter ferments flour and water; the bread rises slowly overnight.",
+        "metadata": {"year": 2023, "kind": "food", "lang": "en"},
+        "tags": ["food"],
+    },
+    {
+        "external_id": "coal",
+        "title": "Coal plants",
+        "text": "Coal plants burn coal to make electricity and emit carbon dioxide.",
+        "metadata": {"year": 2015, "kind": "energy", "lang": "fr"},
+        "tags": ["energy"],
+    },
+]
+
+
+@pytest.fixture
+async def corpus(ingest_client: httpx.AsyncClient, admin: NewUser) -> tuple[str, dict]:
+    key = bearer(admin.api_key.secret)
+    made = await ingest_client.post("/projects", json={"name": "search"}, headers=key)
+    assert made.status_code == 201
+    for doc in DOCUMENTS:
+        sent = await ingest_client.post(
+            "/projects/search/documents/text", json={**doc, "format": "txt"}, headers=key
+        )
+        assert sent.status_code == 202, sent.text
+    documents = await wait_settled(ingest_client, key, "search")
+    assert all(d["status"] == "complete" for d in documents.values()), documents
+    return "search", key
+
+
+async def _search(client: httpx.AsyncClient, key: dict, project: str, **body) -> httpx.Response:
+    return await client.post(f"/projects/{project}/search", json=body, headers=key)
+
+
+async def test_each_mode_finds_the_matching_document(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    project, key = corpus
+    for mode in ("bm25", "vector", "hybrid"):
+        answer = await _search(ingest_client, key, project, query="wind turbines", mode=mode)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        top = body["hits"][0]
+        assert top["external_id"] == "wind", (mode, body)
+        meta = body["search_metadata"]
+        assert meta["mode"] == mode
+        assert meta["reranked"] is False
+        assert meta["query_terms"] == ["wind", "turbin"]
+        assert meta["documents_indexing"] == 0
+        assert set(meta["timings_ms"]) >= {"prepare", "fuse", "hits", "total"}
+        expected = {"bm25": {"bm25"}, "vector": {"vector"}, "hybrid": {"bm25", "vector"}}[mode]
+        assert set(meta["candidates"]) == expected
+        assert set(top["ranks"]) <= expected and top["ranks"]
+        scores = [hit["score"] for hit in body["hits"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+async def test_a_hit_carries_its_place_and_a_highlight(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    project, key = corpus
+    body = (await _search(ingest_client, key, project, query="sourdough bread", k=1)).json()
+    (hit,) = body["hits"]
+    assert hit["document_title"] == "Sourdough"
+    assert isinstance(hit["chunk_id"], int) and hit["chunk_index"] == 0
+    assert hit["char_start"] == 0 and hit["char_end"] > 0
+    assert hit["page"] is None
+    assert "<mark>sourdough</mark>" in hit["highlight"]
+    assert "<mark>bread</mark>" in hit["highlight"]
+    assert hit["ranks"]["bm25"] == 1 and hit["ranks"]["vector"] == 1
+    assert hit["scores"]["bm25"] > 0 and 0 < hit["scores"]["vector"] <= 1
+
+
+async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, corpus) -> None:
+    project, key = corpus
+    documents = await wait_settled(ingest_client, key, project)
+
+    async def found(filters: dict, mode: str = "hybrid") -> set[str]:
+        answer = await _search(
+            ingest_client, key, project, query="electricity", mode=mode, filters=filters, k=10
+        )
+        assert answer.status_code == 200, answer.text
+        return {hit["external_id"] for hit in answer.json()["hits"]}
+
+    for mode in ("bm25", "vector", "hybrid"):
+        assert await found({"metadata": {"kind": "energy"}}, mode) == {"solar", "wind", "coal"}
+    assert await found({"metadata": {"year": {"gte": 2019, "lt": 2023}}}) == {"solar", "wind"}
+    assert await found({"metadata": {"lang": {"in": ["fr"]}}}) == {"coal"}
+    assert await found({"metadata": {"year": {"gt": 2020}}}, "vector") == {"solar", "bread"}
+    assert await found({"tags": ["renewable"]}) == {"solar", "wind"}
+    assert await found({"tags": ["energy", "renewable"], "metadata": {"year": 2019}}) == {"wind"}
+    ids = [documents["coal"]["id"], documents["bread"]["id"]]
+    assert await found({"document_ids": ids}, "vector") == {"coal", "bread"}
+    assert await found({"created_after": "2000-01-01T00:00:00Z"}) == set(documents)
+    assert await found({"created_before": "2000-01-01T00:00:00Z"}) == set()
+    # A metadata value of another type leaves the document out instead of failing.
+    assert await found({"metadata": {"kind": {"gte": 5}}}) == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"query": ""}, "query"),
+        ({"query": "   "}, "body"),
+        ({"query": "x" * 10_000}, "query"),
+        ({"query": "solar", "k": 0}, "k"),
+        ({"query": "solar", "k": 10_000}, "k"),
+        ({"query": "solar", "mode": "fuzzy"}, "mode"),
+        ({"query": "solar", "filters": {"author": "x"}}, "author"),
+        ({"query": "solar", "filters": {"metadata": {"year": {}}}}, "year"),
+        ({"query": "solar", "filters": {"metadata": {"bad key!": 1}}}, "bad key!"),
+        ({"query": "solar", "filters": {"document_ids": ["not-a-uuid"]}}, "document_ids"),
+        ({"query": "solar", "filters": {"created_after": "yesterday"}}, "created_after"),
+        ({"query": "solar", "candidates": 5000}, "candidates"),
+        ({"query": "solar", "unknown": 1}, "unknown"),
+    ],
+)
+async def test_bad_requests_are_422_naming_the_field(
+    ingest_client: httpx.AsyncClient, corpus, body: dict, field: str
+) -> None:
+    project, key = corpus
+    answer = await ingest_client.post(f"/projects/{project}/search", json=body, headers=key)
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["code"] == "validation_error"
+    assert field in answer.text
+
+
+async def test_a_query_of_stop_words_only_has_no_lexical_hits(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    project, key = corpus
+    bm25 = (await _search(ingest_client, key, project, query="the of and", mode="bm25")).json()
+    assert bm25["hits"] == []
+    assert bm25["search_metadata"]["query_terms"] == []
+    hybrid = (await _search(ingest_client, key, project, query="the of and")).json()
+    assert hybrid["search_metadata"]["candidates"] == {"vector": 4}
+    assert len(hybrid["hits"]) == 4
+    assert all(set(hit["ranks"]) == {"vector"} for hit in hybrid["hits"])
+
+
+async def test_a_project_with_no_documents_answers_empty(
+    ingest_client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    key = bearer(admin.api_key.secret)
+    await ingest_client.post("/projects", json={"name": "empty"}, headers=key)
+    for mode in ("bm25", "vector", "hybrid"):
+        answer = await _search(ingest_client, key, "empty", query="anything", mode=mode)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["hits"] == []
+
+
+async def test_documents_still_indexing_are_counted_not_returned(
+    ingest_runtime: Runtime, admin_principal
+) -> None:
+    """No worker runs here: the submitted document stays pending."""
+    from quarry.ingest.documents import text_source
+    from quarry.search.models import SearchRequest
+
+    project = await ingest_runtime.projects.create(admin_principal, "pending")
+    await ingest_runtime.documents.submit(
+        project.id,
+        text_source("Tidal energy.", external_id="t", title="", fmt="txt", metadata={}, tags=()),
+    )
+    response = await ingest_runtime.search.search(project.id, SearchRequest(query="tidal energy"))
+    assert response.hits == []
+    assert response.search_metadata.documents_indexing == 1
+
+
+async def test_another_users_project_is_not_found_and_a_viewer_may_search(
+    ingest_client: httpx.AsyncClient, corpus, ingest_runtime: Runtime, admin_principal
+) -> None:
+    project, key = corpus
+    other = await ingest_runtime.users.create(admin_principal, "other")
+    other_key = bearer(other.api_key.secret)
+    hidden = await _search(ingest_client, other_key, project, query="solar")
+    assert hidden.status_code == 404
+    added = await ingest_client.put(
+        f"/projects/{project}/members/other", json={"role": "viewer"}, headers=key
+    )
+    assert added.status_code in (200, 201), added.text
+    seen = await _search(ingest_client, other_key, project, query="solar")
+    assert seen.status_code == 200
+    assert seen.json()["hits"][0]["external_id"] == "solar"
+
+
+async def test_per_document_keeps_each_documents_best_chunk(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    project, key = corpus
+    long_text = " ".join(f"Tidal lagoon note {i} about tides and turbines." for i in range(120))
+    await ingest_client.post(
+        f"/projects/{project}/documents/text",
+        json={"text": long_text, "external_id": "tidal", "title": "Tides"},
+        headers=key,
+    )
+    await wait_settled(ingest_client, key, project)
+    many = (await _search(ingest_client, key, project, query="tidal turbines", k=20)).json()
+    assert [h["external_id"] for h in many["hits"]].count("tidal") > 1
+    one = await _search(ingest_client, key, project, query="tidal turbines", k=20, per_document=True)
+    ids = [h["external_id"] for h in one.json()["hits"]]
+    assert len(ids) == len(set(ids))
+    assert ids[0] == "tidal"
+
+
+async def test_vector_search_uses_the_models_hnsw_index(
+    ingest_client: httpx.AsyncClient, corpus, fresh_database: str, ingest_runtime: Runtime
+) -> None:
+    from psycopg import sql
+
+    from quarry.db.vector_index import index_name
+
+    embedder = ingest_runtime.embedder
+    assert embedder is not None
+    name = index_name(embedder.model_id, embedder.dimensions)
+    statement = ingest_runtime.db.render(
+        "search.vector",
+        filters=sql.SQL("TRUE"),
+        dims=sql.Literal(embedder.dimensions),
+        model=sql.Literal(embedder.model_id),
+    )
+    vector = (await embedder.embed(["solar"]))[0]
+    with psycopg.connect(fresh_database) as conn:
+        valid = conn.execute(
+            "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+            "WHERE c.relname = %s",
+            (name,),
+        ).fetchone()
+        assert valid == (True,)
+        conn.execute("SET enable_seqscan = off")  # a 4-row table: make the choice visible
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        project_id = conn.execute("SELECT id FROM projects WHERE name = 'search'").fetchone()[0]
+        plan = conn.execute(
+            sql.SQL("EXPLAIN ") + statement,
+            {"project_id": project_id, "embedding": vector, "limit": 3},
+        ).fetchall()
+    assert name in "\n".join(row[0] for row in plan)
