@@ -80,7 +80,8 @@ async def test_each_mode_finds_the_matching_document(
         assert set(meta["timings_ms"]) >= {"prepare", "fuse", "hits", "total"}
         expected = {"bm25": {"bm25"}, "vector": {"vector"}, "hybrid": {"bm25", "vector"}}[mode]
         assert set(meta["candidates"]) == expected
-        assert set(top["ranks"]) <= expected and top["ranks"]
+        assert set(top["ranks"]) <= expected
+        assert top["ranks"]
         scores = [hit["score"] for hit in body["hits"]]
         assert scores == sorted(scores, reverse=True)
 
@@ -92,13 +93,17 @@ async def test_a_hit_carries_its_place_and_a_highlight(
     body = (await _search(ingest_client, key, project, query="sourdough bread", k=1)).json()
     (hit,) = body["hits"]
     assert hit["document_title"] == "Sourdough"
-    assert isinstance(hit["chunk_id"], int) and hit["chunk_index"] == 0
-    assert hit["char_start"] == 0 and hit["char_end"] > 0
+    assert isinstance(hit["chunk_id"], int)
+    assert hit["chunk_index"] == 0
+    assert hit["char_start"] == 0
+    assert hit["char_end"] > 0
     assert hit["page"] is None
     assert "<mark>sourdough</mark>" in hit["highlight"]
     assert "<mark>bread</mark>" in hit["highlight"]
-    assert hit["ranks"]["bm25"] == 1 and hit["ranks"]["vector"] == 1
-    assert hit["scores"]["bm25"] > 0 and 0 < hit["scores"]["vector"] <= 1
+    assert hit["ranks"]["bm25"] == 1
+    assert hit["ranks"]["vector"] == 1
+    assert hit["scores"]["bm25"] > 0
+    assert 0 < hit["scores"]["vector"] <= 1
 
 
 async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, corpus) -> None:
@@ -227,7 +232,9 @@ async def test_per_document_keeps_each_documents_best_chunk(
     await wait_settled(ingest_client, key, project)
     many = (await _search(ingest_client, key, project, query="tidal turbines", k=20)).json()
     assert [h["external_id"] for h in many["hits"]].count("tidal") > 1
-    one = await _search(ingest_client, key, project, query="tidal turbines", k=20, per_document=True)
+    one = await _search(
+        ingest_client, key, project, query="tidal turbines", k=20, per_document=True
+    )
     ids = [h["external_id"] for h in one.json()["hits"]]
     assert len(ids) == len(set(ids))
     assert ids[0] == "tidal"

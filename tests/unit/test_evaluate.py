@@ -59,13 +59,14 @@ def test_compare_reports_drops_past_the_tolerance_and_ignores_latency() -> None:
     drops = compare(current, baseline, tolerance=0.01)
     assert drops == ["vector ndcg@10: missing (baseline 0.6000)"]
     drops = compare({"bm25": {"ndcg@10": 0.68}}, {"bm25": {"ndcg@10": 0.70}}, 0.01)
-    assert len(drops) == 1 and drops[0].startswith("bm25 ndcg@10")
+    assert len(drops) == 1
+    assert drops[0].startswith("bm25 ndcg@10")
 
 
 def test_beir_loader_refuses_a_folder_without_the_split(tmp_path: Path) -> None:
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "x"}\n')
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
-    with pytest.raises(InvalidInput, match="test.tsv is missing"):
+    with pytest.raises(InvalidInput, match=r"test\.tsv is missing"):
         BeirDataset.load(tmp_path, "test")
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
