@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from quarry.search.fusion import Method
+
 MAX_QUERY_CHARS = 4000
 MAX_K = 200
 MAX_CANDIDATES = 1000
@@ -93,8 +95,13 @@ class SearchRequest(BaseModel):
         description="how deep each retriever looks before fusion (default: settings)",
     )
     filters: Filters | None = None
+    fusion: Method = Field(
+        default=Method.adaptive,
+        description="adaptive: weighted z-scores, the dense side's weight scaled by how much "
+        "the retrievers agree on this query; rrf: weighted reciprocal rank fusion",
+    )
     weights: Weights | None = Field(
-        default=None, description="per-retriever fusion weights (default: adaptive)"
+        default=None, description="per-retriever fusion weights (default: chosen per query)"
     )
     rerank: bool | None = Field(
         default=None, description="rerank the fused candidates (default: on when configured)"
@@ -130,7 +137,11 @@ class SearchMetadata(BaseModel):
     mode: Mode
     query_terms: list[str] = Field(description="the query as BM25 saw it, after analysis")
     candidates: dict[str, int] = Field(description="hits each retriever returned")
+    fusion: Method
     weights: dict[str, float] = Field(description="the fusion weights used")
+    agreement: float | None = Field(
+        description="share of each retriever's top 10 documents the other found (hybrid)"
+    )
     reranked: bool
     timings_ms: dict[str, float]
     documents_indexing: int = Field(description="documents not yet searchable")

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from psycopg import sql
 
@@ -23,7 +23,7 @@ from quarry.db.vector_index import VectorIndexes
 from quarry.errors import NotFound, ServiceUnavailable
 from quarry.ingest.embedders import Embedder
 from quarry.search.filters import compile_filters
-from quarry.search.fusion import Fused, Run, adaptive_weights, reciprocal_rank_fusion
+from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
 from quarry.search.rerank import Reranker
 from quarry.settings import Settings
@@ -98,13 +98,15 @@ class Search:
         runs = dict(zip(tasks, results, strict=True))
 
         started = time.perf_counter()
-        if request.weights is not None:
-            weights = {"bm25": request.weights.bm25, "vector": request.weights.vector}
-        else:
-            weights = adaptive_weights(runs)
-        fused = reciprocal_rank_fusion(runs, weights, self.config.rrf_k)
-        if request.per_document:
-            fused = await self._best_per_document(project_id, fused)
+        fusion = fuse(
+            runs,
+            method=request.fusion,
+            weights=request.weights.model_dump() if request.weights else None,
+            rrf_k=self.config.rrf_k,
+            per_document=request.per_document,
+            collection_size=prep["chunks"],
+        )
+        fused = fusion.fused
         timings["fuse"] = _ms(started)
 
         reranked = False
@@ -124,7 +126,9 @@ class Search:
                 mode=request.mode,
                 query_terms=terms,
                 candidates={name: len(run) for name, run in runs.items()},
-                weights={name: weights.get(name, 1.0) for name in runs},
+                fusion=request.fusion,
+                weights=fusion.weights,
+                agreement=fusion.agreement,
                 reranked=reranked,
                 timings_ms=timings,
                 documents_indexing=prep["indexing"],
@@ -142,7 +146,7 @@ class Search:
             b=self.config.b,
             limit=limit,
         )
-        return [(row["chunk_id"], float(row["score"])) for row in rows]
+        return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
 
     async def _vector(
         self,
@@ -182,23 +186,7 @@ class Search:
                     statement, conn, project_id=project_id, embedding=vectors[0], limit=limit
                 )
         timings["vector"] = _ms(started)
-        return [(row["chunk_id"], float(row["score"])) for row in rows]
-
-    async def _best_per_document(self, project_id: uuid.UUID, fused: list[Fused]) -> list[Fused]:
-        rows = await self.db.fetch_all(
-            "search.chunk_documents",
-            project_id=project_id,
-            chunk_ids=[f.chunk_id for f in fused],
-        )
-        document_of = {row["id"]: row["document_id"] for row in rows}
-        seen: set[Any] = set()
-        best: list[Fused] = []
-        for item in fused:
-            document = document_of.get(item.chunk_id)
-            if document not in seen:
-                seen.add(document)
-                best.append(item)
-        return best
+        return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
 
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None

@@ -5,12 +5,14 @@
 -- name: prepare
 -- What a search needs to know first: the project's analyzer, the query's distinct terms as
 -- that analyzer makes them (stop words dropped, stems kept, in order of first appearance),
--- and how many documents are not searchable yet.
+-- how many documents are not searchable yet, and how many chunks are.
 SELECT p.analyzer::text AS analyzer,
        array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t
              ORDER BY t.positions[1]) AS terms,
        (SELECT count(*) FROM documents d
-         WHERE d.project_id = p.id AND d.status IN ('pending', 'indexing')) AS indexing
+         WHERE d.project_id = p.id AND d.status IN ('pending', 'indexing')) AS indexing,
+       coalesce((SELECT s.chunk_count FROM lexical_stats s WHERE s.project_id = p.id), 0)
+           AS chunks
 FROM projects p
 WHERE p.id = %(project_id)s;
 
@@ -36,7 +38,7 @@ WITH stats AS (
     FROM postings p CROSS JOIN stats s
     GROUP BY p.chunk_id
 )
-SELECT x.chunk_id, x.score
+SELECT x.chunk_id, c.document_id, x.score
 FROM scored x
 JOIN chunks c ON c.id = x.chunk_id
 JOIN documents d ON d.id = c.document_id
@@ -47,7 +49,7 @@ LIMIT %(limit)s;
 -- name: vector
 -- Cosine kNN over one model's vectors in this project. {dims} and {model} are literals so the
 -- planner can match the partial HNSW index made for that model (see VectorIndexes).
-SELECT e.chunk_id, 1 - (e.embedding::vector({dims}) <=> %(embedding)s::vector({dims})) AS score
+SELECT e.chunk_id, c.document_id, 1 - (e.embedding::vector({dims}) <=> %(embedding)s::vector({dims})) AS score
 FROM chunk_embeddings e
 JOIN chunks c ON c.id = e.chunk_id
 JOIN documents d ON d.id = c.document_id
@@ -65,10 +67,6 @@ SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, d.external_id
                    'MaxFragments=2, FragmentDelimiter=" … "') AS highlight
 FROM chunks c
 JOIN documents d ON d.id = c.document_id
-WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
-
--- name: chunk_documents
-SELECT c.id, c.document_id FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 
 -- name: chunk_texts

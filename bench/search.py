@@ -1,0 +1,291 @@
+"""Search latency at scale: p50/p95 per mode, 1 and 8 concurrent clients, 10k to 100k chunks.
+
+Builds one project on a fresh embedded Postgres from SciFact's real text, repeated with
+variation (each copy drops a few leading words and borrows a few from another abstract, so
+term statistics and lengths differ from copy to copy), with the BM25 postings made by the same
+analyzer the pipeline uses. Vectors are synthetic (the scale test is about the index, not
+about quality): each abstract gets a random unit vector and its copies lie near it. Queries
+are SciFact's own, embedded at query time by the bundled model, as a user's would be.
+
+At each size the script times the search service end to end (analysis, query embedding,
+BM25 and kNN concurrently, fusion, highlights) and, as the reference in the same run, the
+bare SQL of each retriever on one connection; it prints service over bare-SQL ratios, so the
+figures compare across machines. No rerank.
+
+    .venv/bin/python bench/search.py [--sizes 10000,30000,100000] [--json bench/results/search.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from psycopg import sql
+
+from quarry.db.vector_index import index_name
+from quarry.ingest.embedders import LocalEmbedder
+from quarry.ingest.factory import load_local_model
+from quarry.logs import configure_logging
+from quarry.runtime import open_runtime
+from quarry.search.evaluate import percentile
+from quarry.search.models import Mode, SearchRequest
+from quarry.settings import Settings
+from quarry.tenancy.models import Principal
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared/datasets/scifact"
+TARGET_P95_MS = 50.0
+QUERIES = 200
+CHUNK_WORDS = 120
+
+
+def base_chunks() -> list[str]:
+    """SciFact's abstracts cut into passages of about CHUNK_WORDS words, title first."""
+    chunks = []
+    with (SCIFACT / "corpus.jsonl").open() as fh:
+        for line in fh:
+            doc = json.loads(line)
+            words = f"{doc['title']}. {doc['text']}".split()
+            for start in range(0, max(len(words), 1), CHUNK_WORDS):
+                chunks.append(" ".join(words[start : start + CHUNK_WORDS]))
+    return chunks
+
+
+def variant(chunks: list[str], i: int, copy: int) -> str:
+    if copy == 0:
+        return chunks[i]
+    words = chunks[i].split()
+    borrowed = chunks[(i * 7919 + copy) % len(chunks)].split()[: 3 * copy % 17 + 3]
+    return " ".join(words[copy % 5 + 1 :] + borrowed)
+
+
+def load_queries() -> list[str]:
+    with (SCIFACT / "queries.jsonl").open() as fh:
+        queries = [json.loads(line)["text"] for line in fh]
+    random.Random(7).shuffle(queries)
+    return queries[:QUERIES]
+
+
+async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, end: int):
+    """Add chunks start..end-1 (one document per chunk) with postings and vectors."""
+    chunks = base_chunks()
+    rng = np.random.default_rng(start)
+    base_vectors = np.random.default_rng(0).standard_normal((len(chunks), dims)).astype("f4")
+    batch = 5000
+    for lo in range(start, end, batch):
+        hi = min(lo + batch, end)
+        texts, vectors = [], []
+        for n in range(lo, hi):
+            i, copy = n % len(chunks), n // len(chunks)
+            texts.append(variant(chunks, i, copy))
+            v = base_vectors[i] + 0.35 * rng.standard_normal(dims).astype("f4")
+            vectors.append(v / np.linalg.norm(v))
+        async with rt.db.transaction() as conn:
+            await conn.execute(
+                """
+                WITH docs AS (
+                    INSERT INTO documents (project_id, external_id, source_kind, source, title,
+                                           format, content_hash, size_bytes, status)
+                    SELECT %(p)s, 'bench-' || n, 'text', 'bench', 'SciFact variant ' || n,
+                           'txt', md5(t), length(t), 'complete'
+                    FROM unnest(%(n)s::int[], %(t)s::text[]) AS x(n, t)
+                    RETURNING id, external_id
+                ), analysed AS (
+                    SELECT d.id AS document_id, x.t, x.v, to_tsvector('english', x.t) AS terms
+                    FROM unnest(%(n)s::int[], %(t)s::text[], %(v)s::vector[]) AS x(n, t, v)
+                    JOIN docs d ON d.external_id = 'bench-' || x.n
+                ), inserted AS (
+                    INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start,
+                                        char_end, token_count, content_hash, term_count)
+                    SELECT %(p)s, a.document_id, 0, a.t, 0, length(a.t), 0,
+                           sha256(convert_to(a.t, 'UTF8')),
+                           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
+                              FROM unnest(a.terms))
+                    FROM analysed a
+                    RETURNING id, document_id, term_count
+                ), postings AS (
+                    INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
+                    SELECT %(p)s, t.lexeme, i.id, coalesce(array_length(t.positions, 1), 1),
+                           i.term_count
+                    FROM inserted i JOIN analysed a USING (document_id)
+                    CROSS JOIN LATERAL unnest(a.terms) AS t
+                    WHERE i.term_count > 0
+                ), vectors AS (
+                    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
+                    SELECT i.id, %(p)s, %(model)s, a.v
+                    FROM inserted i JOIN analysed a USING (document_id)
+                )
+                INSERT INTO lexical_stats (project_id, chunk_count, term_count)
+                SELECT %(p)s, count(*), sum(term_count) FROM inserted
+                ON CONFLICT (project_id) DO UPDATE
+                SET chunk_count = lexical_stats.chunk_count + excluded.chunk_count,
+                    term_count = lexical_stats.term_count + excluded.term_count
+                """,
+                {
+                    "p": project_id,
+                    "n": list(range(lo, hi)),
+                    "t": texts,
+                    "v": vectors,
+                    "model": model_id,
+                },
+            )
+    async with rt.db.pool.connection() as conn:
+        await conn.set_autocommit(True)
+        await conn.execute("VACUUM ANALYZE chunk_terms")
+        await conn.execute("VACUUM ANALYZE chunk_embeddings")
+        await conn.execute("VACUUM ANALYZE chunks")
+        await conn.execute("VACUUM ANALYZE documents")
+
+
+async def time_service(rt, project_id, queries, mode: Mode, clients: int) -> list[float]:
+    latencies: list[float] = []
+    pending = list(queries)
+
+    async def client() -> None:
+        while pending:
+            query = pending.pop()
+            started = time.perf_counter()
+            await rt.search.search(project_id, SearchRequest(query=query, mode=mode, k=10))
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies
+
+
+async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[float]]:
+    """The floor: each retriever's SQL alone, one connection, query vectors precomputed."""
+    vectors = await embedder.embed(queries)
+    bm25 = rt.db.render("search.bm25", filters=sql.SQL("TRUE"))
+    knn = rt.db.render(
+        "search.vector",
+        filters=sql.SQL("TRUE"),
+        dims=sql.Literal(embedder.dimensions),
+        model=sql.Literal(embedder.model_id),
+    )
+    times: dict[str, list[float]] = {"bm25": [], "vector": []}
+    config = rt.search.config
+    async with rt.db.pool.connection() as conn:
+        await conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(config.ef_search)))
+        for query, vector in zip(queries, vectors, strict=True):
+            prep = await rt.db.fetch_one("search.prepare", conn, project_id=project_id, query=query)
+            started = time.perf_counter()
+            await rt.db.fetch_all(
+                bm25,
+                conn,
+                project_id=project_id,
+                terms=prep["terms"],
+                k1=config.k1,
+                b=config.b,
+                limit=config.candidates,
+            )
+            times["bm25"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await rt.db.fetch_all(
+                knn, conn, project_id=project_id, embedding=vector, limit=config.candidates
+            )
+            times["vector"].append((time.perf_counter() - started) * 1000)
+        await conn.execute("RESET hnsw.ef_search")
+    return times
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(values, 50), 2), "p95_ms": round(percentile(values, 95), 2)}
+
+
+async def run(sizes: list[int]) -> dict:
+    queries = load_queries()
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), log_level="warning", bootstrap_admin=False, db_pool_max_size=20
+        )
+        configure_logging(settings)
+        embedder = LocalEmbedder(load_local_model(settings))
+        async with open_runtime(settings, embedder=embedder) as rt:
+            admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
+            assert admin is not None
+            me = Principal(admin.user.id, admin.user.name, is_admin=True)
+            project = await rt.projects.create(me, "bench")
+            results = []
+            have = 0
+            for size in sizes:
+                started = time.perf_counter()
+                await grow(rt, project.id, embedder.model_id, embedder.dimensions, have, size)
+                # Built once at the first size; later rows go in as ingestion would put them.
+                await rt.search.indexes.ensure(embedder.model_id, embedder.dimensions)
+                have = size
+                built = time.perf_counter() - started
+                # Warm the caches and the model as a running service would be.
+                await time_service(rt, project.id, queries[:20], Mode.hybrid, 1)
+                row: dict = {"chunks": size, "build_seconds": round(built, 1)}
+                bare = await time_bare_sql(rt, project.id, queries, embedder)
+                row["bare_sql"] = {name: summary(v) for name, v in bare.items()}
+                for clients in (1, 8):
+                    for mode in Mode:
+                        latencies = await time_service(rt, project.id, queries, mode, clients)
+                        row[f"{mode.value}_{clients}_client"] = summary(latencies)
+                bare_sum = row["bare_sql"]["bm25"]["p50_ms"] + row["bare_sql"]["vector"]["p50_ms"]
+                row["hybrid_p50_over_bare_sql_sum"] = round(
+                    row["hybrid_1_client"]["p50_ms"] / max(bare_sum, 1e-6), 2
+                )
+                results.append(row)
+                print(json.dumps(row), flush=True)
+            async with rt.db.pool.connection() as conn:
+                index = index_name(embedder.model_id, embedder.dimensions)
+                sizes_mb = await (
+                    await conn.execute(
+                        "SELECT pg_relation_size(%s) / 1048576 AS hnsw_mb,"
+                        " pg_total_relation_size('chunk_terms') / 1048576 AS postings_mb",
+                        (index,),
+                    )
+                ).fetchone()
+        await embedder.aclose()
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "queries": len(queries),
+        "ef_search": settings.hnsw_ef_search,
+        "candidates": settings.search_candidates,
+        "sizes": results,
+        "storage_mb_at_largest": sizes_mb,
+        "target_hybrid_p95_ms_1_client": TARGET_P95_MS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,30000,100000")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    result = asyncio.run(run(sizes))
+    largest = result["sizes"][-1]
+    p95 = largest["hybrid_1_client"]["p95_ms"]
+    print(f"\n{'chunks':>8} {'mode':>7} {'1 client p50/p95':>20} {'8 clients p50/p95':>20}")
+    for row in result["sizes"]:
+        for mode in Mode:
+            one, eight = row[f"{mode.value}_1_client"], row[f"{mode.value}_8_client"]
+            print(
+                f"{row['chunks']:>8} {mode.value:>7} "
+                f"{one['p50_ms']:>9.1f} / {one['p95_ms']:<8.1f} "
+                f"{eight['p50_ms']:>9.1f} / {eight['p95_ms']:<8.1f}"
+            )
+    verdict = "meets" if p95 <= TARGET_P95_MS else "misses"
+    print(
+        f"hybrid p95 at {largest['chunks']} chunks, 1 client: {p95:.1f} ms: {verdict} the "
+        f"{TARGET_P95_MS:.0f} ms target"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
