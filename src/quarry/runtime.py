@@ -31,7 +31,7 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
 from quarry.jobs.tasks import TaskDeps
-from quarry.search.rerank import CrossEncoderReranker
+from quarry.search.rerank import load_reranker
 from quarry.search.service import Search, search_config
 from quarry.settings import Settings
 from quarry.tenancy.projects import Projects
@@ -140,8 +140,8 @@ async def open_runtime(
             splitter = build_splitter(settings, embedder)
             pipeline = Pipeline(db, blobs, registry, splitter, embedder, indexes)
         reranker = None
-        if load_models and settings.reranker_model:
-            reranker = await asyncio.to_thread(CrossEncoderReranker, settings.reranker_model)
+        if settings.reranker_model and (load_models or embedder is not None):
+            reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         runtime = Runtime(
             settings=settings,
             db=db,

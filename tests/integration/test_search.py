@@ -274,3 +274,44 @@ async def test_vector_search_uses_the_models_hnsw_index(
             {"project_id": project_id, "embedding": vector, "limit": 3},
         ).fetchall()
     assert name in "\n".join(row[0] for row in plan)
+
+
+async def test_the_analyzer_is_per_project_and_changing_it_reanalyses(
+    ingest_client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    from tests.integration.test_ingest import invariant_violations
+
+    key = bearer(admin.api_key.secret)
+    unknown = await ingest_client.post(
+        "/projects", json={"name": "klingon", "analyzer": "klingon"}, headers=key
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["field"] == "analyzer"
+    made = await ingest_client.post(
+        "/projects", json={"name": "plain", "analyzer": "simple"}, headers=key
+    )
+    assert made.status_code == 201
+    assert made.json()["analyzer"] == "simple"
+    await ingest_client.post(
+        "/projects/plain/documents/text",
+        json={"text": "The runners were running the marathons.", "external_id": "r"},
+        headers=key,
+    )
+    await wait_settled(ingest_client, key, "plain")
+
+    async def lexical(query: str) -> tuple[list[str], int]:
+        body = (await _search(ingest_client, key, "plain", query=query, mode="bm25")).json()
+        return body["search_metadata"]["query_terms"], len(body["hits"])
+
+    assert await lexical("run") == (["run"], 0)  # simple: no stemming...
+    assert await lexical("the running") == (["the", "running"], 1)  # ...and no stop words
+    changed = await ingest_client.patch(
+        "/projects/plain", json={"analyzer": "english"}, headers=key
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["analyzer"] == "english"
+    assert await lexical("run") == (["run"], 1)  # english stems running -> run
+    assert await lexical("the") == ([], 0)
+    assert invariant_violations(fresh_database) == []
+    bad = await ingest_client.patch("/projects/plain", json={"analyzer": "nope"}, headers=key)
+    assert bad.status_code == 422

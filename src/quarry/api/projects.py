@@ -22,11 +22,22 @@ UserRef = Annotated[str, Path(description="the user's id or name")]
 class ProjectCreate(BaseModel):
     name: str = Field(description="a unique slug: lower-case letters, digits and '-'")
     description: str = Field(default="", max_length=10_000)
+    analyzer: str = Field(
+        default="english",
+        max_length=63,
+        description="text search configuration for BM25: lower-casing, stemming and stop "
+        "words of a language (english, german, ...) or none of them (simple)",
+    )
 
 
 class ProjectUpdate(BaseModel):
     name: str | None = Field(default=None, description="a new unique slug")
     description: str | None = Field(default=None, max_length=10_000)
+    analyzer: str | None = Field(
+        default=None,
+        max_length=63,
+        description="a new analyzer; every chunk of the project is analysed again",
+    )
 
 
 class MemberSet(BaseModel):
@@ -35,7 +46,7 @@ class MemberSet(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a project (you own it)")
 async def create_project(body: ProjectCreate, rt: RuntimeDep, me: PrincipalDep) -> Project:
-    return await rt.projects.create(me, body.name, body.description)
+    return await rt.projects.create(me, body.name, body.description, body.analyzer)
 
 
 @router.get("", summary="List your projects (an admin sees all)")
@@ -58,7 +69,9 @@ async def get_project(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) -> 
 async def update_project(
     project: ProjectRef, body: ProjectUpdate, rt: RuntimeDep, me: PrincipalDep
 ) -> Project:
-    return await rt.projects.update(me, project, name=body.name, description=body.description)
+    return await rt.projects.update(
+        me, project, name=body.name, description=body.description, analyzer=body.analyzer
+    )
 
 
 @router.delete(

@@ -17,13 +17,16 @@ def create(
     ctx: typer.Context,
     name: str = typer.Argument(help="A unique slug: lower-case letters, digits and '-'."),
     description: str = typer.Option("", "--description", "-d"),
+    analyzer: str = typer.Option(
+        "english", "--analyzer", help="Text search configuration for BM25 (english, simple, ...)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a project; you become its owner."""
 
     async def go() -> Project:
         async with acting(settings_from(ctx)) as (rt, me):
-            return await rt.projects.create(me, name, description)
+            return await rt.projects.create(me, name, description, analyzer)
 
     project = run(go())
     if as_json:

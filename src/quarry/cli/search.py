@@ -23,7 +23,7 @@ from quarry.cli.common import (
 )
 from quarry.errors import InvalidInput
 from quarry.runtime import Runtime, background_worker
-from quarry.search.beir import CANDIDATES, LoadProgress, evaluate, load_corpus
+from quarry.search.beir import LoadProgress, evaluate, load_corpus
 from quarry.search.evaluate import BeirDataset, compare
 from quarry.search.models import MAX_K, Mode, SearchRequest, SearchResponse
 from quarry.tenancy.models import Role
@@ -107,8 +107,12 @@ def eval_beir(
     project: str | None = typer.Option(
         None, "--project", "-p", help="Evaluate an already loaded project instead of a fresh one."
     ),
-    candidates: int = typer.Option(
-        CANDIDATES, "--candidates", min=1, max=1000, help="Each retriever's depth, in chunks."
+    candidates: int | None = typer.Option(
+        None,
+        "--candidates",
+        min=1,
+        max=1000,
+        help="Each retriever's depth in chunks (default: QUARRY_SEARCH_CANDIDATES).",
     ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the figures here."),
     baseline: Path | None = typer.Option(
@@ -159,7 +163,7 @@ def eval_beir(
             "documents": counts.document_count,
             "chunks": counts.chunk_count,
             "embedding_model": rt.embedder.model_id if rt.embedder else None,
-            "candidates": candidates,
+            "candidates": candidates or settings.search_candidates,
             "k1": settings.bm25_k1,
             "b": settings.bm25_b,
             "modes": figures,

@@ -120,7 +120,7 @@ class Pipeline:
                 return False
             if locked["chunk_count"]:
                 await self.db.execute("chunks.delete_for_document", conn, **ids)
-            terms = await self._insert(conn, ids, claimed["analyzer"], chunks, vectors)
+            terms = await self._insert(conn, ids, chunks, vectors)
             await self.db.execute(
                 "documents.complete",
                 conn,
@@ -138,7 +138,6 @@ class Pipeline:
         self,
         conn: Conn,
         ids: dict[str, uuid.UUID],
-        analyzer: str,
         chunks: list[Chunk],
         vectors: Vectors,
     ) -> int:
@@ -149,7 +148,6 @@ class Pipeline:
             "chunks.insert_many",
             conn,
             **ids,
-            analyzer=analyzer,
             model=self.embedder.model_id,
             chunk_index=[c.index for c in chunks],
             text=[c.text for c in chunks],

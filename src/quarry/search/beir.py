@@ -22,9 +22,6 @@ from quarry.search.fusion import Method
 from quarry.search.models import Mode, SearchRequest
 
 DEPTH = 100
-# Each retriever's depth: chunks, so that after keeping each document's best chunk at least
-# DEPTH documents usually remain for Recall@100.
-CANDIDATES = 300
 
 
 @dataclass
@@ -82,10 +79,11 @@ async def evaluate(
     dataset: BeirDataset,
     modes: Sequence[Mode],
     *,
-    candidates: int = CANDIDATES,
+    candidates: int | None = None,
     on_query: Callable[[str, int], None] = lambda _m, _i: None,
 ) -> dict[str, dict[str, float]]:
-    """Run every query of the split in each mode; metrics per mode. Hybrid also runs with
+    """Run every query of the split in each mode; metrics per mode. ``candidates`` is each
+    retriever's depth in chunks (default: the service's setting). Hybrid also runs with
     plain reciprocal rank fusion (``hybrid_rrf``), the reference the default fusion must beat."""
     figures: dict[str, dict[str, float]] = {}
     variants = [(mode.value, mode, Method.adaptive) for mode in modes]

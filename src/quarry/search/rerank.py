@@ -53,3 +53,17 @@ class CrossEncoderReranker:
                 convert_to_numpy=True,
             )
         return [float(s) for s in scores]
+
+
+def load_reranker(model: str) -> CrossEncoderReranker:
+    """The configured cross-encoder, or a start-up error that says what is wrong."""
+    from quarry.db.database import StartupError
+
+    try:
+        return CrossEncoderReranker(model)
+    except (OSError, ValueError) as exc:
+        raise StartupError(
+            f"cannot load the reranker QUARRY_RERANKER_MODEL={model}: {exc}\n"
+            "  It must be a local sentence-transformers cross-encoder directory (or an id in "
+            "the local Hugging Face cache); quarry never downloads models."
+        ) from exc

@@ -55,6 +55,10 @@ class Project(Model):
     id: uuid.UUID
     name: str = Field(description="unique slug, usable wherever the id is")
     description: str = ""
+    analyzer: str = Field(
+        description="the text search configuration that analyses text for BM25 (a Postgres "
+        "regconfig such as english, simple, german)"
+    )
     created_by: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime

@@ -48,8 +48,11 @@ class Projects:
         self.db = db
         self.users = users
 
-    async def create(self, actor: Principal, name: str, description: str = "") -> Project:
+    async def create(
+        self, actor: Principal, name: str, description: str = "", analyzer: str = "english"
+    ) -> Project:
         validate_name(name)
+        await self._check_analyzer(analyzer)
         async with self.db.transaction() as conn:
             try:
                 row = await self.db.fetch_one(
@@ -58,6 +61,7 @@ class Projects:
                     name=name,
                     description=description,
                     created_by=actor.user_id,
+                    analyzer=analyzer,
                 )
             except pg_errors.UniqueViolation:
                 raise ProjectNameTaken(f"a project named {name!r} already exists") from None
@@ -108,18 +112,45 @@ class Projects:
         *,
         name: str | None = None,
         description: str | None = None,
+        analyzer: str | None = None,
     ) -> Project:
+        """Rename, describe, or change the analyzer. A new analyzer re-analyses every chunk of
+        the project in the same transaction (BM25 must compare query and chunks analysed the
+        same way); documents being written meanwhile wait for it, and it for them."""
         project = await self.resolve(actor, ref, Role.owner)
         if name is not None:
             validate_name(name)
-        try:
-            row = await self.db.fetch_one(
-                "projects.update", project_id=project.id, name=name, description=description
-            )
-        except pg_errors.UniqueViolation:
-            raise ProjectNameTaken(f"a project named {name!r} already exists") from None
-        assert row is not None
+        if analyzer is not None:
+            await self._check_analyzer(analyzer)
+        async with self.db.transaction() as conn:
+            try:
+                row = await self.db.fetch_one(
+                    "projects.update",
+                    conn,
+                    project_id=project.id,
+                    name=name,
+                    description=description,
+                    analyzer=analyzer,
+                )
+            except pg_errors.UniqueViolation:
+                raise ProjectNameTaken(f"a project named {name!r} already exists") from None
+            assert row is not None
+            if analyzer is not None and analyzer != project.analyzer:
+                await self.db.execute("chunks.drop_postings", conn, project_id=project.id)
+                await self.db.fetch_one(
+                    "chunks.reanalyse", conn, project_id=project.id, analyzer=analyzer
+                )
+                await self.db.execute("chunks.restat", conn, project_id=project.id)
         return Project(**row, role=project.role)
+
+    async def _check_analyzer(self, analyzer: str) -> None:
+        row = await self.db.fetch_one("projects.analyzer_exists", analyzer=analyzer)
+        if row is None or not row["found"]:
+            raise InvalidInput(
+                f"no text search configuration named {analyzer!r} "
+                "(for example: english, simple, german, french)",
+                field="analyzer",
+            )
 
     async def delete(self, actor: Principal, ref: str) -> Project:
         project = await self.resolve(actor, ref, Role.owner)

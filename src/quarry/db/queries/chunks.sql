@@ -10,9 +10,12 @@ DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(documen
 
 -- name: insert_many
 -- Every chunk of a document, its vector and its postings in one statement. Terms are
--- analysed here with the project's analyzer, so the query side analyses text the same way.
+-- analysed here with the project's analyzer (read under the lock documents.lock_for_write
+-- holds), so the query side analyses text the same way.
 WITH analysed AS (
-    SELECT c.*, to_tsvector(%(analyzer)s::regconfig, c.text) AS terms
+    SELECT c.*,
+           to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s), c.text)
+               AS terms
     FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
                 %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
                 %(content_hash)s::bytea[])
@@ -78,3 +81,42 @@ DELETE FROM chunk_embeddings e
 USING chunks c
 WHERE c.id = e.chunk_id AND c.project_id = %(project_id)s AND c.document_id = %(document_id)s
   AND e.model <> %(model)s;
+
+-- name: drop_postings
+-- Re-analysing a project (its analyzer changed): first its postings go...
+DELETE FROM chunk_terms WHERE project_id = %(project_id)s;
+
+-- name: reanalyse
+-- ...then every chunk is analysed again, its length and postings written anew.
+WITH analysed AS (
+    SELECT c.id, to_tsvector(%(analyzer)s::regconfig, c.text) AS terms
+    FROM chunks c
+    WHERE c.project_id = %(project_id)s
+), counted AS (
+    SELECT a.id, a.terms,
+           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
+              FROM unnest(a.terms)) AS n
+    FROM analysed a
+), updated AS (
+    UPDATE chunks c SET term_count = x.n FROM counted x WHERE c.id = x.id
+), postings AS (
+    INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
+    SELECT %(project_id)s, t.lexeme, x.id, coalesce(array_length(t.positions, 1), 1), x.n
+    FROM counted x CROSS JOIN LATERAL unnest(x.terms) AS t
+    WHERE x.n > 0
+)
+SELECT count(*) AS chunks FROM counted;
+
+-- name: restat
+-- After re-analysis: documents' and the project's term totals from their chunks.
+WITH per_document AS (
+    UPDATE documents d
+    SET term_count = coalesce((SELECT sum(c.term_count) FROM chunks c
+                               WHERE c.document_id = d.id), 0)
+    WHERE d.project_id = %(project_id)s
+)
+INSERT INTO lexical_stats (project_id, chunk_count, term_count)
+SELECT %(project_id)s, count(*), coalesce(sum(c.term_count), 0)
+FROM chunks c WHERE c.project_id = %(project_id)s
+ON CONFLICT (project_id) DO UPDATE
+SET chunk_count = excluded.chunk_count, term_count = excluded.term_count;

@@ -46,8 +46,7 @@ UPDATE documents
 SET status = 'indexing', attempts = attempts + 1, updated_at = now()
 WHERE project_id = %(project_id)s AND id = %(document_id)s
   AND (status <> 'complete' OR indexed_hash IS DISTINCT FROM content_hash)
-RETURNING id, project_id, content_hash, format, title, version,
-          (SELECT analyzer::text FROM projects WHERE id = %(project_id)s) AS analyzer;
+RETURNING id, project_id, content_hash, format, title, version;
 
 -- name: lock
 SELECT id, content_hash, status, chunk_count, term_count FROM documents
@@ -56,12 +55,15 @@ FOR UPDATE;
 
 -- name: lock_for_write
 -- As lock, and this transaction commits asynchronously: the job's own commit follows and is
--- synchronous, so a crash loses nothing, and each document saves a disk flush.
-SELECT id, content_hash, chunk_count, term_count,
+-- synchronous, so a crash loses nothing, and each document saves a disk flush. The project row
+-- is share-locked so its analyzer cannot change until this document's postings are written
+-- (a change re-analyses the project under an exclusive lock, see Projects.update).
+SELECT d.id, d.content_hash, d.chunk_count, d.term_count,
        set_config('synchronous_commit', 'off', true) AS commit_mode
-FROM documents
-WHERE project_id = %(project_id)s AND id = %(document_id)s
-FOR UPDATE;
+FROM documents d
+JOIN projects p ON p.id = d.project_id
+WHERE d.project_id = %(project_id)s AND d.id = %(document_id)s
+FOR UPDATE OF d FOR SHARE OF p;
 
 -- name: complete
 -- The document is indexed; the project's lexical totals move by the change in its chunks.

@@ -1,14 +1,14 @@
 -- name: create
-INSERT INTO projects (name, description, created_by)
-VALUES (%(name)s, %(description)s, %(created_by)s)
-RETURNING id, name, description, created_by, created_at, updated_at;
+INSERT INTO projects (name, description, created_by, analyzer)
+VALUES (%(name)s, %(description)s, %(created_by)s, %(analyzer)s::regconfig)
+RETURNING id, name, description, analyzer::text AS analyzer, created_by, created_at, updated_at;
 
 -- name: get_by_id
-SELECT id, name, description, created_by, created_at, updated_at
+SELECT id, name, description, analyzer::text AS analyzer, created_by, created_at, updated_at
 FROM projects WHERE id = %(project_id)s;
 
 -- name: get_by_name
-SELECT id, name, description, created_by, created_at, updated_at
+SELECT id, name, description, analyzer::text AS analyzer, created_by, created_at, updated_at
 FROM projects WHERE name = %(name)s;
 
 -- name: role_of
@@ -16,14 +16,15 @@ SELECT role::text AS role FROM memberships
 WHERE project_id = %(project_id)s AND user_id = %(user_id)s;
 
 -- name: list_for_user
-SELECT p.id, p.name, p.description, p.created_by, p.created_at, p.updated_at, m.role::text AS role
+SELECT p.id, p.name, p.description, p.analyzer::text AS analyzer, p.created_by, p.created_at,
+       p.updated_at, m.role::text AS role
 FROM projects p JOIN memberships m ON m.project_id = p.id
 WHERE m.user_id = %(user_id)s
 ORDER BY p.name;
 
 -- name: list_all
-SELECT p.id, p.name, p.description, p.created_by, p.created_at, p.updated_at,
-       m.role::text AS role
+SELECT p.id, p.name, p.description, p.analyzer::text AS analyzer, p.created_by, p.created_at,
+       p.updated_at, m.role::text AS role
 FROM projects p
 LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = %(user_id)s
 ORDER BY p.name;
@@ -32,9 +33,13 @@ ORDER BY p.name;
 UPDATE projects
 SET name = coalesce(%(name)s, name),
     description = coalesce(%(description)s, description),
+    analyzer = coalesce(%(analyzer)s::regconfig, analyzer),
     updated_at = now()
 WHERE id = %(project_id)s
-RETURNING id, name, description, created_by, created_at, updated_at;
+RETURNING id, name, description, analyzer::text AS analyzer, created_by, created_at, updated_at;
+
+-- name: analyzer_exists
+SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = %(analyzer)s) AS found;
 
 -- name: delete
 DELETE FROM projects WHERE id = %(project_id)s;

@@ -1,0 +1,130 @@
+"""The rerank stage with a real (tiny) cross-encoder the test builds and saves itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from quarry.db.database import StartupError
+from quarry.ingest.documents import text_source
+from quarry.runtime import Runtime, background_worker, open_runtime
+from quarry.search.models import SearchRequest
+from quarry.search.rerank import CrossEncoderReranker, load_reranker
+from quarry.settings import Settings
+
+PASSAGES = [
+    "Photovoltaic panels convert sunlight into electricity.",
+    "Wind turbines turn moving air into power.",
+    "Sourdough bread rises slowly overnight.",
+    "Coal plants burn coal and emit carbon dioxide.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-layer BERT with a single relevance output, over MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from quarry.modelfiles import embedding_model_path
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    minilm = embedding_model_path(Settings(data_dir=folder))
+    assert minilm is not None
+    tokenizer = BertTokenizerFast.from_pretrained(str(minilm))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+async def test_the_cross_encoder_scores_each_pair_as_the_model_does(
+    tiny_cross_encoder: Path,
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    reranker = CrossEncoderReranker(tiny_cross_encoder)
+    scores = await reranker.score("solar power", PASSAGES)
+    assert len(scores) == len(PASSAGES)
+    assert len(set(scores)) == len(scores)  # a real model: distinct scores
+    assert await reranker.score("solar power", []) == []
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cross_encoder)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder).eval()
+    with torch.no_grad():
+        batch = tokenizer(
+            ["solar power"] * len(PASSAGES), PASSAGES, return_tensors="pt", padding=True
+        )
+        logits = model(**batch).logits.squeeze(-1).tolist()
+    # The cross-encoder may squash logits (sigmoid), never reorder them.
+    assert sorted(range(4), key=lambda i: scores[i]) == sorted(range(4), key=lambda i: logits[i])
+
+
+def test_a_missing_reranker_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="QUARRY_RERANKER_MODEL"):
+        load_reranker(str(tmp_path / "nothing-here"))
+
+
+async def test_search_reranks_the_fused_candidates(
+    ingest_settings: Settings, embedder, admin_principal, tiny_cross_encoder: Path
+) -> None:
+    settings = ingest_settings.model_copy(update={"reranker_model": str(tiny_cross_encoder)})
+    async with open_runtime(settings, embedder=embedder) as rt:
+        assert rt.search.reranker is not None
+        project = await rt.projects.create(admin_principal, "rerank")
+        for i, text in enumerate(PASSAGES):
+            source = text_source(
+                text, external_id=str(i), title="", fmt="txt", metadata={}, tags=()
+            )
+            await rt.documents.submit(project.id, source)
+        async with background_worker(rt, "test"):
+            await _settle(rt, project.id)
+
+        query = "electricity from sunlight or wind"
+        plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
+        assert plain.search_metadata.reranked is False
+        reranked = await rt.search.search(project.id, SearchRequest(query=query))
+        meta = reranked.search_metadata
+        assert meta.reranked is True
+        assert "rerank" in meta.timings_ms
+        expected = await rt.search.reranker.score(query, [hit.text for hit in reranked.hits])
+        assert [hit.score for hit in reranked.hits] == pytest.approx(expected)
+        assert [hit.score for hit in reranked.hits] == sorted(expected, reverse=True)
+        assert all("fused" in hit.ranks for hit in reranked.hits)
+        assert {hit.chunk_id for hit in reranked.hits} == {hit.chunk_id for hit in plain.hits}
+
+
+async def test_asking_for_a_rerank_without_a_reranker_is_503(
+    ingest_client: httpx.AsyncClient, admin
+) -> None:
+    from tests.conftest import bearer
+
+    key = bearer(admin.api_key.secret)
+    await ingest_client.post("/projects", json={"name": "norerank"}, headers=key)
+    answer = await ingest_client.post(
+        "/projects/norerank/search", json={"query": "x", "rerank": True}, headers=key
+    )
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "service_unavailable"
+
+
+async def _settle(rt: Runtime, project_id) -> None:
+    import asyncio
+
+    while True:
+        counts = (await rt.documents.counts(project_id)).documents_by_status
+        if counts["pending"] == 0 and counts["indexing"] == 0:
+            assert counts["failed"] == 0
+            return
+        await asyncio.sleep(0.1)
