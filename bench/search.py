@@ -164,7 +164,7 @@ async def time_service(rt, project_id, queries, mode: Mode, clients: int) -> lis
 async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[float]]:
     """The floor: each retriever's SQL alone, one connection, query vectors precomputed."""
     vectors = await embedder.embed(queries)
-    bm25 = rt.db.render("search.bm25", filters=sql.SQL("TRUE"))
+    bm25 = rt.db.render("search.bm25", filters=sql.SQL("TRUE"), prelimit=sql.Placeholder("limit"))
     knn = rt.db.render(
         "search.vector",
         filters=sql.SQL("TRUE"),

@@ -16,7 +16,6 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
@@ -77,17 +76,18 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
             terms = prep["terms"]
             if not terms:
                 continue
-            ours = await rt.search._bm25(project.id, terms, sql.SQL("TRUE"), 1000)
+            ours = await rt.search._bm25(project.id, terms, None, 1000)
             expected = reference.get_scores(terms) * (K1 + 1)
             matching = np.flatnonzero(expected > 0)
             # The same set of chunks is scored...
-            assert {chunk_id for chunk_id, _ in ours} == set(chunk_ids[matching].tolist()), query
+            assert {c.chunk_id for c in ours} == set(chunk_ids[matching].tolist()), query
             # ...with the same scores (bm25s computes in float32)...
-            for chunk_id, score in ours:
-                index = int(np.flatnonzero(chunk_ids == chunk_id)[0])
-                assert abs(score - float(expected[index])) <= 1e-4 * max(1.0, score), query
+            for candidate in ours:
+                index = int(np.flatnonzero(chunk_ids == candidate.chunk_id)[0])
+                difference = abs(candidate.score - float(expected[index]))
+                assert difference <= 1e-4 * max(1.0, candidate.score), query
             # ...so the same ranking, up to ties.
-            top = [score for _, score in ours[:10]]
+            top = [c.score for c in ours[:10]]
             assert np.allclose(top, np.sort(expected)[::-1][: len(top)], rtol=1e-4), query
             compared += 1
         assert compared >= QUERIES * 0.9

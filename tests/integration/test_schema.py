@@ -13,7 +13,7 @@ from quarry.db.queries import Queries
 # domain data and must be scoped by project.
 NOT_PROJECT_SCOPED = {"users", "api_keys", "projects", "schema_migrations"}
 
-TEMPLATE_FRAGMENTS = {"{filters}": "TRUE", "{dims}": "3", "{model}": "'m'"}
+TEMPLATE_FRAGMENTS = {"{filters}": "TRUE", "{dims}": "3", "{model}": "'m'", "{prelimit}": "ALL"}
 
 
 def _positional(query: str) -> str:

@@ -10,7 +10,9 @@ writes) when a process first writes or searches that model's vectors.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any
 
 import psycopg
 import structlog
@@ -35,10 +37,17 @@ class VectorIndexes:
         self.m = m
         self.ef_construction = ef_construction
         self._ready: set[tuple[str, int]] = set()
+        self._building = asyncio.Lock()  # one coroutine of this process does the work
 
     async def ensure(self, model: str, dims: int) -> None:
         if (model, dims) in self._ready or dims <= 0:
             return
+        async with self._building:
+            if (model, dims) not in self._ready:
+                await self._ensure(model, dims)
+                self._ready.add((model, dims))
+
+    async def _ensure(self, model: str, dims: int) -> None:
         name = index_name(model, dims)
         statement = sql.SQL(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON chunk_embeddings "
@@ -51,27 +60,45 @@ class VectorIndexes:
             ef=sql.Literal(self.ef_construction),
             model=sql.Literal(model),
         )
-        # CREATE INDEX CONCURRENTLY cannot run in a transaction: a connection of its own.
+        # CREATE INDEX CONCURRENTLY cannot run in a transaction: a connection of its own. It
+        # also waits for every transaction running when it starts, so waiting for the build
+        # lock must not be one: a blocking pg_advisory_lock would be, and would deadlock with
+        # the build it waits for. Poll with the non-blocking form instead.
         conninfo = self.db.pool.conninfo
         assert isinstance(conninfo, str), "the pool is opened with a URL"
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
-            try:
-                valid = await (
-                    await conn.execute(
-                        "SELECT i.indisvalid FROM pg_class c JOIN pg_index i"
-                        " ON i.indexrelid = c.oid WHERE c.relname = %s",
-                        (name,),
-                    )
-                ).fetchone()
-                if valid is not None and not valid[0]:
-                    # A build that was interrupted leaves an invalid index behind.
-                    await conn.execute(
-                        sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name))
-                    )
-                if valid is None or not valid[0]:
-                    log.info("building vector index", index=name, model=model, dims=dims)
-                    await conn.execute(statement)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
-        self._ready.add((model, dims))
+            while True:
+                state = await self._state(conn, name)
+                if state is True:
+                    break
+                if await self._try_lock(conn):
+                    try:
+                        state = await self._state(conn, name)
+                        if state is False:  # an interrupted build leaves an invalid index
+                            await conn.execute(
+                                sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name))
+                            )
+                        if state is not True:
+                            log.info("building vector index", index=name, model=model, dims=dims)
+                            await conn.execute(statement)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+                    break
+                await asyncio.sleep(0.2)  # another process is building it
+
+    @staticmethod
+    async def _state(conn: psycopg.AsyncConnection[Any], name: str) -> bool | None:
+        """True: the index is ready; False: it exists but is invalid; None: no such index."""
+        row = await (
+            await conn.execute(
+                "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+                " WHERE c.relname = %s",
+                (name,),
+            )
+        ).fetchone()
+        return None if row is None else bool(row[0])
+
+    @staticmethod
+    async def _try_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,))).fetchone()
+        return bool(row and row[0])

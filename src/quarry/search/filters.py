@@ -17,9 +17,10 @@ from quarry.search.models import AnyOf, Filters, MetadataCondition, Range
 _OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def compile_filters(filters: Filters | None) -> sql.Composable:
+def compile_filters(filters: Filters | None) -> sql.Composable | None:
+    """The condition, or None when nothing is filtered."""
     if filters is None:
-        return sql.SQL("TRUE")
+        return None
     parts: list[sql.Composable] = []
     if filters.document_ids is not None:
         parts.append(
@@ -44,7 +45,7 @@ def compile_filters(filters: Filters | None) -> sql.Composable:
                 )
             )
     if not parts:
-        return sql.SQL("TRUE")
+        return None
     return sql.SQL(" AND ").join(sql.SQL("({})").format(p) for p in parts)
 
 

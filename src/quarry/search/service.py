@@ -136,10 +136,15 @@ class Search:
         )
 
     async def _bm25(
-        self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable, limit: int
+        self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable | None, limit: int
     ) -> Run:
+        statement = self.db.render(
+            "search.bm25",
+            filters=filters or sql.SQL("TRUE"),
+            prelimit=sql.Placeholder("limit") if filters is None else sql.SQL("ALL"),
+        )
         rows = await self.db.fetch_all(
-            self.db.render("search.bm25", filters=filters),
+            statement,
             project_id=project_id,
             terms=terms,
             k1=self.config.k1,
@@ -152,7 +157,7 @@ class Search:
         self,
         project_id: uuid.UUID,
         query: str,
-        filters: sql.Composable,
+        filters: sql.Composable | None,
         limit: int,
         timings: dict[str, float],
     ) -> Run:
@@ -163,7 +168,7 @@ class Search:
         await self.indexes.ensure(embedder.model_id, embedder.dimensions)
         statement = self.db.render(
             "search.vector",
-            filters=filters,
+            filters=filters or sql.SQL("TRUE"),
             dims=sql.Literal(embedder.dimensions),
             model=sql.Literal(embedder.model_id),
         )

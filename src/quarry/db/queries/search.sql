@@ -1,6 +1,7 @@
 -- Retrieval. {filters} is replaced by the caller's compiled filter (a condition over the
 -- chunk ``c`` and its document ``d``, ``TRUE`` without filters); everything else is a
--- parameter.
+-- parameter. In bm25, {prelimit} is ``%(limit)s`` without a filter (only the top chunks are
+-- joined to their documents) and ``ALL`` with one (every scored chunk is checked).
 
 -- name: prepare
 -- What a search needs to know first: the project's analyzer, the query's distinct terms as
@@ -18,28 +19,47 @@ WHERE p.id = %(project_id)s;
 
 -- name: bm25
 -- Okapi BM25 with Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), which stays positive.
--- N, df and the average length are the project's, whatever the filter keeps: a filter
--- narrows the candidates, it does not change how rare a term is.
+-- N, df and the average length are the project's, whatever a filter keeps: a filter narrows
+-- the candidates, it does not change how rare a term is. Without a filter only the best
+-- chunks are looked up; with one, {filters} decides which scored chunks may compete.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
            greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
-), postings AS (
-    SELECT p.chunk_id, p.tf, p.chunk_terms, count(*) OVER (PARTITION BY p.term) AS df
-    FROM chunk_terms p
-    WHERE p.project_id = %(project_id)s AND p.term = ANY(%(terms)s::text[])
+), terms AS MATERIALIZED (
+    -- One row per query term: its idf, from the length of its posting list (computed once,
+    -- not per posting).
+    SELECT q.term, ln(1 + (s.n - f.df + 0.5) / (f.df + 0.5)) AS idf
+    FROM unnest(%(terms)s::text[]) AS q(term)
+    CROSS JOIN stats s
+    CROSS JOIN LATERAL (
+        SELECT count(*)::float8 AS df FROM chunk_terms p
+        WHERE p.project_id = %(project_id)s AND p.term = q.term
+    ) f
+    WHERE f.df > 0
 ), scored AS (
+    -- Each term's posting list in turn (an index range scan apiece), summed per chunk.
     SELECT p.chunk_id,
-           sum(ln(1 + (s.n - p.df + 0.5) / (p.df + 0.5))
-               * p.tf * (%(k1)s::float8 + 1)
+           sum(t.idf * p.tf * (%(k1)s::float8 + 1)
                / (p.tf + %(k1)s::float8
                   * (1 - %(b)s::float8 + %(b)s::float8 * p.chunk_terms / s.avgdl))) AS score
-    FROM postings p CROSS JOIN stats s
+    FROM terms t
+    CROSS JOIN stats s
+    CROSS JOIN LATERAL (
+        SELECT p.chunk_id, p.tf::float8 AS tf, p.chunk_terms::float8 AS chunk_terms
+        FROM chunk_terms p
+        WHERE p.project_id = %(project_id)s AND p.term = t.term
+    ) p
     GROUP BY p.chunk_id
+), ranked AS (
+    SELECT x.chunk_id, x.score
+    FROM scored x
+    ORDER BY x.score DESC, x.chunk_id
+    LIMIT {prelimit}
 )
 SELECT x.chunk_id, c.document_id, x.score
-FROM scored x
+FROM ranked x
 JOIN chunks c ON c.id = x.chunk_id
 JOIN documents d ON d.id = c.document_id
 WHERE {filters}
