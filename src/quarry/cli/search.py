@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from quarry.cli.common import (
@@ -60,8 +61,10 @@ def search(
                 request = SearchRequest(
                     query=query, mode=mode, k=k, per_document=per_document, rerank=rerank
                 )
-            except ValueError as exc:
-                raise InvalidInput(str(exc).splitlines()[-1].strip()) from None
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first["loc"]) or "query"
+                raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
             return await rt.search.search(found.id, request)
 
     response = run(go())
@@ -183,7 +186,11 @@ def eval_beir(
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(result, indent=2) + "\n")
     if before is not None:
-        drops = compare(modes_figures, before, tolerance)
+        # Compare the modes this run measured (``--mode`` may pick a few of the baseline's).
+        shared = {mode: figures for mode, figures in before.items() if mode in modes_figures}
+        if not shared:
+            fail(f"the baseline {baseline} has none of the modes this run measured")
+        drops = compare(modes_figures, shared, tolerance)
         for drop in drops:
             err.print(f"[bold red]regression:[/] {drop}", markup=True)
         if drops:
