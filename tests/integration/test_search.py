@@ -315,3 +315,44 @@ async def test_the_analyzer_is_per_project_and_changing_it_reanalyses(
     assert invariant_violations(fresh_database) == []
     bad = await ingest_client.patch("/projects/plain", json={"analyzer": "nope"}, headers=key)
     assert bad.status_code == 422
+
+
+async def test_fuzzed_requests_get_an_answer_or_a_422_never_a_500(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    """Random bodies from pieces that are valid, nearly valid and hostile (NUL bytes, huge
+    numbers, wrong types, unicode), seeded so a failure reproduces."""
+    import random
+
+    project, key = corpus
+    rng = random.Random(20261121)
+    texts = ["solar", "", " ", "the", "a\x00b", "électricité", "'; DROP TABLE chunks; --",
+             "x" * 5000, "wind & (turbine | !coal)", "\\", "日本語", "{\"a\": 1}"]  # fmt: skip
+    values = [None, True, 0, -1, 2**70, 1.5e308, "2021", "energy", [], {}, ["energy"],
+              {"in": []}, {"in": [1, "a"]}, {"gte": 2019}, {"gte": None}, {"lt": [1]},
+              {"between": 1}, "not-a-uuid", "2024-01-01T00:00:00Z", "yesterday"]  # fmt: skip
+    filter_keys = ["document_ids", "metadata", "tags", "created_after", "updated_before", "x"]
+
+    def value(depth: int = 0) -> object:
+        if depth < 2 and rng.random() < 0.3:
+            key_ = rng.choice(["year", "kind", "bad key", "a.b", "", "lang"])
+            return {key_: value(depth + 1)}
+        return rng.choice(values)
+
+    seen: dict[int, int] = {}
+    for _ in range(150):
+        body: dict[str, object] = {"query": rng.choice(texts)}
+        if rng.random() < 0.5:
+            body["mode"] = rng.choice(["bm25", "vector", "hybrid", "fuzzy"])
+        if rng.random() < 0.4:
+            body["k"] = rng.choice([1, 10, 0, -3, 200, 201, "5", None])
+        if rng.random() < 0.6:
+            body["filters"] = {rng.choice(filter_keys): value() for _ in range(rng.randint(0, 3))}
+        if rng.random() < 0.2:
+            body["fusion"] = rng.choice(["adaptive", "rrf", "borda"])
+        if rng.random() < 0.2:
+            body["weights"] = {"bm25": value(), "vector": rng.choice([0, 1, 0.5, 11])}
+        answer = await ingest_client.post(f"/projects/{project}/search", json=body, headers=key)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        assert answer.status_code in (200, 422), (body, answer.text)
+    assert set(seen) == {200, 422}, seen

@@ -110,6 +110,14 @@ class SearchRequest(BaseModel):
         default=False, description="at most one hit per document: its best chunk"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """Postgres text cannot hold NUL characters: refuse them anywhere in the request."""
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+        return data
+
     @model_validator(mode="after")
     def _query_has_text(self) -> SearchRequest:
         if not self.query.strip():
@@ -152,6 +160,11 @@ class SearchResponse(BaseModel):
     search_metadata: SearchMetadata
 
 
-def plain(value: Any) -> Any:
-    """A filter value as JSON-able data."""
-    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
