@@ -417,3 +417,35 @@ async def test_documents_of_another_project_are_not_found(
     )
     assert bad_meta.status_code == 422
     assert bad_meta.json()["field"] == "metadata"
+
+
+async def test_nul_characters_are_refused_before_they_reach_postgres(
+    ingest_client: httpx.AsyncClient, project, fresh_database: str
+) -> None:
+    """Postgres text and jsonb cannot hold NUL: each place one could arrive is a 422."""
+    name, key = project
+    attempts = [
+        ("/documents/text", {"text": "fine", "title": "a\x00b"}),
+        ("/documents/text", {"text": "fine", "metadata": {"k": "v\x00"}}),
+        ("/documents/text", {"text": "fine", "metadata": {"k\x00": 1}}),
+        ("/documents/text", {"text": "fine", "tags": ["t\x00"]}),
+        ("/documents/text", {"text": "fine", "external_id": "x\x00"}),
+        ("/documents/url", {"url": "http://127.0.0.1:9/x", "title": "\x00"}),
+    ]
+    for path, body in attempts:
+        answer = await ingest_client.post(f"/projects/{name}{path}", json=body, headers=key)
+        assert answer.status_code == 422, (body, answer.text)
+    upload = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files={"files": ("a.txt", b"fine", "text/plain")},
+        data={"metadata": '{"k": "\\u0000"}'},
+        headers=key,
+    )
+    assert upload.status_code == 422, upload.text
+    assert upload.json()["field"] == "metadata"
+    created = await ingest_client.post(
+        "/projects", json={"name": "nul", "description": "\x00"}, headers=key
+    )
+    assert created.status_code == 422
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)

@@ -21,6 +21,7 @@ from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
 from quarry.tenancy.models import Role
+from quarry.validation import Body
 
 router = APIRouter(
     prefix="/projects/{project}",
@@ -36,7 +37,7 @@ class Batch(BaseModel):
     rejected: list[Rejection] = Field(description="refused, each with its reason")
 
 
-class TextDocument(BaseModel):
+class TextDocument(Body):
     text: str = Field(min_length=1)
     title: str = Field(default="", max_length=1000)
     external_id: str | None = Field(
@@ -47,7 +48,7 @@ class TextDocument(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
 
 
-class UrlDocument(BaseModel):
+class UrlDocument(Body):
     url: str = Field(max_length=4096)
     title: str = Field(default="", max_length=1000)
     external_id: str | None = Field(default=None, max_length=2048, description="default: url")

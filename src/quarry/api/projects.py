@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.ingest.models import ProjectCounts
 from quarry.tenancy.models import Member, Project, Role
+from quarry.validation import Body
 
 router = APIRouter(
     prefix="/projects", tags=["projects"], responses=problem_responses(401, 403, 404, 409, 422)
@@ -19,7 +20,7 @@ ProjectRef = Annotated[str, Path(description="the project's id or name")]
 UserRef = Annotated[str, Path(description="the user's id or name")]
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(Body):
     name: str = Field(description="a unique slug: lower-case letters, digits and '-'")
     description: str = Field(default="", max_length=10_000)
     analyzer: str = Field(
@@ -30,7 +31,7 @@ class ProjectCreate(BaseModel):
     )
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(Body):
     name: str | None = Field(default=None, description="a new unique slug")
     description: str | None = Field(default=None, max_length=10_000)
     analyzer: str | None = Field(
@@ -40,7 +41,7 @@ class ProjectUpdate(BaseModel):
     )
 
 
-class MemberSet(BaseModel):
+class MemberSet(Body):
     role: Role
 
 

@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.tenancy.models import ApiKey, CreatedApiKey, User
+from quarry.validation import Body
 
 router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403, 404, 409, 422))
 
 
-class UserCreate(BaseModel):
+class UserCreate(Body):
     name: str = Field(description="unique login name: lower-case letters, digits, '.', '_', '-'")
     email: str | None = Field(default=None, max_length=320)
     is_admin: bool = False
@@ -32,7 +33,7 @@ class Me(BaseModel):
     key_id: uuid.UUID | None
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Body):
     name: str = Field(default="", max_length=200)
     expires_at: datetime | None = Field(
         default=None, description="when the key stops working (with a time zone); none: never"

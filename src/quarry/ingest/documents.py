@@ -15,6 +15,7 @@ from quarry.ingest.blobs import BlobStore
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Submission
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.source import Source
+from quarry.validation import contains_nul
 
 PAGE_LIMIT = 1000
 
@@ -54,6 +55,17 @@ class Documents:
             raise EmptyDocument(f"{source.name} is empty")
         if len(source.external_id) > 2048:
             raise InvalidInput("external_id is longer than 2048 characters", field="external_id")
+        for field, value in (
+            ("name", source.name),
+            ("external_id", source.external_id),
+            ("title", source.title),
+            ("metadata", source.metadata),
+            ("tags", list(source.tags)),
+        ):
+            if contains_nul(value):
+                raise InvalidInput(
+                    f"{field} must not contain NUL (\\u0000) characters", field=field
+                )
         if source.format is not None:
             return self.registry.get(source.format).name
         return self.registry.detect(source.name, source.media_type).name

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quarry.search.fusion import Method
+from quarry.validation import Body
 
 MAX_QUERY_CHARS = 4000
 MAX_K = 200
@@ -82,7 +83,7 @@ class Weights(BaseModel):
     vector: float = Field(default=1.0, ge=0, le=10)
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(Body):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
@@ -109,14 +110,6 @@ class SearchRequest(BaseModel):
     per_document: bool = Field(
         default=False, description="at most one hit per document: its best chunk"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        """Postgres text cannot hold NUL characters: refuse them anywhere in the request."""
-        if _has_nul(data):
-            raise ValueError("text must not contain NUL (\\u0000) characters")
-        return data
 
     @model_validator(mode="after")
     def _query_has_text(self) -> SearchRequest:
@@ -158,13 +151,3 @@ class SearchMetadata(BaseModel):
 class SearchResponse(BaseModel):
     hits: list[Hit]
     search_metadata: SearchMetadata
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
