@@ -107,17 +107,14 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start,
                                         char_end, token_count, content_hash, term_count)
                     SELECT %(p)s, a.document_id, 0, a.t, 0, length(a.t), 0,
-                           sha256(convert_to(a.t, 'UTF8')),
-                           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
-                              FROM unnest(a.terms))
+                           sha256(convert_to(a.t, 'UTF8')), term_count(a.terms)
                     FROM analysed a
                     RETURNING id, document_id, term_count
                 ), postings AS (
                     INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
-                    SELECT %(p)s, t.lexeme, i.id, coalesce(array_length(t.positions, 1), 1),
-                           i.term_count
+                    SELECT %(p)s, t.term, i.id, t.tf, i.term_count
                     FROM inserted i JOIN analysed a USING (document_id)
-                    CROSS JOIN LATERAL unnest(a.terms) AS t
+                    CROSS JOIN LATERAL postings(a.terms) AS t
                     WHERE i.term_count > 0
                 ), vectors AS (
                     INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)

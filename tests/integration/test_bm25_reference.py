@@ -8,7 +8,6 @@ quarry keeps; rankings are unaffected and scores differ by exactly that factor.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -21,6 +20,7 @@ from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
+from tests.support import settle
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared/datasets/scifact"
 DOCUMENTS = 300
@@ -50,10 +50,7 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
             )
             await rt.documents.submit(project.id, source)
         async with background_worker(rt, "test"):
-            while (await rt.documents.counts(project.id)).documents_by_status["complete"] < len(
-                corpus
-            ):
-                await asyncio.sleep(0.2)
+            assert (await settle(rt, project.id))["complete"] == len(corpus)
 
         with psycopg.connect(fresh_database) as conn:
             rows = conn.execute(

@@ -9,10 +9,11 @@ import pytest
 
 from quarry.db.database import StartupError
 from quarry.ingest.documents import text_source
-from quarry.runtime import Runtime, background_worker, open_runtime
+from quarry.runtime import background_worker, open_runtime
 from quarry.search.models import SearchRequest
 from quarry.search.rerank import CrossEncoderReranker, load_reranker
 from quarry.settings import Settings
+from tests.support import settle
 
 PASSAGES = [
     "Photovoltaic panels convert sunlight into electricity.",
@@ -89,7 +90,7 @@ async def test_search_reranks_the_fused_candidates(
             )
             await rt.documents.submit(project.id, source)
         async with background_worker(rt, "test"):
-            await _settle(rt, project.id)
+            assert (await settle(rt, project.id))["failed"] == 0
 
         query = "electricity from sunlight or wind"
         plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
@@ -117,14 +118,3 @@ async def test_asking_for_a_rerank_without_a_reranker_is_503(
     )
     assert answer.status_code == 503
     assert answer.json()["code"] == "service_unavailable"
-
-
-async def _settle(rt: Runtime, project_id) -> None:
-    import asyncio
-
-    while True:
-        counts = (await rt.documents.counts(project_id)).documents_by_status
-        if counts["pending"] == 0 and counts["indexing"] == 0:
-            assert counts["failed"] == 0
-            return
-        await asyncio.sleep(0.1)

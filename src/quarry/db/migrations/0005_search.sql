@@ -18,10 +18,24 @@ CREATE TABLE chunk_terms (
 -- Deleting a chunk (a new version, a deleted document) removes its postings by this index.
 CREATE INDEX chunk_terms_chunk_idx ON chunk_terms (chunk_id);
 
+-- What BM25 reads of analysed text, in one place for every writer: each term with its
+-- frequency (the number of positions; a term whose positions were stripped counts once), and
+-- the text's length in terms.
+CREATE FUNCTION postings(terms tsvector) RETURNS TABLE (term text, tf integer)
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT t.lexeme, coalesce(array_length(t.positions, 1), 1)::integer FROM unnest(terms) AS t
+$$;
+
+CREATE FUNCTION term_count(terms tsvector) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT coalesce(sum(p.tf), 0)::integer FROM postings(terms) AS p
+$$;
+
 INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
-SELECT c.project_id, t.lexeme, c.id, coalesce(array_length(t.positions, 1), 1), c.term_count
-FROM chunks c CROSS JOIN LATERAL unnest(c.terms) AS t
+SELECT c.project_id, t.term, c.id, t.tf, c.term_count
+FROM chunks c CROSS JOIN LATERAL postings(c.terms) AS t
 WHERE c.term_count > 0;
+
 
 DROP INDEX chunks_terms_idx;
 ALTER TABLE chunks DROP COLUMN terms;

@@ -24,18 +24,15 @@ WITH analysed AS (
     INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end,
                         page, token_count, content_hash, term_count)
     SELECT %(project_id)s, %(document_id)s, a.chunk_index, a.text, a.char_start, a.char_end,
-           a.page, a.token_count, a.content_hash,
-           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
-              FROM unnest(a.terms))
+           a.page, a.token_count, a.content_hash, term_count(a.terms)
     FROM analysed a
     RETURNING id, chunk_index, term_count
 ), postings AS (
     INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
-    SELECT %(project_id)s, t.lexeme, i.id, coalesce(array_length(t.positions, 1), 1),
-           i.term_count
+    SELECT %(project_id)s, t.term, i.id, t.tf, i.term_count
     FROM inserted i
     JOIN analysed a USING (chunk_index)
-    CROSS JOIN LATERAL unnest(a.terms) AS t
+    CROSS JOIN LATERAL postings(a.terms) AS t
 ), vectors AS (
     INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
     SELECT i.id, %(project_id)s, %(model)s, v.embedding
@@ -93,16 +90,14 @@ WITH analysed AS (
     FROM chunks c
     WHERE c.project_id = %(project_id)s
 ), counted AS (
-    SELECT a.id, a.terms,
-           (SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)
-              FROM unnest(a.terms)) AS n
+    SELECT a.id, a.terms, term_count(a.terms) AS n
     FROM analysed a
 ), updated AS (
     UPDATE chunks c SET term_count = x.n FROM counted x WHERE c.id = x.id
 ), postings AS (
     INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
-    SELECT %(project_id)s, t.lexeme, x.id, coalesce(array_length(t.positions, 1), 1), x.n
-    FROM counted x CROSS JOIN LATERAL unnest(x.terms) AS t
+    SELECT %(project_id)s, t.term, x.id, t.tf, x.n
+    FROM counted x CROSS JOIN LATERAL postings(x.terms) AS t
     WHERE x.n > 0
 )
 SELECT count(*) AS chunks FROM counted;
