@@ -8,7 +8,8 @@ from pathlib import Path
 from tests.support import quarry_env, run_cli
 
 CORPUS = {
-    "d1": ("Solar power", "Photovoltaic panels convert sunlight into electricity."),
+    # Brackets that rich would read as a closing markup tag: the table must show them as text.
+    "d1": ("Solar power [/pv]", "Photovoltaic panels convert sunlight into electricity."),
     "d2": ("Wind power", "Turbines turn wind into electricity offshore and on land."),
     "d3": ("Sourdough", "A starter ferments flour and water; the bread rises overnight."),
     "d4": ("Coal", "Coal plants burn coal to make electricity and emit carbon dioxide."),
@@ -79,7 +80,7 @@ def test_eval_beir_reports_every_mode_and_guards_a_baseline(
     # The loaded project answers `quarry search` with a readable table, and JSON on request.
     table = run_cli("search", "sunlight panels", "--project", project, "-k", "3", env=env)
     assert table.returncode == 0, table.stderr
-    assert "Solar power" in table.stdout
+    assert "Solar power [/pv]" in table.stdout
     assert "hybrid" in table.stdout
     as_json = run_cli(
         "search", "sunlight panels", "--project", project, "--mode", "bm25", "--json", env=env

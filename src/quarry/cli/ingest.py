@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from quarry.cli.common import (
@@ -208,9 +209,10 @@ def ingest(
             )
         )
         for rejection in report.rejected:
-            out.print(f"[red]rejected[/] {rejection.name}: {rejection.detail} ({rejection.code})")
+            detail = escape(f"{rejection.name}: {rejection.detail} ({rejection.code})")
+            out.print(f"[red]rejected[/] {detail}")
         for row in failed:
-            out.print(f"[red]failed[/] {report.submitted[row.id]}: {row.error}")
+            out.print(f"[red]failed[/] {escape(f'{report.submitted[row.id]}: {row.error}')}")
     if report.rejected or failed:
         raise typer.Exit(1)
 

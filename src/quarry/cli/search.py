@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from quarry.cli.common import (
     JSON_OPTION,
@@ -79,7 +81,7 @@ def search(
             " ".join(f"{name}:{rank}" for name, rank in hit.ranks.items()),
             hit.document_title or hit.external_id,
             hit.page if hit.page is not None else "",
-            _plain(hit.highlight, 160),
+            _snippet(hit.highlight, 160),
         )
         for i, hit in enumerate(response.hits, start=1)
     ]
@@ -94,9 +96,19 @@ def search(
         out.print(f"{meta.documents_indexing} document(s) still indexing, not searchable yet")
 
 
-def _plain(highlight: str, limit: int) -> str:
-    text = highlight.replace("<mark>", "[bold]").replace("</mark>", "[/bold]")
-    return text if len(highlight) <= limit else text[:limit] + "…"
+def _snippet(highlight: str, limit: int) -> Text:
+    """The highlight with its <mark>ed terms in bold, cut to ``limit`` visible characters."""
+    text = Text()
+    marked = False
+    for part in re.split(r"(</?mark>)", highlight):
+        if part in ("<mark>", "</mark>"):
+            marked = part == "<mark>"
+        elif part:
+            text.append(part, style="bold" if marked else "")
+    if len(text) > limit:
+        text.truncate(limit)
+        text.append("…")
+    return text
 
 
 @eval_app.command(name="beir")
