@@ -113,12 +113,8 @@ async def run_pipeline(
             worker = start_worker()
             started = time.perf_counter()
             cpu_before = cpu_breakdown()
-        while True:
-            counts = await rt.documents.counts(project.id)
-            by_status = counts.documents_by_status
-            if by_status["pending"] == 0 and by_status["indexing"] == 0:
-                break
-            await asyncio.sleep(0.25)
+        counts = await rt.documents.wait_settled(project.id, poll=0.25)
+        by_status = counts.documents_by_status
         elapsed = time.perf_counter() - started
         cpu = {k: round(v - cpu_before[k], 2) for k, v in cpu_breakdown().items()}
         stop_sampling.set()

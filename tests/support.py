@@ -144,12 +144,6 @@ async def settle(rt, project_id, timeout: float = 300) -> dict[str, int]:
     """Wait (a worker must be running) until no document of the project is pending or
     indexing; return the documents per status."""
     import asyncio
-    import time
 
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = (await rt.documents.counts(project_id)).documents_by_status
-        if counts["pending"] == 0 and counts["indexing"] == 0:
-            return counts
-        assert time.monotonic() < deadline, counts
-        await asyncio.sleep(0.1)
+    counts = await asyncio.wait_for(rt.documents.wait_settled(project_id, poll=0.1), timeout)
+    return counts.documents_by_status

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -146,6 +148,23 @@ class Documents:
             chunk_count=sum(int(row["chunks"]) for row in rows),
             documents_by_status=by_status,
         )
+
+    async def wait_settled(
+        self,
+        project_id: uuid.UUID,
+        *,
+        poll: float = 0.5,
+        on_counts: Callable[[ProjectCounts], None] = lambda _: None,
+    ) -> ProjectCounts:
+        """Wait until no document of the project is pending or indexing (a worker must be
+        running somewhere); ``on_counts`` sees the counts at every poll."""
+        while True:
+            counts = await self.counts(project_id)
+            on_counts(counts)
+            by_status = counts.documents_by_status
+            if by_status["pending"] == 0 and by_status["indexing"] == 0:
+                return counts
+            await asyncio.sleep(poll)
 
     async def delete(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Remove a document, its chunks, vectors and statistics in one transaction."""

@@ -8,7 +8,6 @@ documents), so nDCG, recall and MRR are computed over documents.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quarry.ingest.documents import text_source
+from quarry.ingest.models import ProjectCounts
 from quarry.runtime import Runtime
 from quarry.search.evaluate import BeirDataset, summarize
 from quarry.search.fusion import Method
@@ -62,15 +62,15 @@ async def load_corpus(
             ),
         )
         progress.submitted += 1
-    while True:
-        counts = await rt.documents.counts(project_id)
+
+    def show(counts: ProjectCounts) -> None:
         by_status = counts.documents_by_status
         progress.settled = by_status["complete"] + by_status["failed"]
         progress.failed = by_status["failed"]
         on_progress(progress)
-        if by_status["pending"] == 0 and by_status["indexing"] == 0:
-            return progress
-        await asyncio.sleep(0.5)
+
+    await rt.documents.wait_settled(project_id, on_counts=show)
+    return progress
 
 
 async def evaluate(
