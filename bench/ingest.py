@@ -125,7 +125,9 @@ async def run_pipeline(
         async with rt.db.pool.connection() as conn:
             rows = await (
                 await conn.execute(
-                    "SELECT text FROM chunks WHERE project_id = %s ORDER BY id", (project.id,)
+                    "SELECT indexed_text(context, text) AS text FROM chunks"
+                    " WHERE project_id = %s ORDER BY id",
+                    (project.id,),
                 )
             ).fetchall()
         await embedder.aclose()
@@ -170,12 +172,13 @@ def python_threads() -> set[int]:
 
 
 def chunk_texts(settings: Settings, model, corpus: list[dict[str, str]]) -> list[str]:
-    """The chunks the pipeline will make, from the same splitter on the same text."""
+    """What the model reads of each chunk the pipeline will make (context included), from the
+    same splitter on the same text and title."""
     splitter = build_splitter(settings, LocalEmbedder(model))
     texts: list[str] = []
     for doc in corpus:
-        text = document_text(doc)
-        texts.extend(chunk.text for chunk in splitter.split(Parsed(text)))
+        chunks = splitter.split(Parsed(document_text(doc)), doc.get("title", ""))
+        texts.extend(chunk.indexed_text for chunk in chunks)
     return texts
 
 

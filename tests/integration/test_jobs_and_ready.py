@@ -1,7 +1,9 @@
 """The job loop end to end, and readiness that reflects each dependency."""
 
 import asyncio
+import json
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -10,6 +12,7 @@ import pytest
 from quarry.app import create_app
 from quarry.runtime import Runtime
 from quarry.settings import Settings
+from quarry.tenancy.models import Principal
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
 
@@ -96,3 +99,44 @@ async def test_ready_reports_missing_models(
     assert response.status_code == 503
     assert not response.json()["checks"]["models"]["ok"]
     assert "absent.gguf" in response.json()["checks"]["models"]["detail"]
+
+
+# Procrastinate's fetch: the first queued job of the queue, by priority and id, whose lock no
+# other job holds (the candidate part of procrastinate_fetch_job_v2).
+FETCH_CANDIDATE = """
+SELECT jobs.id FROM procrastinate_jobs AS jobs
+WHERE NOT EXISTS (
+    SELECT 1 FROM procrastinate_jobs AS other_jobs
+    WHERE jobs.lock IS NOT NULL AND other_jobs.lock = jobs.lock
+      AND (other_jobs.status = 'doing'
+           OR (other_jobs.status = 'todo'
+               AND (other_jobs.priority > jobs.priority
+                    OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)))))
+  AND jobs.status = 'todo' AND jobs.queue_name = ANY(ARRAY['ingest'])
+  AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
+"""
+
+
+async def test_a_burst_of_jobs_leaves_the_fetch_plan_walking_the_priority_index(
+    runtime: Runtime, admin_principal: Principal
+) -> None:
+    """With the statistics of an empty table, every fetch would check all queued jobs' locks
+    and sort them; after a burst the queue's statistics are fresh and a fetch stops at the
+    first free job."""
+    project = await runtime.projects.create(admin_principal, "burst")
+    for _ in range(600):
+        await runtime.jobs.enqueue_ingest(project.id, uuid.uuid4())
+    async with runtime.db.pool.connection() as conn:
+        stats = await (
+            await conn.execute(
+                "SELECT reltuples FROM pg_class WHERE relname = 'procrastinate_jobs'"
+            )
+        ).fetchone()
+        plan = await (await conn.execute(f"EXPLAIN (FORMAT JSON) {FETCH_CANDIDATE}")).fetchone()
+    assert stats is not None
+    assert stats["reltuples"] >= 500
+    assert plan is not None
+    text = json.dumps(plan["QUERY PLAN"])
+    assert "procrastinate_jobs_priority_idx_v1" in text
+    assert '"Sort"' not in text

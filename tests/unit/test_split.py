@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from quarry.ingest.embedders import load_tokenizer
 from quarry.ingest.parsers import Parsed
-from quarry.ingest.split import Splitter
+from quarry.ingest.split import MAX_CONTEXT_TOKENS, Splitter, content_hash
 from quarry.modelfiles import package_dir
 
 LIMIT = 256  # all-MiniLM-L6-v2 reads 256 word pieces, [CLS] and [SEP] included
@@ -59,16 +59,25 @@ TEXTS = st.lists(st.tuples(WORDS, SEPARATORS), min_size=1, max_size=900).map(
 )
 
 
+TITLES = st.one_of(
+    st.just(""),
+    st.lists(WORDS, min_size=1, max_size=60).map(" ".join),  # up to far past the context cut
+)
+
+
 @settings(max_examples=150, deadline=None)
-@given(text=TEXTS, structured=st.booleans(), overlap=st.sampled_from([0, 16, 64]))
+@given(text=TEXTS, title=TITLES, structured=st.booleans(), overlap=st.sampled_from([0, 16, 64]))
 def test_chunks_fit_the_model_and_point_into_the_text(
-    text: str, structured: bool, overlap: int
+    text: str, title: str, structured: bool, overlap: int
 ) -> None:
-    chunks = splitter(overlap=overlap).split(Parsed(text, structured=structured))
+    chunks = splitter(overlap=overlap).split(Parsed(text, structured=structured), title)
     for i, chunk in enumerate(chunks):
         assert chunk.index == i
         assert text[chunk.char_start : chunk.char_end] == chunk.text
-        assert chunk.token_count == model_tokens(chunk.text) <= LIMIT
+        # What the model reads, context included, fits it and is what was counted and hashed.
+        assert chunk.token_count == model_tokens(chunk.indexed_text) <= LIMIT
+        assert chunk.content_hash == content_hash(chunk.indexed_text)
+        assert chunk.context in ("", " ".join(title.split())[: len(chunk.context)])
     starts = [chunk.char_start for chunk in chunks]
     assert starts == sorted(starts)
     # Nothing is lost: every letter or digit of the text lies in some chunk.
@@ -115,6 +124,37 @@ def test_a_title_joins_its_text() -> None:
     first = splitter().split(Parsed(text))[0]
     assert first.text.startswith("A short title")
     assert first.token_count > 128
+
+
+def test_chunks_after_the_title_carry_it_as_context() -> None:
+    title = "Vitamin D and bone density"
+    text = f"{title}\n\n" + " ".join(["A finding about the cohort."] * 150)
+    chunks = splitter(overlap=0).split(Parsed(text), title)
+    assert len(chunks) > 2
+    assert chunks[0].context == ""  # it begins with the title already
+    assert all(c.context == title for c in chunks[1:])
+    assert all(c.indexed_text == f"{title}\n\n{c.text}" for c in chunks[1:])
+    # The room for the title comes out of every chunk's text.
+    assert all(c.token_count <= 256 for c in chunks)
+    assert max(c.token_count for c in chunks[1:]) > 256 - 2 * model_tokens(title)
+
+
+def test_a_new_title_changes_the_hash_of_the_chunks_that_carry_it() -> None:
+    text = "Intro line\n\n" + " ".join(["Words of the body."] * 150)
+    before = splitter(overlap=0).split(Parsed(text), "Old name")
+    after = splitter(overlap=0).split(Parsed(text), "New name")
+    assert [c.text for c in before] == [c.text for c in after]
+    assert all(a.content_hash != b.content_hash for a, b in zip(before, after, strict=True))
+    untitled = splitter(overlap=0).split(Parsed(text))
+    assert all(c.context == "" and c.indexed_text == c.text for c in untitled)
+
+
+def test_a_long_title_is_cut_to_the_context_limit() -> None:
+    title = " ".join(f"term{i}" for i in range(200))
+    chunks = splitter(overlap=0).split(Parsed(" ".join(["Body words here."] * 200)), title)
+    context = chunks[0].context
+    assert title.startswith(context)
+    assert len(tokenizer().encode(context, add_special_tokens=False).ids) <= MAX_CONTEXT_TOKENS
 
 
 def test_pages_of_chunks() -> None:

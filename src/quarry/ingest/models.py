@@ -58,10 +58,14 @@ class ChunkView(BaseModel):
     id: int
     chunk_index: int
     text: str
+    context: str = Field(
+        description="the document title this chunk was embedded and analysed with, when the"
+        " chunk does not begin with it (empty otherwise)"
+    )
     char_start: int
     char_end: int
     page: int | None
-    token_count: int
+    token_count: int = Field(description="tokens the model reads: context and text")
     content_hash: str
     term_count: int
     embedding_models: list[str]

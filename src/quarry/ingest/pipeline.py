@@ -64,7 +64,9 @@ class Pipeline:
             return Outcome("unchanged" if exists else "gone")
         data = await self.blobs.get(project_id, claimed["content_hash"])
         fmt = self.registry.get(claimed["format"])
-        parsed, chunks = await asyncio.to_thread(self._parse_and_split, fmt.parse, data)
+        parsed, chunks = await asyncio.to_thread(
+            self._parse_and_split, fmt.parse, data, claimed["title"]
+        )
         if not chunks:
             raise EmptyDocument("the document has no words to index, only punctuation or symbols")
         vectors, reused = await self._vectors(project_id, chunks)
@@ -75,9 +77,13 @@ class Pipeline:
         await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
 
-    def _parse_and_split(self, parse: Parser, data: bytes) -> tuple[Parsed, list[Chunk]]:
+    def _parse_and_split(
+        self, parse: Parser, data: bytes, title: str
+    ) -> tuple[Parsed, list[Chunk]]:
+        """The document's text and chunks; its title (given, else found by the parser) is
+        the context of chunks that do not begin with it."""
         parsed = parse(data)
-        return parsed, self.splitter.split(parsed)
+        return parsed, self.splitter.split(parsed, title or parsed.title or "")
 
     async def _vectors(self, project_id: uuid.UUID, chunks: list[Chunk]) -> tuple[Vectors, int]:
         """A vector per chunk: reused where the project has one for the same text and model."""
@@ -92,7 +98,7 @@ class Pipeline:
             bytes(row["content_hash"]): row["embedding"].to_numpy().astype(np.float32)
             for row in rows
         }
-        todo = {c.content_hash: c.text for c in chunks if c.content_hash not in known}
+        todo = {c.content_hash: c.indexed_text for c in chunks if c.content_hash not in known}
         if todo:
             fresh = await self.embedder.embed(list(todo.values()))
             known.update(zip(todo.keys(), fresh, strict=True))
@@ -151,6 +157,7 @@ class Pipeline:
             model=self.embedder.model_id,
             chunk_index=[c.index for c in chunks],
             text=[c.text for c in chunks],
+            context=[c.context for c in chunks],
             char_start=[c.char_start for c in chunks],
             char_end=[c.char_end for c in chunks],
             page=[c.page for c in chunks],

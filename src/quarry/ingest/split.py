@@ -7,9 +7,16 @@ highest level that still leaves the chunk at least ``min_fill`` full, so chunks 
 document's structure without becoming tiny (a title is not a chunk of its own). Neighbouring
 chunks share up to ``overlap`` tokens, starting at a word boundary.
 
+A chunk of a titled document that does not itself begin with the title carries it as its
+``context``: the model embeds, and BM25 analyses, ``context`` and text together
+(``Chunk.indexed_text``), so the second half of an abstract still matches a query about its
+subject. The chunk's text and offsets stay the document's own. Room for the context is taken
+from every chunk's budget; titles longer than ``MAX_CONTEXT_TOKENS`` are cut.
+
 A chunk never exceeds the embedder's input limit: a model silently ignores whatever lies past
 it (all-MiniLM-L6-v2 reads 256 word pieces), so such text must not exist. Every chunk is
-re-counted exactly as the model will see it, and any over the limit is cut again.
+re-counted exactly as the model will see it (context included), and any over the limit is cut
+again.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ _BOUNDARIES = (
     (SENTENCE, re.compile(r"[.!?…][\"')\]]*\s+")),
 )
 _WORD_TOKENS = re.compile(r"\S+")
+MAX_CONTEXT_TOKENS = 32
+CONTEXT_SEPARATOR = "\n\n"  # also in the SQL function indexed_text (migration 0006)
 
 
 @dataclass(frozen=True)
@@ -40,8 +49,18 @@ class Chunk:
     char_start: int
     char_end: int
     page: int | None
-    token_count: int
-    content_hash: bytes
+    token_count: int  # of indexed_text, as the model sees it
+    content_hash: bytes  # of indexed_text: the same hash means the same embedding
+    context: str = ""
+
+    @property
+    def indexed_text(self) -> str:
+        return indexed_text(self.context, self.text)
+
+
+def indexed_text(context: str, text: str) -> str:
+    """What the model embeds and BM25 analyses: the chunk's context, then its text."""
+    return f"{context}{CONTEXT_SEPARATOR}{text}" if context else text
 
 
 def content_hash(text: str) -> bytes:
@@ -73,32 +92,69 @@ class Splitter:
             return [len(_WORD_TOKENS.findall(text)) for text in texts]
         return [len(encoding.ids) for encoding in self.tokenizer.encode_batch(texts)]
 
-    def split(self, parsed: Parsed) -> list[Chunk]:
+    def split(self, parsed: Parsed, title: str = "") -> list[Chunk]:
+        """The document's chunks; ``title`` (the document's, if it has one) becomes the
+        context of every chunk that does not begin with it."""
         text = parsed.text
+        context = self._context(title)
+        reserved = self._context_tokens(context)
         offsets = self._offsets(text)
         spans = [
             (offsets[start][0], offsets[end - 1][1])
-            for start, end in self._pack(text, offsets, parsed.structured)
+            for start, end in self._pack(text, offsets, parsed.structured, reserved)
         ]
         spans = [(a, b) for a, b in spans if any(ch.isalnum() for ch in text[a:b])]
-        texts = [text[a:b] for a, b in spans]
-        counts = self.count(texts)
+        contexts = [self._context_for(text[a:b], context) for a, b in spans]
+        counts = self._count_indexed(text, spans, contexts)
         if any(count > self.max_tokens for count in counts):
-            spans = self._enforce_limit(spans, counts, text)
-            texts = [text[a:b] for a, b in spans]
-            counts = self.count(texts)
-        return [
-            Chunk(
-                index=i,
-                text=chunk,
-                char_start=start,
-                char_end=end,
-                page=parsed.page_at(start),
-                token_count=count,
-                content_hash=content_hash(chunk),
+            spans = self._enforce_limit(spans, counts, text, reserved)
+            contexts = [self._context_for(text[a:b], context) for a, b in spans]
+            counts = self._count_indexed(text, spans, contexts)
+        chunks = []
+        for i, ((start, end), chunk_context, count) in enumerate(
+            zip(spans, contexts, counts, strict=True)
+        ):
+            chunk_text = text[start:end]
+            chunks.append(
+                Chunk(
+                    index=i,
+                    text=chunk_text,
+                    char_start=start,
+                    char_end=end,
+                    page=parsed.page_at(start),
+                    token_count=count,
+                    content_hash=content_hash(indexed_text(chunk_context, chunk_text)),
+                    context=chunk_context,
+                )
             )
-            for i, ((start, end), chunk, count) in enumerate(zip(spans, texts, counts, strict=True))
-        ]
+        return chunks
+
+    def _count_indexed(
+        self, text: str, spans: list[tuple[int, int]], contexts: list[str]
+    ) -> list[int]:
+        pairs = zip(contexts, spans, strict=True)
+        return self.count([indexed_text(c, text[a:b]) for c, (a, b) in pairs])
+
+    def _context(self, title: str) -> str:
+        """The title on one line, cut at a token boundary to MAX_CONTEXT_TOKENS and to a
+        quarter of a chunk."""
+        title = " ".join(title.split())
+        limit = min(MAX_CONTEXT_TOKENS, self.budget // 4)
+        offsets = self._offsets(title)
+        if not offsets or limit < 1:
+            return ""
+        return title[: offsets[min(limit, len(offsets)) - 1][1]]
+
+    def _context_tokens(self, context: str) -> int:
+        """Tokens a chunk gives up for its context (the separator is whitespace: none)."""
+        return len(self._offsets(context)) if context else 0
+
+    @staticmethod
+    def _context_for(chunk_text: str, context: str) -> str:
+        """A chunk that starts with the title (the document's first, usually) needs none."""
+        if not context or " ".join(chunk_text[: len(context) * 2].split()).startswith(context):
+            return ""
+        return context
 
     def _offsets(self, text: str) -> list[tuple[int, int]]:
         if self.tokenizer is None:
@@ -107,27 +163,28 @@ class Splitter:
         return [span for span in encoding.offsets if span[1] > span[0]]
 
     def _pack(
-        self, text: str, offsets: list[tuple[int, int]], structured: bool
+        self, text: str, offsets: list[tuple[int, int]], structured: bool, reserved: int
     ) -> list[tuple[int, int]]:
-        """Token ranges [start, end) of the chunks."""
+        """Token ranges [start, end) of the chunks, each leaving ``reserved`` tokens free."""
         n = len(offsets)
         if n == 0:
             return []
         at_least = _boundary_index(text, offsets, structured)
+        budget = self.budget - reserved
         spans: list[tuple[int, int]] = []
         start = 0
         while start < n:
-            limit = start + self.budget
-            end = n if limit >= n else self._end(at_least, start, limit)
+            limit = start + budget
+            end = n if limit >= n else self._end(at_least, start, limit, budget)
             spans.append((start, end))
             if end >= n:
                 break
             start = self._next_start(at_least[WORD], start, end)
         return spans
 
-    def _end(self, at_least: dict[int, list[int]], start: int, limit: int) -> int:
+    def _end(self, at_least: dict[int, list[int]], start: int, limit: int, budget: int) -> int:
         """The last boundary of the highest level that leaves the chunk at least min_fill."""
-        lowest = start + max(1, int(self.budget * self.min_fill))
+        lowest = start + max(1, int(budget * self.min_fill))
         for level in (HEADING, PARAGRAPH, LINE, SENTENCE, WORD):
             indices = at_least[level]
             i = bisect.bisect_right(indices, limit) - 1
@@ -142,7 +199,7 @@ class Splitter:
         return words[i] if i < len(words) and words[i] < end else end
 
     def _enforce_limit(
-        self, spans: list[tuple[int, int]], counts: list[int], text: str
+        self, spans: list[tuple[int, int]], counts: list[int], text: str, reserved: int
     ) -> list[tuple[int, int]]:
         """Cut again, at token boundaries, any chunk the model would see as too long (a
         tokenizer can count a slice differently from the same text in context)."""
@@ -152,7 +209,7 @@ class Splitter:
                 result.append((start, end))
                 continue
             inner = [(a + start, b + start) for a, b in self._offsets(text[start:end])]
-            step = max(1, self.max_tokens - self.specials - 8)
+            step = max(1, self.max_tokens - self.specials - reserved - 8)
             for i in range(0, len(inner), step):
                 window = inner[i : i + step]
                 result.append((window[0][0], window[-1][1]))

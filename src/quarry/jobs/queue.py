@@ -39,10 +39,17 @@ def build_app(*, max_attempts: int = 5, retry_base: float = 2.0) -> procrastinat
     return app
 
 
+# Refresh the job table's statistics after this many jobs were queued, or a quarter of the
+# queue as last counted if that is more (see Jobs.enqueued).
+ANALYZE_EVERY = 100
+
+
 class Jobs:
     def __init__(self, db: Database, app: procrastinate.App) -> None:
         self.db = db
         self.app = app
+        self._queued_since_analyze = 0
+        self._analyze_after = ANALYZE_EVERY
 
     async def enqueue_echo(self, project_id: uuid.UUID, message: str) -> Job:
         job_id = await self.app.configure_task(tasks.ECHO).defer_async(
@@ -66,6 +73,31 @@ class Jobs:
         )
         with contextlib.suppress(AlreadyEnqueued):
             await deferrer.defer_async(project_id=str(project_id), document_id=str(document_id))
+            await self.enqueued(1)
+
+    async def enqueued(self, count: int) -> None:
+        """Keep the planner's picture of the queue current while it grows.
+
+        Every worker takes its next job with Procrastinate's fetch query: the first queued
+        job, by priority and id, whose lock no other job holds. With statistics that say the
+        queue is empty (a new database, or one whose jobs had all finished when it was last
+        analysed) Postgres plans it as "collect every queued job, check each one's lock, sort",
+        so each fetch costs time in proportion to the queue, and a burst of thousands of
+        documents costs Postgres more than indexing them (measured: 25 ms of Postgres CPU per
+        job for 1,500 queued jobs, against 1.2 ms with fresh statistics, where the plan walks
+        the priority index and stops at the first free job). Autovacuum would fix the
+        statistics, but only a minute or more later. So the process that queues the jobs
+        analyses the table after every ``ANALYZE_EVERY`` jobs, or a quarter of the queue if
+        that is more (a few milliseconds each; a logarithmic number of times per burst)."""
+        self._queued_since_analyze += count
+        if self._queued_since_analyze < self._analyze_after:
+            return
+        self._queued_since_analyze = 0
+        async with self.db.transaction() as conn:
+            await self.db.execute("jobs.analyze_queue", conn)
+            row = await self.db.fetch_one("jobs.queued", conn)
+        queued = int(row["n"]) if row else 0
+        self._analyze_after = max(ANALYZE_EVERY, queued // 4)
 
     async def get(self, project_id: uuid.UUID, job_id: int) -> Job:
         row = await self.db.fetch_one("jobs.get", project_id=project_id, job_id=job_id)

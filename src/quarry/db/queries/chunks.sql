@@ -9,22 +9,24 @@ WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]
 DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
 
 -- name: insert_many
--- Every chunk of a document, its vector and its postings in one statement. Terms are
--- analysed here with the project's analyzer (read under the lock documents.lock_for_write
--- holds), so the query side analyses text the same way.
+-- Every chunk of a document, its vector and its postings in one statement. Each chunk's
+-- indexed text (its context, then its text) is analysed here with the project's analyzer
+-- (read under the lock documents.lock_for_write holds), so the query side analyses text the
+-- same way.
 WITH analysed AS (
     SELECT c.*,
-           to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s), c.text)
-               AS terms
-    FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(char_start)s::int[],
-                %(char_end)s::int[], %(page)s::int[], %(token_count)s::int[],
-                %(content_hash)s::bytea[])
-         AS c(chunk_index, text, char_start, char_end, page, token_count, content_hash)
+           to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
+                       indexed_text(c.context, c.text)) AS terms
+    FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(context)s::text[],
+                %(char_start)s::int[], %(char_end)s::int[], %(page)s::int[],
+                %(token_count)s::int[], %(content_hash)s::bytea[])
+         AS c(chunk_index, text, context, char_start, char_end, page, token_count,
+              content_hash)
 ), inserted AS (
-    INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start, char_end,
-                        page, token_count, content_hash, term_count)
-    SELECT %(project_id)s, %(document_id)s, a.chunk_index, a.text, a.char_start, a.char_end,
-           a.page, a.token_count, a.content_hash, term_count(a.terms)
+    INSERT INTO chunks (project_id, document_id, chunk_index, text, context, char_start,
+                        char_end, page, token_count, content_hash, term_count)
+    SELECT %(project_id)s, %(document_id)s, a.chunk_index, a.text, a.context, a.char_start,
+           a.char_end, a.page, a.token_count, a.content_hash, term_count(a.terms)
     FROM analysed a
     RETURNING id, chunk_index, term_count
 ), postings AS (
@@ -58,7 +60,7 @@ SET chunk_count = lexical_stats.chunk_count + %(chunks)s::bigint,
     term_count = lexical_stats.term_count + %(terms)s::bigint;
 
 -- name: list_for_document
-SELECT c.id, c.chunk_index, c.text, c.char_start, c.char_end, c.page, c.token_count,
+SELECT c.id, c.chunk_index, c.text, c.context, c.char_start, c.char_end, c.page, c.token_count,
        encode(c.content_hash, 'hex') AS content_hash, c.term_count,
        array(SELECT e.model FROM chunk_embeddings e WHERE e.chunk_id = c.id ORDER BY e.model)
            AS embedding_models
@@ -67,7 +69,8 @@ WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
 ORDER BY c.chunk_index;
 
 -- name: texts_missing_model
-SELECT c.id, c.text FROM chunks c
+-- What the model embeds of each chunk that has no vector of this model yet.
+SELECT c.id, indexed_text(c.context, c.text) AS text FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
   AND NOT EXISTS (SELECT 1 FROM chunk_embeddings e
                   WHERE e.chunk_id = c.id AND e.model = %(model)s)
@@ -86,7 +89,7 @@ DELETE FROM chunk_terms WHERE project_id = %(project_id)s;
 -- name: reanalyse
 -- ...then every chunk is analysed again, its length and postings written anew.
 WITH analysed AS (
-    SELECT c.id, to_tsvector(%(analyzer)s::regconfig, c.text) AS terms
+    SELECT c.id, to_tsvector(%(analyzer)s::regconfig, indexed_text(c.context, c.text)) AS terms
     FROM chunks c
     WHERE c.project_id = %(project_id)s
 ), counted AS (

@@ -19,3 +19,10 @@ FROM procrastinate_workers;
 -- name: unfinished_for_project
 SELECT count(*) AS n FROM procrastinate_jobs
 WHERE status IN ('todo', 'doing') AND args ->> 'project_id' = %(project_id)s::text;
+
+-- name: analyze_queue
+-- Fresh planner statistics for the job table (see Jobs.enqueued), and how many jobs wait.
+ANALYZE procrastinate_jobs;
+
+-- name: queued
+SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo';
