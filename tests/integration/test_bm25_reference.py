@@ -15,11 +15,9 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
-from quarry.search.service import SEED_POSTINGS
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
 from tests.support import settle
@@ -69,15 +67,14 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
         reference = bm25s.BM25(k1=K1, b=B, method="lucene")
         reference.index(list(tokens.values()), show_progress=False)
 
-        compared = lazy = 0
+        compared = 0
         for query in queries:
             prep = await rt.db.fetch_one("search.prepare", project_id=project.id, query=query)
             assert prep is not None
             terms = prep["terms"]
             if not terms:
                 continue
-            # Every matching chunk: the exhaustive query (a filter that keeps everything).
-            ours = await rt.search._bm25(project.id, terms, sql.SQL("TRUE"), 1000)
+            ours = await rt.search._bm25(project.id, terms, None, 1000)
             expected = reference.get_scores(terms) * (K1 + 1)
             matching = np.flatnonzero(expected > 0)
             # The same set of chunks is scored...
@@ -90,26 +87,5 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
             # ...so the same ranking, up to ties.
             top = [c.score for c in ours[:10]]
             assert np.allclose(top, np.sort(expected)[::-1][: len(top)], rtol=1e-4), query
-            # The pruned query for a search's best few gives exactly the best few.
-            for k in (1, 3, 10, 50):
-                rows = await rt.db.fetch_all(
-                    "search.bm25_top",
-                    project_id=project.id,
-                    terms=terms,
-                    k1=K1,
-                    b=B,
-                    limit=k,
-                    seed=SEED_POSTINGS,
-                )
-                lazy += sum(1 for row in rows[:1] if row["lazy_terms"] > 0)
-                best = [float(row["score"]) for row in rows]
-                assert np.allclose(best, [c.score for c in ours[:k]], rtol=1e-9), (query, k)
-                # Ids agree except among chunks that tie with the last one kept.
-                cut = best[-1] * (1 + 1e-9)
-                assert {r["chunk_id"] for r in rows if r["score"] > cut} == {
-                    c.chunk_id for c in ours[:k] if c.score > cut
-                }, (query, k)
             compared += 1
         assert compared >= QUERIES * 0.9
-        # The pruning was exercised: many searches read some of their terms by key only.
-        assert lazy >= compared

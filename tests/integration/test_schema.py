@@ -13,11 +13,11 @@ from quarry.db.queries import Queries
 # domain data and must be scoped by project.
 NOT_PROJECT_SCOPED = {"users", "api_keys", "projects", "schema_migrations"}
 
-TEMPLATE_FRAGMENTS = {"{filters}": "TRUE", "{dims}": "3", "{model}": "'m'"}
+TEMPLATE_FRAGMENTS = {"{filters}": "TRUE", "{dims}": "3", "{model}": "'m'", "{prelimit}": "ALL"}
 
 
 def _positional(query: str) -> str:
-    """psycopg's %(name)s placeholders as the $n that PREPARE understands."""
+    """psycopg's %(name)s (and binary %(name)b) placeholders as the $n PREPARE understands."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -25,7 +25,7 @@ def _positional(query: str) -> str:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    return re.sub(r"%\((\w+)\)s", number, query).replace("%%", "%")
+    return re.sub(r"%\((\w+)\)[sb]", number, query).replace("%%", "%")
 
 
 async def test_migrations_apply_to_an_empty_database(empty_database: str) -> None:

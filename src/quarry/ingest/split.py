@@ -98,10 +98,13 @@ class Splitter:
         text = parsed.text
         context = self._context(title)
         reserved = self._context_tokens(context)
+        # A document that opens with its title: its first chunk carries no context, so it
+        # keeps the whole budget.
+        first_reserved = 0 if not self._context_for(text, context) else reserved
         offsets = self._offsets(text)
         spans = [
             (offsets[start][0], offsets[end - 1][1])
-            for start, end in self._pack(text, offsets, parsed.structured, reserved)
+            for start, end in self._pack(text, offsets, parsed.structured, reserved, first_reserved)
         ]
         spans = [(a, b) for a, b in spans if any(ch.isalnum() for ch in text[a:b])]
         contexts = [self._context_for(text[a:b], context) for a, b in spans]
@@ -163,17 +166,23 @@ class Splitter:
         return [span for span in encoding.offsets if span[1] > span[0]]
 
     def _pack(
-        self, text: str, offsets: list[tuple[int, int]], structured: bool, reserved: int
+        self,
+        text: str,
+        offsets: list[tuple[int, int]],
+        structured: bool,
+        reserved: int,
+        first_reserved: int,
     ) -> list[tuple[int, int]]:
-        """Token ranges [start, end) of the chunks, each leaving ``reserved`` tokens free."""
+        """Token ranges [start, end) of the chunks, each leaving ``reserved`` tokens free
+        (the first, ``first_reserved``)."""
         n = len(offsets)
         if n == 0:
             return []
         at_least = _boundary_index(text, offsets, structured)
-        budget = self.budget - reserved
         spans: list[tuple[int, int]] = []
         start = 0
         while start < n:
+            budget = self.budget - (first_reserved if start == 0 else reserved)
             limit = start + budget
             end = n if limit >= n else self._end(at_least, start, limit, budget)
             spans.append((start, end))

@@ -1,7 +1,8 @@
 """The evaluation harness: a BEIR dataset into a fresh project, every query in each mode.
 
 Documents are indexed by the normal path (submission, jobs, the pipeline), with the title
-indexed as the text's first line. Each query asks for 100 hits with at most one per document
+as the text's first line and as the document's title (so chunks after the first carry it as
+context). Each query asks for 100 hits with at most one per document
 (a document scores as its best chunk, as BEIR expects when chunks are smaller than
 documents), so nDCG, recall and MRR are computed over documents.
 """

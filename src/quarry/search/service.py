@@ -29,9 +29,6 @@ from quarry.search.rerank import Reranker
 from quarry.settings import Settings
 
 T = TypeVar("T")
-# bm25_top's first estimate of the score to beat reads the rarest query terms' postings, up
-# to this many: enough to find the limit's worth of good chunks, cheap next to a common term.
-SEED_POSTINGS = 2000
 
 
 @dataclass(frozen=True)
@@ -142,10 +139,10 @@ class Search:
     async def _bm25(
         self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable | None, limit: int
     ) -> Run:
-        """The best ``limit`` chunks by BM25. Without filters, bm25_top skips the postings
-        that cannot change them; with filters every scored chunk must be checked."""
-        statement: str | sql.Composed = (
-            "search.bm25_top" if filters is None else self.db.render("search.bm25", filters=filters)
+        statement = self.db.render(
+            "search.bm25",
+            filters=filters or sql.SQL("TRUE"),
+            prelimit=sql.Placeholder("limit") if filters is None else sql.SQL("ALL"),
         )
         rows = await self.db.fetch_all(
             statement,
@@ -154,7 +151,6 @@ class Search:
             k1=self.config.k1,
             b=self.config.b,
             limit=limit,
-            seed=SEED_POSTINGS,
         )
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
 

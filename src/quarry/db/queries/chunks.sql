@@ -12,7 +12,8 @@ DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(documen
 -- Every chunk of a document, its vector and its postings in one statement. Each chunk's
 -- indexed text (its context, then its text) is analysed here with the project's analyzer
 -- (read under the lock documents.lock_for_write holds), so the query side analyses text the
--- same way.
+-- same way. Vectors travel in binary (%(embeddings)b): as text, each of 384 floats would be
+-- formatted by Python and parsed again by Postgres.
 WITH analysed AS (
     SELECT c.*,
            to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
@@ -39,7 +40,7 @@ WITH analysed AS (
     INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
     SELECT i.id, %(project_id)s, %(model)s, v.embedding
     FROM inserted i
-    JOIN unnest(%(chunk_index)s::int[], %(embeddings)s::vector[]) AS v(chunk_index, embedding)
+    JOIN unnest(%(chunk_index)s::int[], %(embeddings)b::vector[]) AS v(chunk_index, embedding)
       USING (chunk_index)
 )
 SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms FROM inserted;
@@ -47,7 +48,7 @@ SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms FROM inserted;
 -- name: insert_embeddings
 INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
 SELECT chunk_id, %(project_id)s, %(model)s, embedding
-FROM unnest(%(chunk_ids)s::bigint[], %(embeddings)s::vector[]) AS e(chunk_id, embedding)
+FROM unnest(%(chunk_ids)s::bigint[], %(embeddings)b::vector[]) AS e(chunk_id, embedding)
 ON CONFLICT (chunk_id, model) DO UPDATE SET embedding = excluded.embedding;
 
 -- name: add_stats
