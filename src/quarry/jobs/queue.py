@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import procrastinate
+import psycopg
 import structlog
 from procrastinate.exceptions import AlreadyEnqueued
 from pydantic import BaseModel
@@ -93,9 +94,14 @@ class Jobs:
         if self._queued_since_analyze < self._analyze_after:
             return
         self._queued_since_analyze = 0
-        async with self.db.transaction() as conn:
-            await self.db.execute("jobs.analyze_queue", conn)
-            row = await self.db.fetch_one("jobs.queued", conn)
+        try:
+            async with self.db.transaction() as conn:
+                await self.db.execute("jobs.analyze_queue", conn)
+                row = await self.db.fetch_one("jobs.queued", conn)
+        except psycopg.Error as exc:
+            # Only a plan gets worse without it; the jobs are queued, so the caller succeeded.
+            log.warning("job table not analysed", error=str(exc))
+            return
         queued = int(row["n"]) if row else 0
         self._analyze_after = max(ANALYZE_EVERY, queued // 4)
 
