@@ -11,7 +11,8 @@ A chunk of a titled document that does not itself begin with the title carries i
 ``context``: the model embeds, and BM25 analyses, ``context`` and text together
 (``Chunk.indexed_text``), so the second half of an abstract still matches a query about its
 subject. The chunk's text and offsets stay the document's own. Room for the context is taken
-from every chunk's budget; titles longer than ``MAX_CONTEXT_TOKENS`` are cut.
+from the budget of every chunk but a first one that begins with the title; titles longer than
+``MAX_CONTEXT_TOKENS`` (or a quarter of a chunk) are cut.
 
 A chunk never exceeds the embedder's input limit: a model silently ignores whatever lies past
 it (all-MiniLM-L6-v2 reads 256 word pieces), so such text must not exist. Every chunk is
