@@ -97,8 +97,7 @@ class Splitter:
         """The document's chunks; ``title`` (the document's, if it has one) becomes the
         context of every chunk that does not begin with it."""
         text = parsed.text
-        context = self._context(title)
-        reserved = self._context_tokens(context)
+        context, reserved = self._context(title)
         # A document that opens with its title: its first chunk carries no context, so it
         # keeps the whole budget.
         first_reserved = 0 if not self._context_for(text, context) else reserved
@@ -139,19 +138,17 @@ class Splitter:
         pairs = zip(contexts, spans, strict=True)
         return self.count([indexed_text(c, text[a:b]) for c, (a, b) in pairs])
 
-    def _context(self, title: str) -> str:
+    def _context(self, title: str) -> tuple[str, int]:
         """The title on one line, cut at a token boundary to MAX_CONTEXT_TOKENS and to a
-        quarter of a chunk."""
+        quarter of a chunk, with the tokens a chunk gives up for it (the separator is
+        whitespace: none)."""
         title = " ".join(title.split())
         limit = min(MAX_CONTEXT_TOKENS, self.budget // 4)
         offsets = self._offsets(title)
         if not offsets or limit < 1:
-            return ""
-        return title[: offsets[min(limit, len(offsets)) - 1][1]]
-
-    def _context_tokens(self, context: str) -> int:
-        """Tokens a chunk gives up for its context (the separator is whitespace: none)."""
-        return len(self._offsets(context)) if context else 0
+            return "", 0
+        kept = min(limit, len(offsets))
+        return title[: offsets[kept - 1][1]], kept
 
     @staticmethod
     def _context_for(chunk_text: str, context: str) -> str:
