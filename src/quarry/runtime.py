@@ -2,7 +2,8 @@
 
 ``open_runtime`` is the single start-up path for the server, the worker and the CLI:
 embedded Postgres (when no database URL is set) -> server checks -> migrations -> pool ->
-first-start admin -> job queue -> (when asked) the embedding model.
+first-start admin -> job queue -> model gateway (every configured model checked, none loaded)
+-> (when asked) the embedding model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from quarry.db.database import Database, StartupError, check_server, open_pool
 from quarry.db.embedded import EmbeddedPostgres
 from quarry.db.queries import Queries
 from quarry.db.vector_index import VectorIndexes
+from quarry.gateway.gateway import Gateway, build_gateway
+from quarry.gateway.registry import ProviderConfigError
 from quarry.ingest.documents import Documents
 from quarry.ingest.embedders import Embedder
 from quarry.ingest.factory import build_blob_store, build_embedder, build_splitter
@@ -53,6 +56,7 @@ class Runtime:
     embedder: Embedder | None
     pipeline: Pipeline | None
     search: Search
+    gateway: Gateway
 
     @property
     def task_deps(self) -> TaskDeps:
@@ -139,6 +143,11 @@ async def open_runtime(
         if embedder is not None:
             splitter = build_splitter(settings, embedder)
             pipeline = Pipeline(db, blobs, registry, splitter, embedder, indexes)
+        try:
+            gateway = build_gateway(settings, db)
+        except ProviderConfigError as exc:
+            raise StartupError(f"{exc}\n  fix: see README, Models and roles.") from None
+        stack.push_async_callback(gateway.aclose)
         reranker = None
         if settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
@@ -154,6 +163,7 @@ async def open_runtime(
             embedder=embedder,
             pipeline=pipeline,
             search=Search(db, embedder, indexes, search_config(settings), reranker),
+            gateway=gateway,
         )
         if settings.bootstrap_admin and await _schema_current(db):
             announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))

@@ -23,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from quarry.gateway.config import ModelConfig, default_models, default_roles
+
 ENV_PREFIX = "QUARRY_"
 
 
@@ -203,6 +205,32 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1000, description="fused candidates the reranker reads"
     )
 
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="a table of model names to their provider and parameters (TOML [models.NAME]"
+        " or JSON); added to, or replacing, the built-in local and local-embedding",
+    )
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="a table of role names to an ordered list of model names (TOML [roles]);"
+        " roles not named keep their default chain",
+    )
+    model_call_deadline: float = Field(
+        default=120.0, gt=0, description="seconds one gateway call may take, retries included"
+    )
+    model_failures_before_cooldown: int = Field(
+        default=3, ge=1, description="failed calls in a row before a model is cooled down"
+    )
+    model_cooldown: float = Field(
+        default=60.0, ge=0, description="seconds a failing model is skipped by its chains"
+    )
+    model_cache: bool = Field(
+        default=False, description="true to cache temperature-0 answers in Postgres, or false"
+    )
+    model_cache_ttl: float = Field(
+        default=86400.0, gt=0, description="seconds a cached answer stays valid"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -225,7 +253,26 @@ class Settings(BaseSettings):
             raise ValueError(
                 "embedding_provider openai_compatible needs embedding_base_url and embedding_model"
             )
+        for role, chain in self.model_roles.items():
+            if not chain:
+                raise ValueError(f"role {role!r} has no models; name at least one")
+            for name in chain:
+                if name not in self.model_table:
+                    raise ValueError(
+                        f"role {role!r} names the model {name!r}, which is not configured "
+                        "under models"
+                    )
         return self
+
+    @property
+    def model_table(self) -> dict[str, ModelConfig]:
+        """The built-in models with the configured ones over them."""
+        return {**default_models(), **self.models}
+
+    @property
+    def model_roles(self) -> dict[str, list[str]]:
+        """Every role's chain: the defaults with the configured roles over them."""
+        return {**default_roles(), **self.roles}
 
     @property
     def blob_store_kind(self) -> Literal["file", "postgres"]:

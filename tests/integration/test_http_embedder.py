@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 
 from quarry.errors import TransientError
-from quarry.ingest.http_embedder import (
-    EmbeddingRejected,
-    OpenAICompatibleEmbedder,
-    backoff_seconds,
-    retry_after_seconds,
-)
+from quarry.ingest.http_embedder import EmbeddingRejected, OpenAICompatibleEmbedder
+from quarry.retry import backoff_seconds, retry_after_seconds
 from quarry.testing import HashEmbedder
 from tests.embedding_server import Script, embedding_server
 

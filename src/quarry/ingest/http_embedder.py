@@ -8,12 +8,10 @@ Other 4xx answers (bad key, input too long) are permanent and not retried.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
 import numpy as np
@@ -22,10 +20,10 @@ from tokenizers import Tokenizer
 
 from quarry.errors import QuarryError, TransientError
 from quarry.ingest.embedders import Vectors, normalize
+from quarry.retry import backoff_seconds, retry_after_seconds
 
 log = structlog.get_logger(__name__)
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
-MAX_RETRY_AFTER = 120.0
 
 
 class EmbeddingRejected(QuarryError):
@@ -34,29 +32,6 @@ class EmbeddingRejected(QuarryError):
     code = "embedding_rejected"
     status = 502
     title = "Embedding server refused the request"
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0, min(cap, base * (2**attempt)))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""The provider registry: one module per provider under ``quarry.gateway.providers``.
+
+A provider module registers a factory with ``@register("name")``; ``load()`` imports every
+module of the package, so adding a provider is adding one file. The ``Provider`` protocol is the
+whole contract; ``tests/gateway/test_contract.py`` is the suite every provider passes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import pkgutil
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Protocol
+
+from tokenizers import Tokenizer
+
+from quarry.gateway.config import ModelConfig
+from quarry.gateway.types import Embeddings, Message, Reply, Request, StreamUsage
+
+
+class ProviderConfigError(Exception):
+    """A model's configuration cannot work (a missing API key, a missing file); the message
+    names the setting or environment variable to fix. Raised when the gateway is built."""
+
+
+class Provider(Protocol):
+    name: str  # the configured model name
+    config: ModelConfig
+    provider_model: str  # the id the provider knows the model by
+
+    async def generate(self, request: Request) -> Reply: ...
+
+    def stream(self, request: Request) -> AsyncGenerator[str | StreamUsage, None]:
+        """Text deltas, then at most one StreamUsage. Raises ProviderError on failure."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+    def count_tokens(self, text: str | Sequence[Message]) -> int: ...
+
+    async def context_window(self) -> int | None: ...
+
+    async def probe(self) -> str | None:
+        """None when the model can be reached, else why not (short, for `quarry models`)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+Factory = Callable[[str, ModelConfig, Mapping[str, str]], Provider]
+_FACTORIES: dict[str, Factory] = {}
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    def add(factory: Factory) -> Factory:
+        if name in _FACTORIES:
+            raise RuntimeError(f"provider {name!r} is registered twice")
+        _FACTORIES[name] = factory
+        return factory
+
+    return add
+
+
+def load() -> dict[str, Factory]:
+    """Import every provider module once and return the registry."""
+    from quarry.gateway import providers
+
+    for module in pkgutil.iter_modules(providers.__path__):
+        importlib.import_module(f"{providers.__name__}.{module.name}")
+    return dict(_FACTORIES)
+
+
+def build(name: str, config: ModelConfig, env: Mapping[str, str] | None = None) -> Provider:
+    factories = load()
+    factory = factories.get(config.provider)
+    if factory is None:
+        known = ", ".join(sorted(factories))
+        raise ProviderConfigError(
+            f"model {name!r}: unknown provider {config.provider!r} (known: {known})"
+        )
+    return factory(name, config, os.environ if env is None else env)
+
+
+def api_key(name: str, config: ModelConfig, env: Mapping[str, str], default_env: str | None) -> str:
+    """The key a model's provider needs, or a ProviderConfigError naming the variable."""
+    variable = config.api_key_env or default_env
+    if variable is None:
+        return ""
+    value = env.get(variable, "").strip()
+    if not value:
+        raise ProviderConfigError(
+            f"model {name!r} (provider {config.provider}) needs an API key: set the "
+            f"environment variable {variable}"
+            + ("" if config.api_key_env else ", or name another with api_key_env")
+        )
+    return value
+
+
+# Without the model's own tokenizer, a token is about four bytes of English text, and a chat
+# message costs a few tokens of framing (OpenAI documents 3 to 4).
+BYTES_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+class TokenCounter:
+    """Counts tokens with a tokenizer.json when one is configured, else estimates."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self._tokenizer = Tokenizer.from_file(str(path)) if path else None
+        self.exact = self._tokenizer is not None
+
+    def __call__(self, text: str | Sequence[Message]) -> int:
+        if isinstance(text, str):
+            return self._text(text)
+        return sum(self._text(m.content) + TOKENS_PER_MESSAGE for m in text) + 2
+
+    def _text(self, text: str) -> int:
+        if self._tokenizer is not None:
+            return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return math.ceil(len(text.encode()) / BYTES_PER_TOKEN)
