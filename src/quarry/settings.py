@@ -266,8 +266,14 @@ class Settings(BaseSettings):
 
     @property
     def model_table(self) -> dict[str, ModelConfig]:
-        """The built-in models with the configured ones over them."""
-        return {**default_models(), **self.models}
+        """The built-in models with the configured ones over them. The built-in local models
+        read their files from generation_model_path and embedding_model_path when set."""
+        builtin = default_models()
+        if self.generation_model_path is not None:
+            builtin["local"].path = self.generation_model_path
+        if self.embedding_model_path is not None:
+            builtin["local-embedding"].path = self.embedding_model_path
+        return {**builtin, **self.models}
 
     @property
     def model_roles(self) -> dict[str, list[str]]:
@@ -356,6 +362,8 @@ def _explain(exc: ValidationError) -> str:
             )
             continue
         label = f"{ENV_PREFIX}{name.upper()} ({name})" if name else "settings"
+        if len(error["loc"]) > 1:  # inside a table: name the entry (models.gpt.temperature)
+            label += " at " + ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         fix = field.description if field is not None else None
         if name and fix:

@@ -2,15 +2,23 @@
 
 ``HashEmbedder`` makes deterministic vectors from text with no model; ``CountingEmbedder``
 wraps any embedder and records what it was asked to embed; ``FlakyEmbedder`` fails a given
-number of calls first, as a rate-limited provider would.
+number of calls first, as a rate-limited provider would. ``llama_server`` runs llama.cpp's
+OpenAI-compatible server over a GGUF file on a free port (tests and bench/gateway.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import numpy as np
 
 from quarry.errors import TransientError
@@ -81,3 +89,52 @@ class FlakyEmbedder(_Delegating):
         if self.calls <= self.failures:
             raise TransientError(f"scripted failure {self.calls} of {self.failures}")
         return await self.inner.embed(texts)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def llama_server(
+    model: Path, log_path: Path, *, alias: str = "smollm2", n_ctx: int = 2048, wait: float = 90
+) -> Iterator[str]:
+    """``python -m llama_cpp.server`` over ``model``; yields its base URL (ending in /v1)."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(model),
+                "--host", "127.0.0.1",
+                "--port", str(port),
+                "--n_ctx", str(n_ctx),
+                "--model_alias", alias,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"llama_cpp.server did not start: {log_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

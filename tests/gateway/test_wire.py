@@ -239,7 +239,9 @@ async def test_anthropic_structured_output_is_a_forced_tool_call() -> None:
 
 async def test_compatible_server_without_json_schema_gets_the_schema_in_the_prompt() -> None:
     script = Script(openai_reply('```json\n{"city": "Lyon", "population": 5}\n```'))
-    gw = gateway(compatible_model(script, json_schema=False, price_input=0, price_output=0))
+    gw = gateway(
+        compatible_model(script, structured_output="prompt", price_input=0, price_output=0)
+    )
     done = await gw.generate_json("generation", USER, SCHEMA)
     assert done.value == {"city": "Lyon", "population": 5}
     sent = script.requests[0]

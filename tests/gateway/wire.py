@@ -23,6 +23,8 @@ class Script:
         self.paths: list[str] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.endswith("/models"):
+            return models_list()(request)  # what a probe asks; not a step of the script
         self.paths.append(request.url.path)
         self.requests.append(json.loads(request.content) if request.content else {})
         step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
@@ -234,5 +236,42 @@ def anthropic_stream(deltas: Sequence[str], *, cut: bool = False) -> Step:
         return httpx2.Response(
             200, headers={"content-type": "text/event-stream"}, content=_sse(events, cut=cut)
         )
+
+    return answer
+
+
+# Servers that answer any request sensibly, for the contract suite ----------------------------
+
+CONTRACT_TEXT = ["Paris ", "is ", "the ", "capital."]
+CONTRACT_JSON = '{"answer": "Paris"}'
+
+
+def openai_contract() -> Step:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        if body.get("stream"):
+            return openai_stream(CONTRACT_TEXT, usage=(20, len(CONTRACT_TEXT)))(request)
+        if "response_format" in body:
+            return openai_reply(CONTRACT_JSON, 30, 6)(request)
+        return openai_reply("".join(CONTRACT_TEXT), 20, len(CONTRACT_TEXT))(request)
+
+    return answer
+
+
+def anthropic_contract() -> Step:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        if body.get("stream"):
+            return anthropic_stream(CONTRACT_TEXT)(request)
+        if "tools" in body:
+            return anthropic_reply(CONTRACT_JSON, 30, 6, tool=True)(request)
+        return anthropic_reply("".join(CONTRACT_TEXT), 20, len(CONTRACT_TEXT))(request)
+
+    return answer
+
+
+def models_list() -> Step:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"object": "list", "data": [], "has_more": False})
 
     return answer

@@ -92,3 +92,42 @@ def test_missing_and_malformed_config_files(tmp_path: Path) -> None:
 def test_pool_bounds_are_checked_together() -> None:
     with pytest.raises(SettingsError, match="db_pool_min_size"):
         load_settings(db_pool_min_size=5, db_pool_max_size=2)
+
+
+def test_models_and_roles_from_toml(tmp_path: Path) -> None:
+    config = tmp_path / "quarry.toml"
+    config.write_text(
+        '[models.gpt]\nprovider = "openai"\nmodel = "gpt-4o-mini"\nprice_input = 0.15\n\n'
+        '[roles]\ngeneration = ["gpt", "local"]\nsummaries = ["local"]\n'
+    )
+    settings = load_settings(config=config)
+    assert settings.model_table["gpt"].model == "gpt-4o-mini"
+    assert settings.model_table["gpt"].price_input == 0.15
+    assert settings.model_table["local"].provider == "local"  # built-ins stay
+    roles = settings.model_roles
+    assert roles["generation"] == ["gpt", "local"]
+    assert roles["summaries"] == ["local"]
+    assert roles["embedding"] == ["local-embedding"]  # roles not named keep their default
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ('[roles]\ngeneration = ["ghost"]\n', "names the model 'ghost'"),
+        ("[roles]\ngeneration = []\n", "has no models"),
+        ('[models.x]\nprovider = "openai"\ntemperature = 9\n', "models"),
+        ('[models.x]\nprovider = "openai"\nshoe_size = 9\n', "models"),
+        ('[models.x]\nmodel = "m"\n', "models"),
+    ],
+)
+def test_bad_models_and_roles_name_the_setting(tmp_path: Path, toml: str, problem: str) -> None:
+    config = tmp_path / "quarry.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(config=config)
+
+
+def test_the_local_model_path_setting_reaches_the_builtin_model(tmp_path: Path) -> None:
+    settings = load_settings(generation_model_path=tmp_path / "m.gguf")
+    assert settings.model_table["local"].path == tmp_path / "m.gguf"
+    assert load_settings().model_table["local"].path is None

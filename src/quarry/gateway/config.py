@@ -12,6 +12,7 @@ llama.cpp and ``local-embedding`` the bundled all-MiniLM-L6-v2.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,10 +61,12 @@ class ModelConfig(BaseModel):
     price_output: float | None = Field(
         default=None, ge=0, description="USD per million output tokens (overrides the table)"
     )
-    json_schema: bool = Field(
-        default=True,
-        description="openai_compatible: whether the server accepts response_format json_schema "
-        "(if not, the schema goes into the prompt and the answer is validated all the same)",
+    structured_output: Literal["json_schema", "json_object", "prompt"] = Field(
+        default="json_schema",
+        description="openai_compatible: how the server takes a schema: json_schema "
+        "(response_format json_schema: OpenAI, vLLM), json_object (response_format json_object "
+        "with a schema: llama.cpp's Python server), or prompt (the schema goes into the prompt); "
+        "the answer is validated whichever it is",
     )
     tokenizer: Path | None = Field(
         default=None,

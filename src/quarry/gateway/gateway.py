@@ -425,7 +425,7 @@ class Gateway:
                 fitting.append(provider)
                 continue
             needed = _resolve(request, provider).max_tokens
-            if needed < window:
+            if needed <= window:  # otherwise it cannot fit whatever the prompt
                 needed += provider.count_tokens(list(request.messages))
             if needed <= window:
                 fitting.append(provider)

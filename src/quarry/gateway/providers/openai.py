@@ -52,7 +52,7 @@ class OpenAIProvider:
         self.name = name
         self.config = config
         self.provider_model = config.model or name
-        self.native_schema = config.json_schema
+        self.structured_output = config.structured_output
         self._count = TokenCounter(config.tokenizer)
         self._client = openai.AsyncOpenAI(
             api_key=api_key(name, config, env, self.default_key_env) or "not-needed",
@@ -75,11 +75,13 @@ class OpenAIProvider:
         if request.seed is not None:
             params["seed"] = request.seed
         if request.schema is not None:
-            if self.native_schema:
+            if self.structured_output == "json_schema":
                 params["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": request.schema_name, "schema": request.schema},
                 }
+            elif self.structured_output == "json_object":
+                params["response_format"] = {"type": "json_object", "schema": request.schema}
             else:
                 messages = [
                     {"role": "system", "content": schema_instruction(request.schema)},

@@ -3,8 +3,10 @@
 The wire protocol is OpenAI's, so this is ``OpenAIProvider`` with three differences: a base URL
 is required, a key is optional (``api_key_env`` names one when the server wants it), and
 ``max_tokens`` is sent under its classic name, which every such server reads. The capability flag
-``json_schema = false`` says the server cannot take ``response_format`` json_schema: the schema
-then goes into the prompt, and the gateway validates the answer either way.
+``structured_output`` says how the server takes a schema: ``json_schema`` (OpenAI's
+``response_format``, as vLLM does), ``json_object`` (``response_format`` json_object with a
+``schema``, as llama.cpp's Python server does) or ``prompt`` (the schema goes into the prompt).
+The gateway validates the answer whichever it is.
 """
 
 from __future__ import annotations
