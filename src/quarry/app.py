@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from quarry import __version__
-from quarry.api import documents, health, jobs, projects, search, users
+from quarry.api import documents, health, jobs, projects, search, usage, users
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
 from quarry.runtime import Runtime, background_worker, open_runtime
@@ -57,6 +57,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         documents.router,
         search.router,
         jobs.router,
+        usage.router,
     ):
         app.include_router(router)
     return app

@@ -115,6 +115,18 @@ async def test_temperature_zero_answers_are_cached_and_cost_nothing(runtime: Run
     await gw.aclose()
 
 
+async def test_the_cache_is_scoped_by_project(runtime: Runtime) -> None:
+    script = Script(openai_reply("x"))
+    gw = pg_gateway(runtime, openai_model(script), cache_ttl=3600)
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    await gw.generate("generation", USER, temperature=0, project_id=mine)
+    await gw.generate("generation", USER, temperature=0, project_id=mine)
+    assert len(script.requests) == 1
+    await gw.generate("generation", USER, temperature=0, project_id=theirs)
+    assert len(script.requests) == 2
+    await gw.aclose()
+
+
 async def test_cached_answers_expire(runtime: Runtime) -> None:
     script = Script(openai_reply("x"))
     gw = pg_gateway(runtime, openai_model(script), cache_ttl=0.2)
@@ -132,3 +144,26 @@ async def test_the_runtime_gateway_runs_every_role_offline(runtime: Runtime) -> 
     assert set(gw.roles) >= {"generation", "analysis", "maintenance", "embedding", "rerank"}
     assert [p.config.provider for p in gw.chain("generation")] == ["local"]
     assert [p.config.provider for p in gw.chain("embedding")] == ["sentence_transformers"]
+
+
+async def test_project_usage_over_the_api(client, runtime: Runtime, admin) -> None:
+    from tests.conftest import bearer
+
+    headers = bearer(admin.api_key.secret)
+    made = await client.post("/projects", json={"name": "spend"}, headers=headers)
+    project = made.json()["id"]
+    script = Script(openai_reply("a", prompt_tokens=100, completion_tokens=50))
+    gw = pg_gateway(runtime, openai_model(script))
+    await gw.generate("generation", USER, project_id=uuid.UUID(project))
+    await gw.generate("generation", USER, project_id=uuid.UUID(project))
+    await gw.flush()
+    answer = await client.get("/projects/spend/usage", headers=headers)
+    assert answer.status_code == 200, answer.text
+    [day] = answer.json()["days"]
+    assert (day["model"], day["calls"], day["input_tokens"]) == ("gpt", 2, 200)
+    assert day["cost"] == pytest.approx(2 * (100 * 0.15 + 50 * 0.6) / 1e6)
+    bad = await client.get("/projects/spend/usage?days=0", headers=headers)
+    assert bad.status_code == 422
+    missing = await client.get("/projects/nope/usage", headers=headers)
+    assert missing.json()["code"] == "project_not_found"
+    await gw.aclose()

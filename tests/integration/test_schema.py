@@ -11,7 +11,16 @@ from quarry.db.queries import Queries
 
 # Tables that are the tenancy itself or belong to the job queue; every other table is
 # domain data and must be scoped by project.
-NOT_PROJECT_SCOPED = {"users", "api_keys", "projects", "schema_migrations"}
+# Model usage outlives a deleted project (spend is history) and covers calls made for no project;
+# the response cache keys on the project inside its hash instead of a column.
+NOT_PROJECT_SCOPED = {
+    "users",
+    "api_keys",
+    "projects",
+    "schema_migrations",
+    "model_usage",
+    "model_cache",
+}
 
 TEMPLATE_FRAGMENTS = {"{filters}": "TRUE", "{dims}": "3", "{model}": "'m'", "{prelimit}": "ALL"}
 

@@ -1,8 +1,8 @@
 """The optional exact-match response cache for temperature-0 calls, kept in Postgres.
 
-The key is a SHA-256 over the model (provider, provider model id), the messages, the parameters
-and the schema, in canonical JSON: any difference is a miss. Entries expire after a TTL; expired
-ones are purged now and then by writers.
+The key is a SHA-256 over the project, the model (provider, provider model id), the messages, the
+parameters and the schema, in canonical JSON: any difference is a miss. Entries expire after a
+TTL; expired ones are purged now and then by writers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
@@ -21,8 +22,13 @@ from quarry.gateway.types import Request
 PURGE_ONE_IN = 100  # writes that also delete expired entries
 
 
-def cache_key(provider: str, provider_model: str, request: Request) -> bytes:
+def cache_key(
+    provider: str, provider_model: str, request: Request, project_id: UUID | None
+) -> bytes:
+    """Scoped by project: one tenant's answers are never served to another (nor could the
+    timing of a hit tell one tenant what another asked)."""
     material = {
+        "project": str(project_id) if project_id else None,
         "provider": provider,
         "model": provider_model,
         "messages": [m.as_dict() for m in request.messages],

@@ -336,7 +336,7 @@ class Gateway:
             return Completion(reply.text, usage, reply.finish_reason)
 
         provider, completion = await self._run_chain(ctx, chain, attempt)
-        await self._remember(provider, _resolve(request, provider), completion)
+        await self._remember(ctx, provider, _resolve(request, provider), completion)
         return completion
 
     async def _run_chain(
@@ -470,9 +470,10 @@ class Gateway:
         for provider in chain:
             resolved = _resolve(request, provider)
             if resolved.temperature == 0:
-                keys[cache_key(provider.config.provider, provider.provider_model, resolved)] = (
-                    provider
+                key = cache_key(
+                    provider.config.provider, provider.provider_model, resolved, ctx.project_id
                 )
+                keys[key] = provider
         if not keys:
             return None
         found = await self.cache.get(list(keys))
@@ -493,10 +494,12 @@ class Gateway:
             return Completion(hit.text, usage, hit.finish_reason)
         return None
 
-    async def _remember(self, provider: Provider, request: Request, done: Completion) -> None:
+    async def _remember(
+        self, ctx: CallContext, provider: Provider, request: Request, done: Completion
+    ) -> None:
         if self.cache is None or request.temperature != 0:
             return
-        key = cache_key(provider.config.provider, provider.provider_model, request)
+        key = cache_key(provider.config.provider, provider.provider_model, request, ctx.project_id)
         try:
             await self.cache.put(
                 key,
