@@ -8,6 +8,9 @@ machinery armed). Calls alternate between the two, in random order per pair, so 
 server's speed hits both alike; the overhead is the difference of the two percentiles, and the
 median of the paired differences is printed beside it.
 
+The same for a streamed call of 32 tokens (paired median only: generation time varies more
+than the overhead), which adds the per-delta cost of the gateway's stream loop.
+
 Local generation: tokens per second of the bundled model in-process (the ``local`` provider),
 decoding a long answer, and its time to first token when streamed.
 
@@ -25,6 +28,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import openai
@@ -35,7 +39,7 @@ from quarry.gateway.config import ModelConfig
 from quarry.gateway.gateway import Gateway
 from quarry.gateway.providers.local import LocalProvider, bundled_gguf
 from quarry.gateway.providers.openai_compatible import OpenAICompatibleProvider
-from quarry.gateway.types import StreamEnd
+from quarry.gateway.types import Message, Request, StreamEnd, StreamUsage
 from quarry.logs import configure_logging
 from quarry.runtime import open_runtime
 from quarry.search.evaluate import percentile
@@ -43,6 +47,7 @@ from quarry.settings import Settings
 
 TARGET_P50_OVERHEAD_MS = 2.0
 MESSAGES = [{"role": "user", "content": "Reply with one word: yes or no?"}]
+STREAM_TOKENS = 32
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
 
@@ -79,6 +84,28 @@ async def overhead(base_url: str, calls: int, settings: Settings) -> dict[str, f
             await gateway.generate("generation", MESSAGES, max_tokens=1, temperature=0)
             return (time.perf_counter() - started) * 1000
 
+        async def stream_sdk() -> float:
+            started = time.perf_counter()
+            chunks = await direct.chat.completions.create(
+                model="smollm2",
+                messages=STORY,
+                max_tokens=STREAM_TOKENS,
+                temperature=0,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _ in chunks:
+                pass
+            return (time.perf_counter() - started) * 1000
+
+        async def stream_gateway() -> float:
+            started = time.perf_counter()
+            async for _ in gateway.stream(
+                "generation", STORY, max_tokens=STREAM_TOKENS, temperature=0
+            ):
+                pass
+            return (time.perf_counter() - started) * 1000
+
         for _ in range(20):  # warm both paths and the server's prompt cache
             await via_sdk()
             await via_gateway()
@@ -96,10 +123,19 @@ async def overhead(base_url: str, calls: int, settings: Settings) -> dict[str, f
             sdk_ms.append(a)
             gw_ms.append(b)
             pairs.append(b - a)
+        stream_pairs: list[float] = []
+        for _ in range(calls // 4):
+            if rng.random() < 0.5:
+                a = await stream_sdk()
+                b = await stream_gateway()
+            else:
+                b = await stream_gateway()
+                a = await stream_sdk()
+            stream_pairs.append(b - a)
         await gateway.flush()
-        recorded = await rt.db.fetch_one(
-            "SELECT count(*) AS n FROM model_usage WHERE model = 'served'"
-        )
+        async with rt.db.pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM model_usage")
+            recorded = await cur.fetchone()
         await gateway.aclose()
     await direct.close()
     assert recorded is not None
@@ -112,8 +148,55 @@ async def overhead(base_url: str, calls: int, settings: Settings) -> dict[str, f
         "overhead_p50_ms": percentile(gw_ms, 50) - percentile(sdk_ms, 50),
         "overhead_p95_ms": percentile(gw_ms, 95) - percentile(sdk_ms, 95),
         "paired_overhead_median_ms": statistics.median(pairs),
+        "stream_calls": len(stream_pairs),
+        "stream_tokens": STREAM_TOKENS,
+        "stream_paired_overhead_median_ms": statistics.median(stream_pairs),
         "usage_records_written": int(recorded["n"]),
     }
+
+
+class InstantProvider:
+    """A provider whose stream answers at once: what remains is the gateway's own loop."""
+
+    name = "instant"
+    provider_model = "instant"
+    config = ModelConfig(provider="openai_compatible", price_input=0, price_output=0)
+
+    async def stream(self, request: Request) -> AsyncGenerator[str | StreamUsage, None]:
+        for _ in range(STREAM_TOKENS):
+            yield "tok "
+        yield StreamUsage(10, STREAM_TOKENS, "stop")
+
+    async def context_window(self) -> int | None:
+        return None
+
+    def count_tokens(self, text: object) -> int:
+        return 1
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def stream_loop_cost(calls: int = 2000) -> dict[str, float]:
+    """Microseconds per delta the gateway's stream loop adds, against iterating the provider."""
+    provider = InstantProvider()
+    gateway = Gateway({"instant": provider}, {"generation": ["instant"]})  # type: ignore[dict-item]
+    request = Request((Message("user", "x"),), STREAM_TOKENS, 0.0, 60.0)
+    timings: dict[str, list[float]] = {"provider": [], "gateway": []}
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(calls):
+            async for _ in provider.stream(request):
+                pass
+        timings["provider"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(calls):
+            async for _ in gateway.stream("generation", MESSAGES):
+                pass
+        timings["gateway"].append(time.perf_counter() - started)
+    await gateway.aclose()
+    extra = min(timings["gateway"]) - min(timings["provider"])
+    return {"us_per_delta": extra / (calls * STREAM_TOKENS) * 1e6}
 
 
 async def local_speed(path: Path, runs: int) -> dict[str, float]:
@@ -155,6 +238,7 @@ async def main() -> None:
         configure_logging(settings)
         with testing.llama_server(path, Path(tmp) / "server.log") as base:
             over = await overhead(base, args.calls, settings)
+    loop = await stream_loop_cost()
     local = await local_speed(path, args.local_runs)
     print(
         f"direct SDK p50 {over['sdk_p50_ms']:.2f} ms p95 {over['sdk_p95_ms']:.2f} ms; "
@@ -168,6 +252,12 @@ async def main() -> None:
         f"{'met' if over['overhead_p50_ms'] <= TARGET_P50_OVERHEAD_MS else 'missed'})"
     )
     print(
+        f"streamed ({over['stream_tokens']} tokens, {over['stream_calls']} pairs): gateway "
+        f"overhead paired median {over['stream_paired_overhead_median_ms']:.2f} ms per call "
+        f"(generation noise dominates); the stream loop itself: "
+        f"{loop['us_per_delta']:.1f} us per delta"
+    )
+    print(
         f"local generation (bundled SmolLM2-135M Q4_1, {os.cpu_count()} cores): "
         f"{local['tokens_per_s_median']:.1f} tokens/s median, "
         f"time to first token {local['ttft_ms_median']:.1f} ms"
@@ -176,6 +266,7 @@ async def main() -> None:
         result = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "overhead": over,
+            "stream_loop": loop,
             "target_p50_overhead_ms": TARGET_P50_OVERHEAD_MS,
             "local_generation": local,
         }

@@ -204,10 +204,9 @@ class Gateway:
                 items = provider.stream(_resolve(request, provider, deadline))
                 try:
                     while True:
-                        try:
-                            item = await asyncio.wait_for(
-                                anext(items), _timeout(provider, deadline)
-                            )
+                        try:  # a timeout per delta, without a task per delta (wait_for's)
+                            async with asyncio.timeout(_timeout(provider, deadline)):
+                                item = await anext(items)
                         except StopAsyncIteration:
                             break
                         except TimeoutError:
