@@ -34,7 +34,7 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
 from quarry.jobs.tasks import TaskDeps
-from quarry.search.rerank import load_reranker
+from quarry.search.rerank import LLMReranker, Reranker, load_reranker
 from quarry.search.service import Search, search_config
 from quarry.settings import Settings
 from quarry.tenancy.projects import Projects
@@ -148,8 +148,10 @@ async def open_runtime(
         except ProviderConfigError as exc:
             raise StartupError(f"{exc}\n  fix: see README, Models and roles.") from None
         stack.push_async_callback(gateway.aclose)
-        reranker = None
-        if settings.reranker_model and (load_models or embedder is not None):
+        reranker: Reranker | None = None
+        if settings.reranker_kind == "llm":
+            reranker = LLMReranker(gateway)
+        elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         runtime = Runtime(
             settings=settings,

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(
         default=64, ge=4, le=1000, description="HNSW build breadth, 4 to 1000"
     )
+    reranker: Literal["cross_encoder", "llm"] | None = Field(
+        default=None,
+        description="cross_encoder (reranker_model), llm (the gateway's rerank role grades "
+        "each passage), or unset: cross_encoder when reranker_model is set, else no rerank",
+    )
     reranker_model: str | None = Field(
         default=None,
         description="a cross-encoder: a local directory or an id in the local Hugging Face "
@@ -253,6 +258,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "embedding_provider openai_compatible needs embedding_base_url and embedding_model"
             )
+        if self.reranker == "cross_encoder" and not self.reranker_model:
+            raise ValueError("reranker cross_encoder needs reranker_model")
         for role, chain in self.model_roles.items():
             if not chain:
                 raise ValueError(f"role {role!r} has no models; name at least one")
@@ -279,6 +286,12 @@ class Settings(BaseSettings):
     def model_roles(self) -> dict[str, list[str]]:
         """Every role's chain: the defaults with the configured roles over them."""
         return {**default_roles(), **self.roles}
+
+    @property
+    def reranker_kind(self) -> Literal["cross_encoder", "llm"] | None:
+        if self.reranker is not None:
+            return self.reranker
+        return "cross_encoder" if self.reranker_model else None
 
     @property
     def blob_store_kind(self) -> Literal["file", "postgres"]:

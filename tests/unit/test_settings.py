@@ -131,3 +131,11 @@ def test_the_local_model_path_setting_reaches_the_builtin_model(tmp_path: Path) 
     settings = load_settings(generation_model_path=tmp_path / "m.gguf")
     assert settings.model_table["local"].path == tmp_path / "m.gguf"
     assert load_settings().model_table["local"].path is None
+
+
+def test_reranker_kind() -> None:
+    assert load_settings().reranker_kind is None
+    assert load_settings(reranker_model="/models/ce").reranker_kind == "cross_encoder"
+    assert load_settings(reranker="llm").reranker_kind == "llm"
+    with pytest.raises(SettingsError, match="reranker cross_encoder needs reranker_model"):
+        load_settings(reranker="cross_encoder")

@@ -202,11 +202,14 @@ class Search:
         )
         text_of = {row["id"]: row["text"] for row in rows}
         # A chunk deleted since retrieval reads as empty; _hits drops it afterwards.
-        scores = await self.reranker.score(query, [text_of.get(f.chunk_id, "") for f in head])
+        scores = await self.reranker.score(
+            query, [text_of.get(f.chunk_id, "") for f in head], project_id=project_id
+        )
         for rank, (item, score) in enumerate(zip(head, scores, strict=True), start=1):
             item.ranks["fused"] = rank
             item.score = score
-        return sorted(head, key=lambda f: (-f.score, f.chunk_id)) + fused[len(head) :]
+        # Equal rerank scores (an LLM's coarse grades) keep the fused order.
+        return sorted(head, key=lambda f: (-f.score, f.ranks["fused"])) + fused[len(head) :]
 
     async def _hits(
         self, project_id: uuid.UUID, analyzer: str, terms: list[str], page: list[Fused]
