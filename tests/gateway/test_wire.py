@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx2
 import pytest
 
 from quarry.gateway.config import ModelConfig
@@ -22,6 +23,7 @@ from tests.gateway.support import (
 )
 from tests.gateway.wire import (
     Script,
+    _openai_chunk,
     anthropic_reply,
     anthropic_stream,
     openai_embeddings,
@@ -322,3 +324,33 @@ def test_unknown_provider_and_missing_base_url() -> None:
         build("m", ModelConfig(provider="nope"), env={})
     with pytest.raises(ProviderConfigError, match="base_url"):
         build("m", ModelConfig(provider="openai_compatible"), env={})
+
+
+async def test_a_malformed_chunk_mid_stream_ends_with_an_error_event() -> None:
+    def broken(request):
+        events = [_openai_chunk("m", {"content": d}, None) for d in ["one ", "two "]]
+        events.append("data: {not json\n\n")
+
+        async def body():
+            for event in events:
+                yield event.encode()
+
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    gw = gateway(openai_model(Script(broken)))
+    items = [item async for item in gw.stream("generation", USER)]
+    assert items[:2] == ["one ", "two "]
+    end = items[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.error is not None
+    assert "JSONDecodeError" in end.error.detail
+    assert end.text == "one two "
+
+
+async def test_a_malformed_answer_falls_through_to_the_next_model() -> None:
+    def garbage(request):
+        return httpx2.Response(200, content=b"<html>proxy error</html>")
+
+    gw = gateway(openai_model(Script(garbage)), anthropic_model(Script(anthropic_reply("ok"))))
+    done = await gw.generate("generation", USER)
+    assert done.text == "ok"

@@ -32,6 +32,7 @@ import psycopg
 import structlog
 
 from quarry.db.database import Database
+from quarry.errors import QuarryError
 from quarry.gateway import registry
 from quarry.gateway.accounting import (
     MemoryUsageSink,
@@ -211,6 +212,10 @@ class Gateway:
                             break
                         except TimeoutError:
                             raise ProviderError("timed out", retryable=True) from None
+                        except (ProviderError, asyncio.CancelledError):
+                            raise
+                        except Exception as exc:  # a provider's bug must not escape mid-stream
+                            raise _unexpected(provider, exc) from exc
                         if isinstance(item, StreamUsage):
                             reported = item
                             continue
@@ -360,6 +365,10 @@ class Gateway:
                     exc = ProviderError("timed out", retryable=True)
                 except ProviderError as error:
                     exc = error
+                except QuarryError:
+                    raise  # the caller's input, not the model's failure
+                except Exception as error:  # a provider's bug: the next model may still serve
+                    exc = _unexpected(provider, error)
                 else:
                     self._succeeded(provider)
                     return provider, result
@@ -738,6 +747,11 @@ def _parse_json(text: str, validator: jsonschema.protocols.Validator) -> tuple[A
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return None, f"at {where}: {error.message}"
     return value, None
+
+
+def _unexpected(provider: Provider, exc: Exception) -> ProviderError:
+    log.error("provider raised an unexpected error", model=provider.name, exc_info=exc)
+    return ProviderError(f"unexpected {type(exc).__name__}: {exc}", retryable=False)
 
 
 def _as_usage(reply: Reply) -> StreamUsage:
