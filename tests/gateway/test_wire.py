@@ -354,3 +354,18 @@ async def test_a_malformed_answer_falls_through_to_the_next_model() -> None:
     gw = gateway(openai_model(Script(garbage)), anthropic_model(Script(anthropic_reply("ok"))))
     done = await gw.generate("generation", USER)
     assert done.text == "ok"
+
+
+def test_every_provider_module_registers_itself() -> None:
+    from quarry.gateway import registry
+
+    assert registry.names() == [
+        "anthropic",
+        "local",
+        "openai",
+        "openai_compatible",
+        "sentence_transformers",
+    ]
+    for name in registry.names():
+        assert registry.factory(name) is not None
+    assert registry.factory("nope") is None

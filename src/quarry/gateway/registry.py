@@ -1,8 +1,11 @@
 """The provider registry: one module per provider under ``quarry.gateway.providers``.
 
-A provider module registers a factory with ``@register("name")``; ``load()`` imports every
-module of the package, so adding a provider is adding one file. The ``Provider`` protocol is the
-whole contract; ``tests/gateway/test_contract.py`` is the suite every provider passes.
+A provider is the module of its name (``providers/openai.py`` is the provider ``openai``), and
+the module registers its factory with ``@register("openai")``. Adding a provider is adding one
+file. Modules are imported when a configured model first names them, so a process pays for
+the SDKs it uses (the Anthropic SDK alone takes about a second to import). The ``Provider``
+protocol is the whole contract; ``tests/gateway/test_contract.py`` is the suite every provider
+passes.
 """
 
 from __future__ import annotations
@@ -63,24 +66,33 @@ def register(name: str) -> Callable[[Factory], Factory]:
     return add
 
 
-def load() -> dict[str, Factory]:
-    """Import every provider module once and return the registry."""
+def names() -> list[str]:
+    """Every provider there is, without importing any."""
     from quarry.gateway import providers
 
-    for module in pkgutil.iter_modules(providers.__path__):
-        importlib.import_module(f"{providers.__name__}.{module.name}")
-    return dict(_FACTORIES)
+    return sorted(m.name for m in pkgutil.iter_modules(providers.__path__))
+
+
+def factory(provider: str) -> Factory | None:
+    """The provider's factory, importing its module on first use; None if there is none."""
+    if provider not in names():
+        return None
+    if provider not in _FACTORIES:
+        importlib.import_module(f"quarry.gateway.providers.{provider}")
+    found = _FACTORIES.get(provider)
+    if found is None:
+        raise RuntimeError(f"quarry.gateway.providers.{provider} registers no provider of its name")
+    return found
 
 
 def build(name: str, config: ModelConfig, env: Mapping[str, str] | None = None) -> Provider:
-    factories = load()
-    factory = factories.get(config.provider)
-    if factory is None:
-        known = ", ".join(sorted(factories))
+    make = factory(config.provider)
+    if make is None:
+        known = ", ".join(names())
         raise ProviderConfigError(
             f"model {name!r}: unknown provider {config.provider!r} (known: {known})"
         )
-    return factory(name, config, os.environ if env is None else env)
+    return make(name, config, os.environ if env is None else env)
 
 
 def api_key(name: str, config: ModelConfig, env: Mapping[str, str], default_env: str | None) -> str:
