@@ -8,6 +8,7 @@ CREATE DATABASE ... TEMPLATE, which takes milliseconds.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -181,3 +182,12 @@ async def ingest_client(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
             yield http
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """llama-cpp-python opens two /dev/null files at import and never closes them; close them
+    once every model is closed, so the interpreter does not warn about them at exit."""
+    utils = sys.modules.get("llama_cpp._utils")
+    if utils is not None:
+        utils.outnull_file.close()
+        utils.errnull_file.close()

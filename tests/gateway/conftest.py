@@ -3,6 +3,7 @@ serving the same file on a free port."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def _gguf() -> Path:
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[LocalProvider]:
     provider = LocalProvider("local", ModelConfig(provider="local", max_tokens=48), _gguf())
-    provider._model()
-    return provider
+    provider._model()  # load once, here, rather than inside the first test
+    yield provider
+    asyncio.run(provider.aclose())
 
 
 @pytest.fixture(scope="session")
