@@ -58,16 +58,22 @@ def builder(**kw) -> ContextBuilder:
 
 
 def test_overlapping_chunks_of_a_document_merge_into_one_passage() -> None:
-    first = hit(DOC_A, 1, 0, 80, title="Solar")
-    second = hit(DOC_A, 2, 60, len(TEXT_A), title="Solar")  # 20 characters of overlap
+    first = hit(DOC_A, 1, 0, 80, title="Energy")
+    second = hit(DOC_A, 2, 60, len(TEXT_A), title="Energy")  # 20 characters of overlap
     context = builder().build([second, first], Budget(total=1000, answer_reserve=100))
     [passage] = context.passages
     assert passage.text == TEXT_A
     assert passage.chunk_ids == [1, 2]  # in the document's order
     assert passage.rank == 1
     assert passage.number == 1
-    assert context.render() == f"[1] Solar\n{TEXT_A}"
+    assert context.render() == f"[1] Energy\n{TEXT_A}"
     assert context.tokens == count(context.render())
+
+
+def test_a_text_that_begins_with_its_title_is_not_given_it_twice() -> None:
+    first = hit(DOC_A, 1, 0, 80, title="Solar panels")
+    context = builder().build([first], Budget())
+    assert context.render() == f"[1] {TEXT_A[:80]}"
 
 
 def test_chunks_that_do_not_touch_stay_apart() -> None:

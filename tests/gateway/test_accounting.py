@@ -127,6 +127,18 @@ async def test_the_cache_is_scoped_by_project(runtime: Runtime) -> None:
     await gw.aclose()
 
 
+async def test_structured_output_is_cached_only_once_valid(runtime: Runtime) -> None:
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    script = Script(openai_reply('{"n": "x"}'), openai_reply('{"n": 1}'))
+    gw = pg_gateway(runtime, openai_model(script), cache_ttl=3600)
+    first = await gw.generate_json("generation", USER, schema, temperature=0)
+    assert first.repaired
+    again = await gw.generate_json("generation", USER, schema, temperature=0)
+    assert again.value == {"n": 1}
+    assert len(script.requests) == 3  # the invalid first answer was not cached; the repair was
+    await gw.aclose()
+
+
 async def test_cached_answers_expire(runtime: Runtime) -> None:
     script = Script(openai_reply("x"))
     gw = pg_gateway(runtime, openai_model(script), cache_ttl=0.2)
@@ -167,3 +179,50 @@ async def test_project_usage_over_the_api(client, runtime: Runtime, admin) -> No
     missing = await client.get("/projects/nope/usage", headers=headers)
     assert missing.json()["code"] == "project_not_found"
     await gw.aclose()
+
+
+def test_prices_never_make_up_a_zero() -> None:
+    from quarry.gateway.accounting import price_of
+    from quarry.gateway.config import ModelConfig
+
+    half = ModelConfig(provider="openai_compatible", price_input=1.0)
+    assert price_of(half, "my-model") is None  # the output side is unknown
+    table = ModelConfig(provider="openai", price_input=1.0)
+    assert price_of(table, "gpt-4o-mini") == price_of(table, "gpt-4o-mini")
+    mixed = price_of(table, "gpt-4o-mini")
+    assert mixed is not None
+    assert (mixed.input, mixed.output) == (1.0, 0.60)  # the table gives the other side
+    assert price_of(ModelConfig(provider="local"), "SmolLM2") is not None
+
+
+async def test_a_row_postgres_refuses_does_not_block_the_rest(runtime: Runtime) -> None:
+    from dataclasses import replace
+
+    from quarry.gateway.accounting import UsageRecord
+
+    good = UsageRecord(
+        request_id="r",
+        project_id=None,
+        user_id=None,
+        role="generation",
+        operation="generate",
+        provider="openai",
+        model="gpt",
+        provider_model="gpt-4o-mini",
+        input_tokens=1,
+        output_tokens=1,
+        tokens_estimated=False,
+        cost=0.0,
+        latency_ms=1.0,
+        ttft_ms=None,
+        outcome="ok",
+    )
+    bad = replace(good, request_id="bad\x00id")
+    log = UsageLog(PostgresUsageSink(runtime.db))
+    log.record(good)
+    log.record(bad)
+    log.record(replace(good, request_id="r2"))
+    await log.aclose()
+    rows = await runtime.db.fetch_all("usage.for_request", request_id="r")
+    rows += await runtime.db.fetch_all("usage.for_request", request_id="r2")
+    assert len(rows) == 2

@@ -4,6 +4,7 @@ malformed JSON output, and the gateway's fallback, cool-down and deadline over t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -126,7 +127,7 @@ async def test_the_deadline_bounds_retries() -> None:
 
 
 async def test_a_failing_model_is_cooled_down() -> None:
-    failing = Script(status(400))
+    failing = Script(status(401, message="invalid key"))
     backup = Script(openai_reply("ok"))
     gw = gateway(
         openai_model(failing),
@@ -138,6 +139,87 @@ async def test_a_failing_model_is_cooled_down() -> None:
         assert (await gw.generate("generation", USER)).text == "ok"
     assert len(failing.requests) == 2  # skipped once cooled
     assert set(gw.cooling()) == {"gpt"}
+
+
+async def test_the_callers_bad_requests_do_not_cool_a_model() -> None:
+    failing = Script(status(400, message="prompt too long"))
+    backup = Script(openai_reply("ok"))
+    gw = gateway(
+        openai_model(failing),
+        openai_model(backup, name="backup"),
+        failures_before_cooldown=2,
+    )
+    for _ in range(3):
+        await gw.generate("generation", USER)
+    assert len(failing.requests) == 3
+    assert gw.cooling() == {}
+
+
+def slow(seconds: float):
+    async def answer(request):
+        await asyncio.sleep(seconds)
+        return openai_reply("late")(request)
+
+    return answer
+
+
+async def test_a_spent_deadline_is_not_blamed_on_the_models() -> None:
+    hanging = Script(slow(3))
+    healthy = Script(openai_reply("ok"))
+    gw = gateway(
+        openai_model(hanging, timeout=10, max_retries=0),
+        openai_model(healthy, name="healthy"),
+        deadline=0.4,
+        failures_before_cooldown=1,
+    )
+    with pytest.raises(ModelsUnavailable) as caught:
+        await gw.generate("generation", USER)
+    assert [a.reason for a in caught.value.attempts] == [
+        "the call's deadline passed",
+        "not tried: the call's deadline had passed",
+    ]
+    assert healthy.requests == []
+    assert gw.cooling() == {}
+
+
+async def test_a_model_that_times_out_on_its_own_is_blamed() -> None:
+    gw = gateway(
+        openai_model(Script(slow(3)), timeout=0.2, max_retries=0),
+        failures_before_cooldown=1,
+    )
+    with pytest.raises(ModelsUnavailable, match="timed out"):
+        await gw.generate("generation", USER)
+    assert set(gw.cooling()) == {"gpt"}
+
+
+async def test_a_cancelled_call_is_recorded() -> None:
+    gw = gateway(openai_model(Script(slow(3))))
+    call = asyncio.create_task(gw.generate("generation", USER))
+    await asyncio.sleep(0.2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    [record] = await records(gw)
+    assert record.outcome == "cancelled"
+
+
+async def test_an_overload_event_inside_an_anthropic_stream_is_retried() -> None:
+    def overloaded(request):
+        events = (
+            'event: message_start\ndata: {"type": "message_start", "message": {"id": "m", '
+            '"type": "message", "role": "assistant", "model": "claude-haiku-4-5", "content": [], '
+            '"stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 5, '
+            '"output_tokens": 1}}}\n\n'
+            'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", '
+            '"message": "Overloaded"}}\n\n'
+        )
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+
+    script = Script(overloaded, anthropic_stream(["fine"]))
+    gw = gateway(anthropic_model(script))
+    items = [item async for item in gw.stream("generation", USER)]
+    assert items[0] == "fine"
+    assert len(script.requests) == 2
 
 
 @pytest.mark.parametrize("flavour", ["openai", "anthropic"])
@@ -253,7 +335,7 @@ async def test_compatible_server_without_json_schema_gets_the_schema_in_the_prom
     assert sent["max_tokens"] == 512
 
 
-async def test_malformed_json_is_repaired_once() -> None:
+async def test_malformed_json_is_repaired_once() -> None:  # and both calls are counted
     script = Script(
         openai_reply('{"city": "Lyon", "population": "many"'),
         openai_reply('{"city": "Lyon", "population": 522000}'),
@@ -266,6 +348,8 @@ async def test_malformed_json_is_repaired_once() -> None:
     assert repair[-2] == {"role": "assistant", "content": '{"city": "Lyon", "population": "many"'}
     assert "not JSON" in repair[-1]["content"]
     assert len(await records(gw)) == 2
+    assert done.usage.input_tokens == 24  # 12 for each call
+    assert done.usage.cost == pytest.approx(2 * (12 * 0.15 + 5 * 0.60) / 1e6)
 
 
 async def test_output_invalid_twice_is_rejected_never_returned() -> None:

@@ -65,8 +65,12 @@ class Passage:
     tokens: int = 0
 
     def render(self) -> str:
-        head = f"[{self.number}] {self.title}".rstrip()
-        return f"{head}\n{self.text}"
+        """``[n] title`` over the text; a text that already begins with the title (a document's
+        first chunk) is not given it twice."""
+        title = self.title.strip()
+        if not title or self.text.lstrip().startswith(title):
+            return f"[{self.number}] {self.text.lstrip()}"
+        return f"[{self.number}] {title}\n{self.text}"
 
 
 @dataclass(frozen=True)

@@ -55,18 +55,17 @@ class Price:
 
 
 def price_of(config: ModelConfig, provider_model: str) -> Price | None:
-    """The configured price, else the table's, else free for local models, else None."""
+    """The configured price, else the table's, else free for local models, else None. Each
+    side (input, output) is looked up on its own; a side no source knows leaves the price
+    unknown rather than zero."""
     known = PRICES.get(provider_model)
-    if config.price_input is not None or config.price_output is not None:
-        return Price(
-            config.price_input if config.price_input is not None else (known or (0.0, 0.0))[0],
-            config.price_output if config.price_output is not None else (known or (0.0, 0.0))[1],
-        )
-    if known is not None:
-        return Price(*known)
-    if config.provider in FREE_PROVIDERS:
-        return Price(0.0, 0.0)
-    return None
+    if known is None and config.provider in FREE_PROVIDERS:
+        known = (0.0, 0.0)
+    given = (config.price_input, config.price_output)
+    sides = [g if g is not None else (known[i] if known else None) for i, g in enumerate(given)]
+    if sides[0] is None or sides[1] is None:
+        return None
+    return Price(sides[0], sides[1])
 
 
 @dataclass(frozen=True)
@@ -163,9 +162,18 @@ class UsageLog:
                 batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
                 try:
                     await self.sink.write(batch)
+                except (psycopg.DataError, psycopg.IntegrityError):
+                    await self._one_by_one(batch)  # a bad row must not block the rest
                 except BaseException:
                     self._pending[:0] = batch
                     raise
+
+    async def _one_by_one(self, batch: list[UsageRecord]) -> None:
+        for record in batch:
+            try:
+                await self.sink.write([record])
+            except (psycopg.DataError, psycopg.IntegrityError):
+                log.exception("usage record dropped: Postgres refuses it", record=record)
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

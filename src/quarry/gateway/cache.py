@@ -1,8 +1,8 @@
 """The optional exact-match response cache for temperature-0 calls, kept in Postgres.
 
-The key is a SHA-256 over the project, the model (provider, provider model id), the messages, the
-parameters and the schema, in canonical JSON: any difference is a miss. Entries expire after a
-TTL; expired ones are purged now and then by writers.
+The key is a SHA-256 over the project, the model (its name and whole configuration), the
+messages, the parameters and the schema, in canonical JSON: any difference is a miss. Entries
+expire after a TTL; expired ones are purged now and then by writers.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from quarry.db.database import Database
+from quarry.gateway.config import ModelConfig
 from quarry.gateway.types import Request
 
 PURGE_ONE_IN = 100  # writes that also delete expired entries
 
 
-def cache_key(
-    provider: str, provider_model: str, request: Request, project_id: UUID | None
-) -> bytes:
-    """Scoped by project: one tenant's answers are never served to another (nor could the
-    timing of a hit tell one tenant what another asked)."""
+def cache_key(model: str, config: ModelConfig, request: Request, project_id: UUID | None) -> bytes:
+    """Scoped by project (one tenant's answers are never served to another, nor could the
+    timing of a hit tell one tenant what another asked) and by the model's whole configuration
+    (two servers that both call their model "default" are not one model)."""
     material = {
         "project": str(project_id) if project_id else None,
-        "provider": provider,
-        "model": provider_model,
+        "model": model,
+        "config": config.model_dump(mode="json"),
         "messages": [m.as_dict() for m in request.messages],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,

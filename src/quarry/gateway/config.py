@@ -46,7 +46,12 @@ class ModelConfig(BaseModel):
     )
     max_tokens: int = Field(default=512, ge=1, description="output tokens per call by default")
     temperature: float = Field(default=0.0, ge=0, le=2, description="sampling temperature")
-    timeout: float = Field(default=60.0, gt=0, description="seconds one attempt may take")
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds one attempt may take; for a stream, seconds between two deltas "
+        "(the call's deadline bounds the whole)",
+    )
     max_retries: int = Field(
         default=3, ge=0, le=10, description="retries of 429, 5xx and timeouts before giving up"
     )

@@ -77,6 +77,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 MessagesIn = Sequence[Message | Mapping[str, Any]]
 PARAMS = frozenset({"max_tokens", "temperature", "stop", "seed"})
+NOT_TRIED = "not tried: the call's deadline had passed"
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,11 @@ class Gateway:
         ctx = self._context(role, "json", request_id, project_id, user_id)
         validator = _validator(schema)
         request = self._request(messages, params, schema=dict(schema), schema_name=schema_name)
-        completion = await self._complete(ctx, request)
+
+        def valid(text: str) -> bool:
+            return _parse_json(text, validator)[1] is None
+
+        completion = await self._complete(ctx, request, valid)
         value, problem = _parse_json(completion.text, validator)
         if problem is None:
             return JsonCompletion(value, completion.text, completion.usage)
@@ -169,10 +174,11 @@ class Gateway:
                 "corrected so that it validates against the schema.",
             ),
         )
-        retried = await self._complete(ctx, replace(request, messages=repair))
+        retried = await self._complete(ctx, replace(request, messages=repair), valid)
         value, problem = _parse_json(retried.text, validator)
         if problem is None:
-            return JsonCompletion(value, retried.text, retried.usage, repaired=True)
+            both = _add(completion.usage, retried.usage)
+            return JsonCompletion(value, retried.text, both, repaired=True)
         raise InvalidModelOutput(
             f"the model's output did not validate against the schema, twice: {problem}",
             output=retried.text[:2000],
@@ -195,6 +201,9 @@ class Gateway:
         deadline = time.monotonic() + self.deadline
         attempts: list[Attempted] = []
         for provider in chain:
+            if time.monotonic() >= deadline:
+                attempts.append(Attempted(provider.name, NOT_TRIED, 0))
+                continue
             tries = 0
             while True:
                 tries += 1
@@ -211,7 +220,7 @@ class Gateway:
                         except StopAsyncIteration:
                             break
                         except TimeoutError:
-                            raise ProviderError("timed out", retryable=True) from None
+                            raise _timed_out(provider, started, deadline) from None
                         except (ProviderError, asyncio.CancelledError):
                             raise
                         except Exception as exc:  # a provider's bug must not escape mid-stream
@@ -236,7 +245,7 @@ class Gateway:
                             "partial",
                             str(exc),
                         )
-                        self._failed(provider, str(exc))
+                        self._failed(provider, exc)
                         yield StreamEnd(
                             "".join(produced),
                             usage,
@@ -250,7 +259,7 @@ class Gateway:
                     wait = self._retry_wait(provider, exc, tries, deadline)
                     if wait is None:
                         attempts.append(Attempted(provider.name, str(exc), tries))
-                        self._failed(provider, str(exc))
+                        self._failed(provider, exc)
                         break
                     await asyncio.sleep(wait)
                     continue
@@ -319,13 +328,25 @@ class Gateway:
         await self.usage.flush()
 
     async def aclose(self) -> None:
-        await self.usage.aclose()
-        for provider in self.models.values():
-            await provider.aclose()
+        try:
+            await self.usage.aclose()
+        finally:
+            for provider in self.models.values():
+                try:
+                    await provider.aclose()
+                except Exception:
+                    log.exception("model not closed cleanly", model=provider.name)
 
     # One call through the chain ----------------------------------------------------------------
 
-    async def _complete(self, ctx: CallContext, request: Request) -> Completion:
+    async def _complete(
+        self,
+        ctx: CallContext,
+        request: Request,
+        keep: Callable[[str], bool] = lambda _text: True,
+    ) -> Completion:
+        """One call through the chain (or the cache). ``keep`` says whether an answer may be
+        cached: structured output is cached only once it validates."""
         chain = await self._fitting_chain(ctx.role, request)
         cached = await self._cached(ctx, chain, request)
         if cached is not None:
@@ -340,7 +361,8 @@ class Gateway:
             return Completion(reply.text, usage, reply.finish_reason)
 
         provider, completion = await self._run_chain(ctx, chain, attempt)
-        await self._remember(ctx, provider, _resolve(request, provider), completion)
+        if keep(completion.text):
+            await self._remember(ctx, provider, _resolve(request, provider), completion)
         return completion
 
     async def _run_chain(
@@ -353,6 +375,9 @@ class Gateway:
         deadline = time.monotonic() + self.deadline
         attempts: list[Attempted] = []
         for provider in chain:
+            if time.monotonic() >= deadline:
+                attempts.append(Attempted(provider.name, NOT_TRIED, 0))
+                continue
             tries = 0
             while True:
                 tries += 1
@@ -362,7 +387,21 @@ class Gateway:
                         attempt(provider, deadline), _timeout(provider, deadline)
                     )
                 except TimeoutError:
-                    exc = ProviderError("timed out", retryable=True)
+                    exc = _timed_out(provider, started, deadline)
+                except asyncio.CancelledError:
+                    self._record(
+                        ctx,
+                        provider,
+                        0,
+                        0,
+                        False,
+                        started,
+                        None,
+                        "cancelled",
+                        "the caller stopped waiting",
+                        cost=0.0,
+                    )
+                    raise
                 except ProviderError as error:
                     exc = error
                 except QuarryError:
@@ -376,7 +415,7 @@ class Gateway:
                 wait = self._retry_wait(provider, exc, tries, deadline)
                 if wait is None:
                     attempts.append(Attempted(provider.name, str(exc), tries))
-                    self._failed(provider, str(exc))
+                    self._failed(provider, exc)
                     break
                 log.warning(
                     "model call retry",
@@ -451,7 +490,11 @@ class Gateway:
         state = self._state[provider.name]
         state.failures = 0
 
-    def _failed(self, provider: Provider, reason: str) -> None:
+    def _failed(self, provider: Provider, exc: ProviderError) -> None:
+        """The model failed this call for good; count it toward cool-down if it is to blame."""
+        if not exc.blames_model:
+            return
+        reason = str(exc)
         state = self._state[provider.name]
         state.failures += 1
         state.last_error = reason
@@ -478,13 +521,15 @@ class Gateway:
         for provider in chain:
             resolved = _resolve(request, provider)
             if resolved.temperature == 0:
-                key = cache_key(
-                    provider.config.provider, provider.provider_model, resolved, ctx.project_id
-                )
+                key = cache_key(provider.name, provider.config, resolved, ctx.project_id)
                 keys[key] = provider
         if not keys:
             return None
-        found = await self.cache.get(list(keys))
+        try:
+            found = await self.cache.get(list(keys))
+        except psycopg.Error:
+            log.exception("response cache unreadable; calling the model")
+            return None
         for key, provider in keys.items():
             hit = found.get(key)
             if hit is None:
@@ -507,7 +552,7 @@ class Gateway:
     ) -> None:
         if self.cache is None or request.temperature != 0:
             return
-        key = cache_key(provider.config.provider, provider.provider_model, request, ctx.project_id)
+        key = cache_key(provider.name, provider.config, request, ctx.project_id)
         try:
             await self.cache.put(
                 key,
@@ -591,7 +636,7 @@ class Gateway:
                 latency_ms=latency_ms,
                 ttft_ms=ttft_ms,
                 outcome=outcome,
-                error=error[:1000] if error else None,
+                error=error[:1000].replace("\x00", "") if error else None,
             )
         )
         usage = Usage(
@@ -749,9 +794,34 @@ def _parse_json(text: str, validator: jsonschema.protocols.Validator) -> tuple[A
     return value, None
 
 
+def _timed_out(provider: Provider, started: float, deadline: float) -> ProviderError:
+    """A timeout is the model's fault when it had its whole timeout; when the call's deadline
+    cut it short, it is the deadline's, and does not count toward the model's cool-down."""
+    cut_short = deadline - started < provider.config.timeout
+    return ProviderError(
+        "the call's deadline passed" if cut_short else "timed out",
+        retryable=True,
+        blames_model=not cut_short,
+    )
+
+
 def _unexpected(provider: Provider, exc: Exception) -> ProviderError:
     log.error("provider raised an unexpected error", model=provider.name, exc_info=exc)
     return ProviderError(f"unexpected {type(exc).__name__}: {exc}", retryable=False)
+
+
+def _add(first: Usage, second: Usage) -> Usage:
+    """Both calls of a repaired answer, as one: tokens, cost (unknown if either is) and time."""
+    cost = None if first.cost is None or second.cost is None else first.cost + second.cost
+    return replace(
+        second,
+        input_tokens=first.input_tokens + second.input_tokens,
+        output_tokens=first.output_tokens + second.output_tokens,
+        cost=cost,
+        latency_ms=first.latency_ms + second.latency_ms,
+        estimated=first.estimated or second.estimated,
+        cached=first.cached and second.cached,
+    )
 
 
 def _as_usage(reply: Reply) -> StreamUsage:

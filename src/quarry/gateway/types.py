@@ -130,12 +130,25 @@ class Attempted:
 
 class ProviderError(Exception):
     """A provider call failed. ``retryable`` failures (429, 5xx, timeouts, dropped connections)
-    are retried with backoff; others fail the model at once and the chain moves on."""
+    are retried with backoff; others fail the model at once and the chain moves on.
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    ``blames_model`` says whether the failure counts toward the model's cool-down: it does when
+    the model is unavailable (the retryable kinds, a rejected key, an unknown model), not when
+    the request was at fault (a 400 for a prompt too long, a content filter): one caller's
+    bad requests must not cool a healthy model for everyone."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        blames_model: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.blames_model = retryable if blames_model is None else blames_model
 
 
 class GatewayError(QuarryError):

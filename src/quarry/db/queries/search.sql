@@ -93,3 +93,10 @@ WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 -- What a reranker reads of each chunk: what the retrievers indexed, its context included.
 SELECT c.id, indexed_text(c.context, c.text) AS text FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+
+-- name: chunk_vectors
+-- The vectors of given chunks under one embedding model (the context builder's near-duplicate
+-- check).
+SELECT chunk_id, embedding FROM chunk_embeddings
+WHERE project_id = %(project_id)s AND model = %(model)s
+  AND chunk_id = ANY(%(chunk_ids)s::bigint[]);

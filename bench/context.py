@@ -1,0 +1,189 @@
+"""The context builder against naive top-k concatenation, on SciFact's test queries.
+
+For every test query, hybrid search returns the top ``--k`` chunks; the same hits go to the
+naive baseline (chunks in rank order, each a numbered passage, until the next does not fit) and
+to the builder (near-duplicates out, touching chunks merged, at most two passages a document,
+coverage-first selection), at the same evidence budget, both counted with the bundled SmolLM2's
+tokenizer (the model that would read them). Figures per budget, averaged over queries:
+
+- evidence recall: the share of the query's gold documents present in the context;
+- tokens used, passages, and passages the builder dropped (by reason).
+
+Then, for each naive budget, the smallest builder budget (in steps of 32 tokens) whose evidence
+recall is at least the naive one, and the tokens it uses: the saving at equal recall.
+
+    .venv/bin/python bench/context.py [--data-dir D --project P] [--json bench/results/context.json]
+
+Without ``--project`` it loads SciFact into a fresh project first (about 12 minutes); with
+``--data-dir``/``--project`` it reuses one loaded by ``quarry eval beir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from quarry.answers.context import Budget, Context, ContextBuilder, naive_context
+from quarry.logs import configure_logging
+from quarry.runtime import Runtime, background_worker, open_runtime
+from quarry.search.beir import load_corpus
+from quarry.search.evaluate import BeirDataset
+from quarry.search.models import Hit, SearchRequest
+from quarry.settings import Settings
+from quarry.tenancy.models import Principal
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared/datasets/scifact"
+TARGET_SAVING = 0.30
+STEP = 32
+
+
+def recall(context: Context, hits: list[Hit], gold: set[str]) -> float:
+    external = {h.document_id: h.external_id for h in hits}
+    present = {external[p.document_id] for p in context.passages}
+    return len(present & gold) / len(gold)
+
+
+async def project_id(
+    rt: Runtime, me: Principal, name: str | None, dataset: BeirDataset
+) -> uuid.UUID:
+    if name is not None:
+        return (await rt.projects.resolve(me, name)).id
+    created = await rt.projects.create(me, f"bench-context-{int(time.time())}")
+    async with background_worker(rt, "bench"):
+        await load_corpus(rt, created.id, dataset)
+    return created.id
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--project")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--budgets", default="256,512,1024,2048")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    dataset = BeirDataset.load(SCIFACT, "test")
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-ctx-") as tmp:
+        data_dir = args.data_dir or Path(tmp) / "data"
+        settings = Settings(data_dir=data_dir, log_level="warning")
+        configure_logging(settings)
+        async with open_runtime(settings, load_models=True) as rt:
+            me_key = (data_dir / "admin.key").read_text().strip()
+            me = await rt.keys.authenticate_key(me_key)
+            pid = await project_id(rt, me, args.project, dataset)
+            assert rt.embedder is not None
+            count = lambda text: rt.gateway.count_tokens("local", text)  # noqa: E731
+            builder = ContextBuilder(count)
+            per_query = []
+            started = time.perf_counter()
+            for query_id, text in dataset.queries.items():
+                response = await rt.search.search(pid, SearchRequest(query=text, k=args.k))
+                hits = response.hits
+                rows = await rt.db.fetch_all(
+                    "search.chunk_vectors",
+                    project_id=pid,
+                    model=rt.embedder.model_id,
+                    chunk_ids=[h.chunk_id for h in hits],
+                )
+                vectors = {row["chunk_id"]: row["embedding"].to_numpy() for row in rows}
+                gold = {d for d, s in dataset.qrels[query_id].items() if s > 0}
+                per_query.append((hits, vectors, gold))
+            search_s = time.perf_counter() - started
+
+            def measure(make, budget: int) -> dict[str, float]:
+                recalls, tokens, passages = [], [], []
+                reasons: Counter[str] = Counter()
+                for hits, vectors, gold in per_query:
+                    context = make(
+                        hits,
+                        vectors,
+                        Budget(total=budget + 1, answer_reserve=1, evidence_share=1.0),
+                    )
+                    recalls.append(recall(context, hits, gold))
+                    tokens.append(context.tokens)
+                    passages.append(len(context.passages))
+                    reasons.update(d.reason for d in context.dropped)
+                n = len(per_query)
+                return {
+                    "evidence_recall": statistics.fmean(recalls),
+                    "tokens": statistics.fmean(tokens),
+                    "passages": statistics.fmean(passages),
+                    **{
+                        f"dropped_{r}": reasons[r] / n
+                        for r in ("near_duplicate", "per_document_cap", "over_budget")
+                    },
+                }
+
+            def naive(hits, vectors, budget):
+                return naive_context(hits, budget, count)
+
+            def built(hits, vectors, budget):
+                return builder.build(hits, budget, vectors)
+
+            started = time.perf_counter()
+            rows_out = []
+            cache: dict[int, dict[str, float]] = {}
+            for budget in budgets:
+                base = measure(naive, budget)
+                mine = measure(built, budget)
+                match = None
+                for candidate in range(STEP, budget + STEP, STEP):
+                    figures = cache.get(candidate) or measure(built, candidate)
+                    cache[candidate] = figures
+                    if figures["evidence_recall"] >= base["evidence_recall"]:
+                        match = (candidate, figures)
+                        break
+                row = {"budget": budget, "naive": base, "builder": mine}
+                if match is not None:
+                    row["builder_at_equal_recall"] = {"budget": match[0], **match[1]}
+                    row["token_saving_at_equal_recall"] = 1 - match[1]["tokens"] / base["tokens"]
+                rows_out.append(row)
+            build_s = time.perf_counter() - started
+    print(
+        f"SciFact test, {len(per_query)} queries, top {args.k} hybrid chunks, "
+        f"SmolLM2 tokens ({os.cpu_count()} cores; search {search_s:.0f} s, builds {build_s:.0f} s)"
+    )
+    print(
+        f"{'budget':>6} | {'naive recall':>12} {'tokens':>7} | {'builder recall':>14} "
+        f"{'tokens':>7} {'dropped':>7} | equal-recall tokens (saving)"
+    )
+    for row in rows_out:
+        b, n, m = row["budget"], row["naive"], row["builder"]
+        dropped = m["dropped_near_duplicate"] + m["dropped_per_document_cap"]
+        eq = row.get("builder_at_equal_recall")
+        tail = (
+            f"{eq['tokens']:.0f} ({row['token_saving_at_equal_recall']:.0%})"
+            if eq
+            else "not reached"
+        )
+        print(
+            f"{b:>6} | {n['evidence_recall']:>12.4f} {n['tokens']:>7.0f} | "
+            f"{m['evidence_recall']:>14.4f} {m['tokens']:>7.0f} {dropped:>7.2f} | {tail}"
+        )
+    savings = [
+        r["token_saving_at_equal_recall"] for r in rows_out if "token_saving_at_equal_recall" in r
+    ]
+    better = all(r["builder"]["evidence_recall"] >= r["naive"]["evidence_recall"] for r in rows_out)
+    print(
+        f"target: >= {TARGET_SAVING:.0%} fewer tokens at equal recall, or higher recall at equal "
+        f"tokens: best saving {max(savings):.0%}, recall at least naive's at every budget: "
+        f"{better}"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"queries": len(per_query), "k": args.k, "budgets": rows_out}, indent=2)
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
