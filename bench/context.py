@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -68,6 +69,7 @@ async def main() -> None:
     parser.add_argument("--project")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--budgets", default="256,512,1024,2048")
+    parser.add_argument("--max-per-document", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -81,8 +83,11 @@ async def main() -> None:
             me = await rt.keys.authenticate_key(me_key)
             pid = await project_id(rt, me, args.project, dataset)
             assert rt.embedder is not None
-            count = lambda text: rt.gateway.count_tokens("local", text)  # noqa: E731
-            builder = ContextBuilder(count)
+            # The same passages are counted at every budget: remember their counts.
+            count = functools.lru_cache(maxsize=None)(
+                lambda text: rt.gateway.count_tokens("local", text)
+            )
+            builder = ContextBuilder(count, max_per_document=args.max_per_document)
             per_query = []
             started = time.perf_counter()
             for query_id, text in dataset.queries.items():

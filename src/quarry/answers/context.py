@@ -4,13 +4,13 @@ Counted with the target model's own tokenizer, the evidence gets ``budget.eviden
 what the total leaves after the answer's reserve, times the evidence share. Within it:
 
 1. near-duplicates go (the same text, or embeddings at least ``duplicate_threshold`` alike);
-2. chunks of one document that touch or overlap merge into one passage (the overlap is
-   not paid twice, nor the title);
-3. at most ``max_per_document`` passages per document, so one document cannot crowd out the
+2. at most ``max_per_document`` chunks per document, so one document cannot crowd out the
    rest;
-4. selection by rank with coverage: first the best passage of each document, in rank order,
-   then the rest, in rank order; a passage that does not fit is skipped, not cut;
-5. the chosen passages are numbered [1], [2], ... in rank order, for citation.
+3. selection by rank with coverage: first the best chunk of each document, in rank order,
+   then the rest, in rank order; a chunk that does not fit is skipped, not cut;
+4. chosen chunks of one document that touch or overlap merge into one passage, and a chunk
+   pays only for what it adds (the overlap is not paid twice, nor the title);
+5. the passages are numbered [1], [2], ... in rank order, for citation.
 
 Everything left out is returned with its reason, for debugging.
 """
@@ -122,15 +122,24 @@ class ContextBuilder:
         dropped: list[Dropped] = []
         ranked = list(enumerate(hits, start=1))
         kept = self._unique(ranked, vectors or {}, dropped)
-        passages = self._merge(kept)
-        passages = self._cap(passages, dropped)
-        chosen = self._select(passages, budget, dropped)
-        chosen.sort(key=lambda p: p.rank)
-        for number, passage in enumerate(chosen, start=1):
+        kept = self._cap(kept, dropped)
+        chosen = self._select(kept, budget, dropped)
+        passages = _merge(chosen)
+        for number, passage in enumerate(passages, start=1):
             passage.number = number
-        used = self._cost(chosen)
+            passage.tokens = self.count_tokens(passage.render())
+        used = self._cost(passages)
+        while used > budget.evidence_tokens:  # numbering can shift a token; give back the last
+            last = max(chosen, key=lambda item: item[0])
+            chosen.remove(last)
+            dropped.append(_drop([last[1]], last[0], "over_budget", "did not fit once numbered"))
+            passages = _merge(chosen)
+            for number, passage in enumerate(passages, start=1):
+                passage.number = number
+                passage.tokens = self.count_tokens(passage.render())
+            used = self._cost(passages)
         dropped.sort(key=lambda d: d.rank)
-        return Context(chosen, dropped, budget, used, self.separator)
+        return Context(passages, dropped, budget, used, self.separator)
 
     # 1. near-duplicates ------------------------------------------------------------------------
 
@@ -168,87 +177,62 @@ class ContextBuilder:
             kept.append((rank, hit))
         return kept
 
-    # 2. adjacent chunks of one document merge ----------------------------------------------
+    # 2. a cap per document -------------------------------------------------------------------
 
-    def _merge(self, kept: list[tuple[int, Hit]]) -> list[Passage]:
-        by_document: dict[uuid.UUID, list[tuple[int, Hit]]] = {}
-        for rank, hit in kept:
-            by_document.setdefault(hit.document_id, []).append((rank, hit))
-        passages: list[Passage] = []
-        for items in by_document.values():
-            items.sort(key=lambda item: item[1].char_start)
-            current: Passage | None = None
-            for rank, hit in items:
-                if current is not None and hit.char_start <= current.char_end:
-                    overlap = current.char_end - hit.char_start
-                    if hit.char_end > current.char_end:
-                        current.text += hit.text[overlap:]
-                        current.char_end = hit.char_end
-                    current.chunk_ids.append(hit.chunk_id)
-                    current.rank = min(current.rank, rank)
-                    continue
-                current = Passage(
-                    document_id=hit.document_id,
-                    title=hit.document_title,
-                    chunk_ids=[hit.chunk_id],
-                    text=hit.text,
-                    char_start=hit.char_start,
-                    char_end=hit.char_end,
-                    page=hit.page,
-                    rank=rank,
-                )
-                passages.append(current)
-        passages.sort(key=lambda p: p.rank)
-        return passages
-
-    # 3. a cap per document ---------------------------------------------------------------------
-
-    def _cap(self, passages: list[Passage], dropped: list[Dropped]) -> list[Passage]:
+    def _cap(self, kept: list[tuple[int, Hit]], dropped: list[Dropped]) -> list[tuple[int, Hit]]:
         count: dict[uuid.UUID, int] = {}
-        kept = []
-        for passage in passages:
-            count[passage.document_id] = count.get(passage.document_id, 0) + 1
-            if count[passage.document_id] > self.max_per_document:
-                dropped.append(
-                    _drop_passage(
-                        passage, "per_document_cap", f"at most {self.max_per_document} per document"
-                    )
-                )
+        capped = []
+        for rank, hit in kept:
+            count[hit.document_id] = count.get(hit.document_id, 0) + 1
+            if count[hit.document_id] > self.max_per_document:
+                detail = f"at most {self.max_per_document} chunks per document"
+                dropped.append(_drop([hit], rank, "per_document_cap", detail))
             else:
-                kept.append(passage)
-        return kept
+                capped.append((rank, hit))
+        return capped
 
-    # 4. selection by rank with coverage ------------------------------------------------------
+    # 3. selection by rank with coverage, merging as it goes ----------------------------------
 
     def _select(
-        self, passages: list[Passage], budget: Budget, dropped: list[Dropped]
-    ) -> list[Passage]:
-        firsts: list[Passage] = []
-        rest: list[Passage] = []
+        self, kept: list[tuple[int, Hit]], budget: Budget, dropped: list[Dropped]
+    ) -> list[tuple[int, Hit]]:
+        """Each document's best chunk first, in rank order, then the rest in rank order. A
+        chunk costs what it adds to its document's passages: a chunk that touches one already
+        chosen pays only for its new text, not for the overlap nor the title again."""
+        firsts: list[tuple[int, Hit]] = []
+        rest: list[tuple[int, Hit]] = []
         seen: set[uuid.UUID] = set()
-        for passage in passages:
-            (rest if passage.document_id in seen else firsts).append(passage)
-            seen.add(passage.document_id)
-        separator = self.count_tokens(self.separator) if passages else 0
+        for item in kept:
+            (rest if item[1].document_id in seen else firsts).append(item)
+            seen.add(item[1].document_id)
+        separator = self.count_tokens(self.separator)
+        chosen: dict[uuid.UUID, list[tuple[int, Hit]]] = {}
+        cost: dict[uuid.UUID, int] = {}
         left = budget.evidence_tokens
-        chosen: list[Passage] = []
-        for passage in firsts + rest:
-            passage.number = len(chosen) + 1  # a stand-in of the same width, for counting
-            passage.tokens = self.count_tokens(passage.render())
-            cost = passage.tokens + (separator if chosen else 0)
-            if cost <= left:
-                chosen.append(passage)
-                left -= cost
+        for rank, hit in firsts + rest:
+            doc = hit.document_id
+            trial = [*chosen.get(doc, []), (rank, hit)]
+            passages = _merge(trial)
+            for passage in passages:
+                passage.number = len(kept)  # a stand-in as wide as any real number
+            new_cost = sum(self.count_tokens(p.render()) for p in passages)
+            new_cost += separator * (len(passages) - 1)
+            added = new_cost - cost.get(doc, 0)
+            if doc not in chosen and chosen:
+                added += separator
+            if added <= left:
+                chosen[doc] = trial
+                cost[doc] = new_cost
+                left -= added
             else:
-                dropped.append(
-                    _drop_passage(passage, "over_budget", f"needs {cost} tokens, {left} left")
-                )
-        return chosen
+                detail = f"needs {added} tokens, {left} left"
+                dropped.append(_drop([hit], rank, "over_budget", detail))
+        return [item for items in chosen.values() for item in items]
 
-    def _cost(self, chosen: list[Passage]) -> int:
-        if not chosen:
+    def _cost(self, passages: Sequence[Passage]) -> int:
+        if not passages:
             return 0
-        return self.count_tokens(self.separator.join(p.render() for p in chosen))
+        return self.count_tokens(self.separator.join(p.render() for p in passages))
 
 
 def naive_context(hits: Sequence[Hit], budget: Budget, count_tokens: CountTokens) -> Context:
@@ -277,9 +261,38 @@ def naive_context(hits: Sequence[Hit], budget: Budget, count_tokens: CountTokens
     return Context(passages, [], budget, used)
 
 
+def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
+    """Chunks as passages: those of one document that touch or overlap become one (its text
+    the union of theirs, by character offsets). Ordered by their best rank."""
+    by_document: dict[uuid.UUID, list[tuple[int, Hit]]] = {}
+    for rank, hit in items:
+        by_document.setdefault(hit.document_id, []).append((rank, hit))
+    passages: list[Passage] = []
+    for group in by_document.values():
+        group.sort(key=lambda item: item[1].char_start)
+        current: Passage | None = None
+        for rank, hit in group:
+            if current is not None and hit.char_start <= current.char_end:
+                if hit.char_end > current.char_end:
+                    current.text += hit.text[current.char_end - hit.char_start :]
+                    current.char_end = hit.char_end
+                current.chunk_ids.append(hit.chunk_id)
+                current.rank = min(current.rank, rank)
+                continue
+            current = Passage(
+                document_id=hit.document_id,
+                title=hit.document_title,
+                chunk_ids=[hit.chunk_id],
+                text=hit.text,
+                char_start=hit.char_start,
+                char_end=hit.char_end,
+                page=hit.page,
+                rank=rank,
+            )
+            passages.append(current)
+    passages.sort(key=lambda p: p.rank)
+    return passages
+
+
 def _drop(hits: Sequence[Hit], rank: int, reason: Reason, detail: str) -> Dropped:
     return Dropped(tuple(h.chunk_id for h in hits), hits[0].document_id, rank, reason, detail)
-
-
-def _drop_passage(passage: Passage, reason: Reason, detail: str) -> Dropped:
-    return Dropped(tuple(passage.chunk_ids), passage.document_id, passage.rank, reason, detail)
