@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from quarry import __version__
-from quarry.api import documents, health, jobs, projects, search, usage, users
+from quarry.api import answers, documents, health, jobs, projects, search, usage, users
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
 from quarry.runtime import Runtime, background_worker, open_runtime
@@ -58,6 +58,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         search.router,
         jobs.router,
         usage.router,
+        answers.router,
     ):
         app.include_router(router)
     return app

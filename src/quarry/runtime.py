@@ -19,6 +19,7 @@ import procrastinate
 import psycopg
 import structlog
 
+from quarry.answers.ask import Answers
 from quarry.auth.service import ApiKeys
 from quarry.db import migrate
 from quarry.db.database import Database, StartupError, check_server, open_pool
@@ -57,6 +58,7 @@ class Runtime:
     pipeline: Pipeline | None
     search: Search
     gateway: Gateway
+    answers: Answers
 
     @property
     def task_deps(self) -> TaskDeps:
@@ -153,6 +155,7 @@ async def open_runtime(
             reranker = LLMReranker(gateway)
         elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
+        search = Search(db, embedder, indexes, search_config(settings), reranker)
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -164,8 +167,9 @@ async def open_runtime(
             documents=Documents(db, blobs, registry, jobs, max_bytes=settings.max_upload_bytes),
             embedder=embedder,
             pipeline=pipeline,
-            search=Search(db, embedder, indexes, search_config(settings), reranker),
+            search=search,
             gateway=gateway,
+            answers=Answers(db, search, gateway),
         )
         if settings.bootstrap_admin and await _schema_current(db):
             announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))

@@ -111,7 +111,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "the document is larger than QUARRY_MAX_UPLOAD_BYTES",
         415: "the document's type is not supported",
         422: "invalid input; `field` or `errors` name what is wrong",
-        503: "a part this needs is not configured or not loaded",
+        502: "the model's answer could not be used (invalid_model_output, stream_interrupted)",
+        503: "a part this needs is not configured or not loaded, or no model of the role "
+        "could serve the call (models_unavailable)",
     }
     return {
         status: {"model": Problem, "description": described[status], "content": {PROBLEM: {}}}

@@ -1,0 +1,117 @@
+"""Ask, end to end: the real pipeline, search, context builder and the bundled model."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from quarry.answers.ask import NOTHING_FOUND, clean_citations
+from quarry.app import create_app
+from quarry.ingest.documents import text_source
+from quarry.runtime import Runtime, background_worker
+from tests.conftest import bearer
+from tests.support import settle
+
+DOCS = {
+    "solar": "Solar panels convert sunlight into electricity. Output drops on cloudy days.",
+    "wind": "Wind turbines turn the wind's energy into electricity with a generator.",
+    "bread": "Bread is made from flour, water, salt and yeast, and baked in an oven.",
+}
+
+
+def test_unknown_citations_are_removed_and_reported() -> None:
+    text, cited, unknown = clean_citations("Sun [1] and wind [3]. Also [7][1] and [12].", {1, 3})
+    assert text == "Sun [1] and wind [3]. Also [1] and."
+    assert cited == [1, 3]
+    assert unknown == [7, 12]
+    assert clean_citations("No sources.", {1}) == ("No sources.", [], [])
+
+
+@pytest.fixture
+async def asking(
+    ingest_runtime: Runtime, ingest_settings, admin
+) -> AsyncIterator[httpx.AsyncClient]:
+    rt = ingest_runtime
+    app = create_app(ingest_settings, runtime=rt)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
+            key = bearer(admin.api_key.secret)
+            made = await http.post("/projects", json={"name": "energy"}, headers=key)
+            project = made.json()["id"]
+            for name, text in DOCS.items():
+                await rt.documents.submit(
+                    uuid.UUID(project),
+                    text_source(
+                        text, external_id=name, title=name.title(), fmt="txt", metadata={}, tags=()
+                    ),
+                )
+            async with background_worker(rt, "test"):
+                assert (await settle(rt, uuid.UUID(project)))["failed"] == 0
+            http.headers.update(key)
+            yield http
+
+
+async def test_ask_answers_with_valid_citations(asking: httpx.AsyncClient, ingest_runtime) -> None:
+    answer = await asking.post(
+        "/projects/energy/ask", json={"question": "How do solar panels make electricity?"}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["answered"] is True
+    assert body["answer"].strip()
+    context = body["context"]
+    assert 1 <= context["passages"] <= 3
+    assert context["tokens"] <= context["budget_tokens"]
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", body["answer"])}
+    assert numbers == {c["number"] for c in body["citations"]}  # every [n] left is a passage
+    assert all(1 <= n <= context["passages"] for n in numbers)
+    for citation in body["citations"]:
+        assert citation["quote"] in DOCS[citation["document_title"].lower()]
+    usage = body["usage"]
+    assert usage["model"] == "local"
+    assert usage["input_tokens"] > context["tokens"]
+    assert 0 < usage["output_tokens"] <= 384
+    await ingest_runtime.gateway.flush()
+    rows = await asking.get("/projects/energy/usage")
+    assert rows.json()["days"][0]["calls"] == 1
+
+
+async def test_nothing_relevant_means_no_model_call(
+    asking: httpx.AsyncClient, ingest_runtime
+) -> None:
+    answer = await asking.post("/projects/energy/ask", json={"question": "zyxwv qqqq"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["answered"] is False
+    assert body["answer"] == NOTHING_FOUND
+    assert body["usage"] is None
+    await ingest_runtime.gateway.flush()
+    assert (await asking.get("/projects/energy/usage")).json()["days"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "question"),
+        ({"question": ""}, "question"),
+        ({"question": "x", "budget": {"total": 100000}}, "total"),
+        ({"question": "x", "budget": {"answer_reserve": 5}}, "answer_reserve"),
+        ({"question": "x", "k": 0}, "k"),
+        ({"question": "x", "surprise": 1}, "surprise"),
+    ],
+)
+async def test_bad_questions_are_422(asking: httpx.AsyncClient, body, field: str) -> None:
+    answer = await asking.post("/projects/energy/ask", json=body)
+    assert answer.status_code == 422
+    assert field in answer.text
+
+
+async def test_ask_in_a_project_you_cannot_see_is_404(asking: httpx.AsyncClient) -> None:
+    answer = await asking.post("/projects/nope/ask", json={"question": "x"})
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "project_not_found"
