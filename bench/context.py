@@ -9,6 +9,9 @@ tokenizer (the model that would read them). Figures per budget, averaged over qu
 - evidence recall: the share of the query's gold documents present in the context;
 - tokens used, passages, and passages the builder dropped (by reason).
 
+Last, ``ask`` with the bundled SmolLM2 on the first ``--ask`` test questions: time to first
+token (search, context, then the answer streamed) and end-to-end latency.
+
 Then, for each naive budget, the smallest builder budget (in steps of 32 tokens) whose evidence
 recall is at least the naive one, and the tokens it uses: the saving at equal recall.
 
@@ -33,10 +36,11 @@ from collections import Counter
 from pathlib import Path
 
 from quarry.answers.context import Budget, Context, ContextBuilder, naive_context
+from quarry.answers.models import AskRequest
 from quarry.logs import configure_logging
 from quarry.runtime import Runtime, background_worker, open_runtime
 from quarry.search.beir import load_corpus
-from quarry.search.evaluate import BeirDataset
+from quarry.search.evaluate import BeirDataset, percentile
 from quarry.search.models import Hit, SearchRequest
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
@@ -63,6 +67,40 @@ async def project_id(
     return created.id
 
 
+async def ask_latency(rt: Runtime, pid: uuid.UUID, questions: list[str]) -> dict[str, float]:
+    """``ask`` timed two ways: whole (the JSON endpoint), and streamed: the same preparation
+    (search and context), then the answer streamed from the generation role, to the first token
+    (what a streamed answer shows first) and to the last."""
+    if not questions:
+        return {}
+    ttft, e2e, tokens = [], [], []
+    for question in questions:
+        started = time.perf_counter()
+        whole = await rt.answers.ask(pid, None, AskRequest(question=question))
+        e2e.append((time.perf_counter() - started) * 1000)
+        if whole.usage is not None:
+            tokens.append(whole.usage.output_tokens)
+        started = time.perf_counter()
+        prepared = await rt.answers.prepare(pid, AskRequest(question=question))
+        async for item in rt.gateway.stream(
+            "generation",
+            prepared.messages,
+            max_tokens=prepared.context.budget.answer_reserve,
+            temperature=0,
+        ):
+            if isinstance(item, str):
+                ttft.append((time.perf_counter() - started) * 1000)
+                break
+    return {
+        "questions": len(questions),
+        "ttft_p50_ms": percentile(ttft, 50),
+        "ttft_p95_ms": percentile(ttft, 95),
+        "e2e_p50_ms": percentile(e2e, 50),
+        "e2e_p95_ms": percentile(e2e, 95),
+        "output_tokens_mean": statistics.fmean(tokens) if tokens else 0.0,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path)
@@ -70,6 +108,9 @@ async def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--budgets", default="256,512,1024,2048")
     parser.add_argument("--max-per-document", type=int, default=2)
+    parser.add_argument(
+        "--ask", type=int, default=20, help="test queries to time `ask` on (0: none)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -153,6 +194,7 @@ async def main() -> None:
                     row["token_saving_at_equal_recall"] = 1 - match[1]["tokens"] / base["tokens"]
                 rows_out.append(row)
             build_s = time.perf_counter() - started
+            ask = await ask_latency(rt, pid, list(dataset.queries.values())[: args.ask])
     print(
         f"SciFact test, {len(per_query)} queries, top {args.k} hybrid chunks, "
         f"SmolLM2 tokens ({os.cpu_count()} cores; search {search_s:.0f} s, builds {build_s:.0f} s)"
@@ -183,11 +225,22 @@ async def main() -> None:
         f"tokens: best saving {max(savings):.0%}, recall at least naive's at every budget: "
         f"{better}"
     )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"queries": len(per_query), "k": args.k, "budgets": rows_out}, indent=2)
-            + "\n"
+    if ask:
+        print(
+            f"ask with the bundled SmolLM2 ({ask['questions']} questions, default budget): "
+            f"time to first token {ask['ttft_p50_ms']:.0f} ms p50 / {ask['ttft_p95_ms']:.0f} ms "
+            f"p95; end to end {ask['e2e_p50_ms']:.0f} ms p50 / {ask['e2e_p95_ms']:.0f} ms p95; "
+            f"{ask['output_tokens_mean']:.0f} output tokens on average"
         )
+    if args.json:
+        result = {
+            "queries": len(per_query),
+            "k": args.k,
+            "max_per_document": args.max_per_document,
+            "budgets": rows_out,
+            "ask": ask,
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 
 from quarry.answers.context import Budget, Context, ContextBuilder
 from quarry.answers.models import (
@@ -62,15 +63,22 @@ def relevant(hits: list[Hit]) -> bool:
     return any("bm25" in h.ranks or h.scores.get("vector", 0.0) >= MIN_SIMILARITY for h in hits)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    context: Context
+    messages: list[dict[str, str]]
+    relevant: bool
+
+
 class Answers:
     def __init__(self, db: Database, search: Search, gateway: Gateway) -> None:
         self.db = db
         self.search = search
         self.gateway = gateway
 
-    async def ask(
-        self, project_id: uuid.UUID, user_id: uuid.UUID | None, request: AskRequest
-    ) -> AskResponse:
+    async def prepare(self, project_id: uuid.UUID, request: AskRequest) -> Prepared:
+        """Search and the context: everything before the model call (also what a streamed
+        answer will send first)."""
         found = await self.search.search(
             project_id,
             SearchRequest(
@@ -84,15 +92,7 @@ class Answers:
         )
         hits = found.hits
         if not relevant(hits):
-            empty = Context([], [], budget, 0)
-            return AskResponse(
-                answered=False,
-                answer=NOTHING_FOUND,
-                citations=[],
-                unknown_citations=[],
-                usage=None,
-                context=_summary(empty),
-            )
+            return Prepared(Context([], [], budget, 0), [], relevant=False)
         model = self.gateway.chain(ROLE)[0].name
         builder = ContextBuilder(lambda text: self.gateway.count_tokens(model, text))
         context = builder.build(hits, budget, await self._vectors(project_id, hits))
@@ -103,12 +103,28 @@ class Answers:
                 "content": f"Sources:\n\n{context.render()}\n\nQuestion: {request.question}",
             },
         ]
+        return Prepared(context, messages, relevant=True)
+
+    async def ask(
+        self, project_id: uuid.UUID, user_id: uuid.UUID | None, request: AskRequest
+    ) -> AskResponse:
+        prepared = await self.prepare(project_id, request)
+        context = prepared.context
+        if not prepared.relevant:
+            return AskResponse(
+                answered=False,
+                answer=NOTHING_FOUND,
+                citations=[],
+                unknown_citations=[],
+                usage=None,
+                context=_summary(context),
+            )
         done = await self.gateway.generate(
             ROLE,
-            messages,
+            prepared.messages,
             project_id=project_id,
             user_id=user_id,
-            max_tokens=budget.answer_reserve,
+            max_tokens=context.budget.answer_reserve,
             temperature=0,
         )
         passages = context.by_number()
