@@ -79,7 +79,7 @@ class ModelConfig(BaseModel):
         "(default: an estimate of 4 bytes a token)",
     )
     n_threads: int | None = Field(
-        default=None, ge=1, description="local GGUF: CPU threads (default: llama.cpp's choice)"
+        default=None, ge=1, description="local GGUF: CPU threads (default: every core)"
     )
 
 
