@@ -64,6 +64,19 @@ class Passage:
     number: int = 0  # its citation number, once chosen
     tokens: int = 0
 
+    @classmethod
+    def of(cls, hit: Hit, rank: int) -> Passage:
+        return cls(
+            document_id=hit.document_id,
+            title=hit.document_title,
+            chunk_ids=[hit.chunk_id],
+            text=hit.text,
+            char_start=hit.char_start,
+            char_end=hit.char_end,
+            page=hit.page,
+            rank=rank,
+        )
+
     def render(self) -> str:
         """``[n] title`` over the text; a text that already begins with the title (a document's
         first chunk) is not given it twice."""
@@ -241,17 +254,8 @@ def naive_context(hits: Sequence[Hit], budget: Budget, count_tokens: CountTokens
     passages: list[Passage] = []
     left = budget.evidence_tokens
     for rank, hit in enumerate(hits, start=1):
-        passage = Passage(
-            document_id=hit.document_id,
-            title=hit.document_title,
-            chunk_ids=[hit.chunk_id],
-            text=hit.text,
-            char_start=hit.char_start,
-            char_end=hit.char_end,
-            page=hit.page,
-            rank=rank,
-            number=rank,
-        )
+        passage = Passage.of(hit, rank)
+        passage.number = rank
         passage.tokens = count_tokens(passage.render()) + (count_tokens("\n\n") if passages else 0)
         if passage.tokens > left:
             break
@@ -279,16 +283,7 @@ def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
                 current.chunk_ids.append(hit.chunk_id)
                 current.rank = min(current.rank, rank)
                 continue
-            current = Passage(
-                document_id=hit.document_id,
-                title=hit.document_title,
-                chunk_ids=[hit.chunk_id],
-                text=hit.text,
-                char_start=hit.char_start,
-                char_end=hit.char_end,
-                page=hit.page,
-                rank=rank,
-            )
+            current = Passage.of(hit, rank)
             passages.append(current)
     passages.sort(key=lambda p: p.rank)
     return passages

@@ -20,7 +20,8 @@ from typing import Protocol
 from tokenizers import Tokenizer
 
 from quarry.gateway.config import ModelConfig
-from quarry.gateway.types import Embeddings, Message, Reply, Request, StreamUsage
+from quarry.gateway.types import Embeddings, Message, ProviderError, Reply, Request, StreamUsage
+from quarry.retry import retry_after_seconds
 
 
 class ProviderConfigError(Exception):
@@ -108,6 +109,24 @@ def api_key(name: str, config: ModelConfig, env: Mapping[str, str], default_env:
             + ("" if config.api_key_env else ", or name another with api_key_env")
         )
     return value
+
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx (Anthropic's 529: overloaded)
+MODEL_STATUSES = frozenset({401, 403, 404})  # a bad key or an unknown model: the model is unusable
+
+
+def status_error(status: int, message: str, retry_after: str | None) -> ProviderError:
+    """An HTTP error answer as a ProviderError: 408, 409, 425, 429 and 5xx are retried (after
+    Retry-After when given). A status under 400 comes from an error event inside a stream that
+    began with 200 (an overload, say): the connection was fine, the model was not, so it too
+    may pass."""
+    retryable = status in RETRY_STATUSES or status >= 500 or status < 400
+    return ProviderError(
+        f"HTTP {status}: {message}",
+        retryable=retryable,
+        retry_after=retry_after_seconds(retry_after),
+        blames_model=retryable or status in MODEL_STATUSES,
+    )
 
 
 # Without the model's own tokenizer, a token is about four bytes of English text, and a chat

@@ -17,7 +17,7 @@ import anthropic
 import httpx2
 
 from quarry.gateway.config import ModelConfig
-from quarry.gateway.registry import Provider, TokenCounter, api_key, register
+from quarry.gateway.registry import Provider, TokenCounter, api_key, register, status_error
 from quarry.gateway.types import (
     Embeddings,
     Message,
@@ -27,10 +27,6 @@ from quarry.gateway.types import (
     StreamUsage,
     Unsupported,
 )
-from quarry.retry import retry_after_seconds
-
-RETRY_STATUSES = {408, 409, 425, 429}
-MODEL_STATUSES = {401, 403, 404}  # a bad key or an unknown model: the model is unusable
 
 
 class AnthropicProvider:
@@ -151,19 +147,7 @@ def provider_error(exc: anthropic.APIError) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        # An error event inside a stream arrives with the stream's own 200 (an overload,
-        # say): the connection was fine and the model was not, so it may pass.
-        # 529 is Anthropic's overload. An error event inside a stream (an overload, say)
-        # arrives with the stream's own 200: the connection was fine, the model was not.
-        retryable = status in RETRY_STATUSES or status >= 500 or status < 400
-        wait = retry_after_seconds(exc.response.headers.get("retry-after"))
-        return ProviderError(
-            f"HTTP {status}: {exc.message}",
-            retryable=retryable,
-            retry_after=wait,
-            blames_model=retryable or status in MODEL_STATUSES,
-        )
+        return status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     return ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
 
 

@@ -15,7 +15,7 @@ import httpx2
 import openai
 
 from quarry.gateway.config import ModelConfig
-from quarry.gateway.registry import Provider, TokenCounter, api_key, register
+from quarry.gateway.registry import Provider, TokenCounter, api_key, register, status_error
 from quarry.gateway.types import (
     Embeddings,
     Message,
@@ -24,10 +24,6 @@ from quarry.gateway.types import (
     Request,
     StreamUsage,
 )
-from quarry.retry import retry_after_seconds
-
-RETRY_STATUSES = {408, 409, 425, 429}
-MODEL_STATUSES = {401, 403, 404}  # a bad key or an unknown model: the model is unusable
 
 
 def schema_instruction(schema: Mapping[str, Any]) -> str:
@@ -169,15 +165,7 @@ def provider_error(exc: openai.APIError) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retryable = status in RETRY_STATUSES or status >= 500 or status < 400
-        wait = retry_after_seconds(exc.response.headers.get("retry-after"))
-        return ProviderError(
-            f"HTTP {status}: {exc.message}",
-            retryable=retryable,
-            retry_after=wait,
-            blames_model=retryable or status in MODEL_STATUSES,
-        )
+        return status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     # Malformed responses and stream errors the SDK raises itself: worth another try.
     return ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
 
