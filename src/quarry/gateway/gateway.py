@@ -449,11 +449,16 @@ class Gateway:
 
     # Chains, cool-down and limits -------------------------------------------------------------
 
-    def _chain(self, role: str) -> list[Provider]:
+    def _role(self, role: str) -> list[str]:
+        """The role's chain of model names, or UnknownRole naming the configured roles."""
         names = self.roles.get(role)
         if names is None:
             known = ", ".join(sorted(self.roles))
             raise UnknownRole(f"no role named {role!r}; configured roles: {known}")
+        return names
+
+    def _chain(self, role: str) -> list[Provider]:
+        names = self._role(role)
         now = time.monotonic()
         ready = [n for n in names if self._state[n].cooled_until <= now]
         if not ready:
@@ -497,7 +502,6 @@ class Gateway:
         reason = str(exc)
         state = self._state[provider.name]
         state.failures += 1
-        state.last_error = reason
         if state.failures >= self.failures_before_cooldown and self.cooldown > 0:
             state.cooled_until = time.monotonic() + self.cooldown
             state.failures = 0
@@ -678,9 +682,7 @@ class Gateway:
         project_id: UUID | None,
         user_id: UUID | None,
     ) -> CallContext:
-        if role not in self.roles:
-            known = ", ".join(sorted(self.roles))
-            raise UnknownRole(f"no role named {role!r}; configured roles: {known}")
+        self._role(role)
         if request_id is None:
             bound = structlog.contextvars.get_contextvars().get("request_id")
             request_id = str(bound) if bound else uuid.uuid4().hex

@@ -140,7 +140,6 @@ class TokenCounter:
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self._tokenizer = Tokenizer.from_file(str(path)) if path else None
-        self.exact = self._tokenizer is not None
 
     def __call__(self, text: str | Sequence[Message]) -> int:
         if isinstance(text, str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from quarry.errors import QuarryError
@@ -233,4 +233,3 @@ class ChainState:
 
     failures: int = 0
     cooled_until: float = 0.0
-    last_error: str = field(default="")
