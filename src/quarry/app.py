@@ -10,7 +10,18 @@ import structlog
 from fastapi import FastAPI
 
 from quarry import __version__
-from quarry.api import answers, documents, health, jobs, projects, search, usage, users
+from quarry.api import (
+    answers,
+    conversations,
+    documents,
+    health,
+    jobs,
+    openai,
+    projects,
+    search,
+    usage,
+    users,
+)
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
 from quarry.runtime import Runtime, background_worker, open_runtime
@@ -59,6 +70,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         jobs.router,
         usage.router,
         answers.router,
+        conversations.router,
+        openai.router,
     ):
         app.include_router(router)
     return app

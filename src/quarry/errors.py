@@ -174,3 +174,32 @@ class UrlTimeout(UrlFetchFailed):
 
 class TransientError(Exception):
     """A failure that may pass on its own (a provider's 5xx, a dropped connection): retry."""
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"
+    title = "Conversation not found"
+
+
+class QuestionOverBudget(QuarryError):
+    """The question (with the instructions) leaves no room for evidence in the budget."""
+
+    code = "question_over_budget"
+    status = 422
+    title = "The question does not fit the token budget"
+
+
+class BudgetTooSmall(QuarryError):
+    """Relevant passages were found, but not one fits the evidence budget."""
+
+    code = "budget_too_small"
+    status = 422
+    title = "The budget is smaller than one passage"
+
+
+class ClientDisconnected(QuarryError):
+    """Recorded on an answer the client stopped reading; never sent (nobody is listening)."""
+
+    code = "client_disconnected"
+    status = 499
+    title = "The client disconnected"

@@ -20,6 +20,7 @@ import psycopg
 import structlog
 
 from quarry.answers.ask import Answers
+from quarry.answers.chat import Conversations
 from quarry.auth.service import ApiKeys
 from quarry.db import migrate
 from quarry.db.database import Database, StartupError, check_server, open_pool
@@ -59,10 +60,11 @@ class Runtime:
     search: Search
     gateway: Gateway
     answers: Answers
+    conversations: Conversations
 
     @property
     def task_deps(self) -> TaskDeps:
-        return TaskDeps(self.db, self.pipeline)
+        return TaskDeps(self.db, self.pipeline, self.gateway)
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
         await self.jobs.run_worker(
@@ -156,6 +158,9 @@ async def open_runtime(
         elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         search = Search(db, embedder, indexes, search_config(settings), reranker)
+        answers = Answers(db, search, gateway)
+        conversations = Conversations(db, answers, gateway, jobs.enqueue_conversation_summary)
+        stack.push_async_callback(conversations.aclose)  # before the pool and gateway close
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -169,7 +174,8 @@ async def open_runtime(
             pipeline=pipeline,
             search=search,
             gateway=gateway,
-            answers=Answers(db, search, gateway),
+            answers=answers,
+            conversations=conversations,
         )
         if settings.bootstrap_admin and await _schema_current(db):
             announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))

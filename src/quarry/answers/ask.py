@@ -5,31 +5,45 @@ The model sees numbered passages and is told to cite them as [n]. Every [n] in i
 name a passage that was in the context: others are removed from the text and reported. When
 retrieval finds nothing relevant (no hit matches a query term and none is semantically close),
 quarry says so without calling a model.
+
+The budget is hard, counted with the answering model's tokenizer: the prompt (instructions,
+history, evidence and question) plus the answer's reserve never exceed ``budget.total``. The
+question and instructions are paid first; a conversation's history takes at most half of what
+they leave (and at most ``budget.history``); the evidence gets the rest, capped by its share.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from quarry.answers.context import Budget, Context, ContextBuilder
+from quarry.answers.context import Budget, Context, ContextBuilder, Passage
+from quarry.answers.history import History, StoredTurn, select_history
 from quarry.answers.models import (
     AnswerUsage,
     AskRequest,
     AskResponse,
     Citation,
     ContextSummary,
+    HistorySummary,
+    Source,
 )
 from quarry.db.database import Database
+from quarry.errors import BudgetTooSmall, QuestionOverBudget
 from quarry.gateway.gateway import Gateway
+from quarry.gateway.types import StreamEnd, Usage
 from quarry.ingest.embedders import Vectors
 from quarry.search.models import Hit, SearchRequest
 from quarry.search.service import Search
 
 ROLE = "generation"
 MIN_SIMILARITY = 0.35  # a hit found only by the vector side must be at least this close
+MIN_EVIDENCE = 48  # tokens: a question that leaves less than this for evidence is refused
+SLACK = 8  # tokens kept back for where the rendered sources meet the question's text
 NOTHING_FOUND = "I found nothing in this project's documents that answers the question."
 INSTRUCTIONS = (
     "Answer the question using only the numbered sources. Cite the sources you use as [n] "
@@ -64,10 +78,100 @@ def relevant(hits: list[Hit]) -> bool:
 
 
 @dataclass(frozen=True)
+class Earlier:
+    """A conversation's past as stored: its rolling summary and the turns after it."""
+
+    summary: str
+    summarized_through: int
+    newest_first: Sequence[StoredTurn]
+
+
+@dataclass(frozen=True)
 class Prepared:
+    """Everything before the model call: what a streamed answer sends first."""
+
+    question: str
     context: Context
     messages: list[dict[str, str]]
     relevant: bool
+    history: History | None
+    model: str  # the generation role's first model: whose tokenizer counted the budget
+    started: float  # time.monotonic() when the request began
+    search_ms: float
+
+    def sources(self) -> list[Source]:
+        return [
+            Source(
+                number=p.number,
+                chunk_ids=p.chunk_ids,
+                document_id=p.document_id,
+                document_title=p.title,
+                page=p.page,
+                char_start=p.char_start,
+                char_end=p.char_end,
+                text=p.text,
+            )
+            for p in self.context.passages
+        ]
+
+    def cite(self, text: str) -> tuple[str, list[Citation], list[int]]:
+        """The answer with unknown [n] removed, its citations, and the unknown numbers."""
+        passages = self.context.by_number()
+        answer, cited, unknown = clean_citations(text, set(passages))
+        return answer, [citation(passages[n]) for n in cited], unknown
+
+    def context_summary(self) -> ContextSummary:
+        context = self.context
+        return ContextSummary(
+            passages=len(context.passages),
+            tokens=context.tokens,
+            budget_tokens=context.budget.evidence_tokens,
+            dropped=dict(Counter(d.reason for d in context.dropped)),
+        )
+
+    def history_summary(self) -> HistorySummary:
+        h = self.history
+        if h is None:
+            return HistorySummary(turns=0, tokens=0, budget_tokens=0, summarized=False, left_out=0)
+        return HistorySummary(
+            turns=len(h.turns),
+            tokens=h.tokens,
+            budget_tokens=h.budget,
+            summarized=h.summarized,
+            left_out=h.left_out,
+        )
+
+
+def citation(passage: Passage) -> Citation:
+    return Citation(
+        number=passage.number,
+        chunk_ids=passage.chunk_ids,
+        document_id=passage.document_id,
+        document_title=passage.title,
+        page=passage.page,
+        char_start=passage.char_start,
+        char_end=passage.char_end,
+        quote=passage.text,
+    )
+
+
+def answer_usage(usage: Usage) -> AnswerUsage:
+    return AnswerUsage(
+        model=usage.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost=usage.cost,
+        latency_ms=usage.latency_ms,
+    )
+
+
+def _messages(question: str, sources: str, history: History | None) -> list[dict[str, str]]:
+    system = INSTRUCTIONS
+    if history is not None and history.summary:
+        system += f"\n\nSummary of the conversation so far: {history.summary}"
+    turns = [t.as_dict() for t in history.turns] if history is not None else []
+    user = f"Sources:\n\n{sources}\n\nQuestion: {question}"
+    return [{"role": "system", "content": system}, *turns, {"role": "user", "content": user}]
 
 
 class Answers:
@@ -76,40 +180,80 @@ class Answers:
         self.search = search
         self.gateway = gateway
 
-    async def prepare(self, project_id: uuid.UUID, request: AskRequest) -> Prepared:
-        """Search and the context: everything before the model call (also what a streamed
-        answer will send first)."""
-        found = await self.search.search(
-            project_id,
-            SearchRequest(
-                query=request.question, mode=request.mode, k=request.k, filters=request.filters
-            ),
-        )
+    @property
+    def model(self) -> str:
+        return self.gateway.chain(ROLE)[0].name
+
+    def count_tokens(self, text: str) -> int:
+        return self.gateway.count_tokens(self.model, text)
+
+    async def prepare(
+        self, project_id: uuid.UUID, request: AskRequest, earlier: Earlier | None = None
+    ) -> Prepared:
+        """Check the question fits, pick the history, search, and build the context."""
+        started = time.monotonic()
+        model = self.model
+        spec = request.budget
+        fixed = self.gateway.count_tokens(model, _messages(request.question, "", None))
+        room = spec.total - spec.answer_reserve - fixed
+        if room < MIN_EVIDENCE:
+            raise QuestionOverBudget(
+                f"the question and instructions take {fixed} tokens of {model}; with "
+                f"{spec.answer_reserve} kept for the answer that leaves {room} of the budget's "
+                f"{spec.total} for evidence, and at least {MIN_EVIDENCE} are needed",
+                question_tokens=fixed,
+            )
+        history = None
+        if earlier is not None:
+            history = select_history(
+                earlier.summary,
+                earlier.summarized_through,
+                earlier.newest_first,
+                min(spec.history, room // 2),
+                self.count_tokens,
+            )
+            room -= history.tokens
+        hits = await self._search(project_id, request, request.question)
+        if not relevant(hits) and history is not None:
+            # A follow-up ("and the other one?") finds nothing on its own: read it together
+            # with the user's previous turn.
+            previous = next((t.content for t in reversed(history.turns) if t.role == "user"), "")
+            if previous:
+                hits = await self._search(project_id, request, f"{previous} {request.question}")
         budget = Budget(
-            total=request.budget.total,
-            answer_reserve=request.budget.answer_reserve,
-            evidence_share=request.budget.evidence_share,
+            total=spec.total,
+            answer_reserve=spec.answer_reserve,
+            evidence_share=spec.evidence_share,
+            evidence_limit=room - SLACK,
         )
-        hits = found.hits
         if not relevant(hits):
-            return Prepared(Context([], [], budget, 0), [], relevant=False)
-        model = self.gateway.chain(ROLE)[0].name
-        builder = ContextBuilder(lambda text: self.gateway.count_tokens(model, text))
+            return Prepared(
+                request.question,
+                Context([], [], budget, 0),
+                [],
+                False,
+                history,
+                model,
+                started,
+                _ms(started),
+            )
+        builder = ContextBuilder(self.count_tokens)
         context = builder.build(hits, budget, await self._vectors(project_id, hits))
-        messages = [
-            {"role": "system", "content": INSTRUCTIONS},
-            {
-                "role": "user",
-                "content": f"Sources:\n\n{context.render()}\n\nQuestion: {request.question}",
-            },
-        ]
-        return Prepared(context, messages, relevant=True)
+        if not context.passages:
+            raise BudgetTooSmall(
+                f"relevant passages were found but none fits the {budget.evidence_tokens} "
+                f"tokens left for evidence; raise budget.total or lower budget.answer_reserve",
+                evidence_tokens=budget.evidence_tokens,
+            )
+        messages = _messages(request.question, context.render(), history)
+        return Prepared(
+            request.question, context, messages, True, history, model, started, _ms(started)
+        )
 
     async def ask(
         self, project_id: uuid.UUID, user_id: uuid.UUID | None, request: AskRequest
     ) -> AskResponse:
         prepared = await self.prepare(project_id, request)
-        context = prepared.context
         if not prepared.relevant:
             return AskResponse(
                 answered=False,
@@ -117,46 +261,50 @@ class Answers:
                 citations=[],
                 unknown_citations=[],
                 usage=None,
-                context=_summary(context),
+                context=prepared.context_summary(),
             )
         done = await self.gateway.generate(
             ROLE,
             prepared.messages,
             project_id=project_id,
             user_id=user_id,
-            max_tokens=context.budget.answer_reserve,
+            max_tokens=prepared.context.budget.answer_reserve,
             temperature=0,
         )
-        passages = context.by_number()
-        answer, cited, unknown = clean_citations(done.text, set(passages))
-        citations = [
-            Citation(
-                number=n,
-                chunk_ids=passages[n].chunk_ids,
-                document_id=passages[n].document_id,
-                document_title=passages[n].title,
-                page=passages[n].page,
-                char_start=passages[n].char_start,
-                char_end=passages[n].char_end,
-                quote=passages[n].text,
-            )
-            for n in cited
-        ]
-        usage = done.usage
+        answer, citations, unknown = prepared.cite(done.text)
         return AskResponse(
             answered=True,
             answer=answer,
             citations=citations,
             unknown_citations=unknown,
-            usage=AnswerUsage(
-                model=usage.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost=usage.cost,
-                latency_ms=usage.latency_ms,
-            ),
-            context=_summary(context),
+            usage=answer_usage(done.usage),
+            context=prepared.context_summary(),
         )
+
+    def stream(
+        self,
+        prepared: Prepared,
+        project_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[str | StreamEnd]:
+        """The gateway's stream of the answer: deltas, then one StreamEnd."""
+        return self.gateway.stream(
+            ROLE,
+            prepared.messages,
+            project_id=project_id,
+            user_id=user_id,
+            request_id=request_id,
+            max_tokens=prepared.context.budget.answer_reserve,
+            temperature=0,
+        )
+
+    async def _search(self, project_id: uuid.UUID, request: AskRequest, query: str) -> list[Hit]:
+        found = await self.search.search(
+            project_id,
+            SearchRequest(query=query, mode=request.mode, k=request.k, filters=request.filters),
+        )
+        return found.hits
 
     async def _vectors(self, project_id: uuid.UUID, hits: list[Hit]) -> dict[int, Vectors]:
         embedder = self.search.embedder
@@ -171,10 +319,5 @@ class Answers:
         return {row["chunk_id"]: row["embedding"].to_numpy() for row in rows}
 
 
-def _summary(context: Context) -> ContextSummary:
-    return ContextSummary(
-        passages=len(context.passages),
-        tokens=context.tokens,
-        budget_tokens=context.budget.evidence_tokens,
-        dropped=dict(Counter(d.reason for d in context.dropped)),
-    )
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 2)

@@ -37,6 +37,7 @@ class Budget:
     total: int = 2048  # tokens of the model's context this call may use
     answer_reserve: int = 512  # kept free for the answer
     evidence_share: float = 0.75  # of the rest, for evidence (the rest: instructions, question)
+    evidence_limit: int | None = None  # a lower ceiling: what the prompt's other parts leave
 
     def __post_init__(self) -> None:
         if self.total < 1 or self.answer_reserve < 0 or self.answer_reserve >= self.total:
@@ -46,7 +47,8 @@ class Budget:
 
     @property
     def evidence_tokens(self) -> int:
-        return int((self.total - self.answer_reserve) * self.evidence_share)
+        share = int((self.total - self.answer_reserve) * self.evidence_share)
+        return share if self.evidence_limit is None else max(0, min(share, self.evidence_limit))
 
 
 @dataclass

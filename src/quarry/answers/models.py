@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +14,7 @@ from quarry.validation import Body
 DEFAULT_TOTAL = 2048
 DEFAULT_ANSWER_RESERVE = 384
 DEFAULT_EVIDENCE_SHARE = 0.75
+DEFAULT_HISTORY = 512
 
 
 class AskBudget(Body):
@@ -34,6 +37,13 @@ class AskBudget(Body):
         gt=0,
         le=DEFAULT_EVIDENCE_SHARE,
         description="of the rest, the share for evidence (the rest: instructions, question)",
+    )
+    history: int = Field(
+        default=DEFAULT_HISTORY,
+        ge=0,
+        le=DEFAULT_HISTORY,
+        description="conversations: tokens for earlier turns and their summary, taken before "
+        "the evidence (older turns that do not fit are summarised in the background)",
     )
 
 
@@ -84,3 +94,117 @@ class AskResponse(BaseModel):
     )
     usage: AnswerUsage | None
     context: ContextSummary
+
+
+class Timings(BaseModel):
+    search_ms: float = Field(description="search and the context builder")
+    first_token_ms: float | None = Field(description="from the request to the first delta")
+    total_ms: float
+
+
+class Source(BaseModel):
+    """A passage the model reads, sent as a `result` event before the answer."""
+
+    number: int
+    chunk_ids: list[int]
+    document_id: uuid.UUID
+    document_title: str
+    page: int | None
+    char_start: int
+    char_end: int
+    text: str
+
+
+class MessageRequest(Body):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=4000, description="the user's message")
+    stream: bool = Field(
+        default=False,
+        description="answer as server-sent events (also when the request accepts "
+        "text/event-stream)",
+    )
+    mode: Mode = Mode.hybrid
+    k: int = Field(default=20, ge=1, le=100, description="hits the context builder reads")
+    filters: Filters | None = None
+    budget: AskBudget = Field(default_factory=AskBudget)
+
+    def ask(self) -> AskRequest:
+        return AskRequest(
+            question=self.content,
+            mode=self.mode,
+            k=self.k,
+            filters=self.filters,
+            budget=self.budget,
+        )
+
+
+class MessageOut(BaseModel):
+    id: int
+    seq: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["complete", "partial", "failed"] = Field(
+        description="partial: the client left or the model broke off after sending text "
+        "(content is what was sent); failed: no answer (error says why)"
+    )
+    citations: list[Citation]
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    tokens: int = Field(description="the content's own tokens, as history counts them")
+    latency_ms: float | None
+    ttft_ms: float | None
+    error: dict[str, Any] | None
+    created_at: datetime
+
+
+class ConversationCreate(Body):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="", max_length=200, description="default: the first message")
+
+
+class ConversationOut(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    title: str
+    summary: str = Field(description="the rolling summary of turns older than the history")
+    summarized_through: int = Field(description="messages up to this seq are in the summary")
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
+    next_before: datetime | None = Field(
+        description="pass as `before` for the next page; null on the last"
+    )
+
+
+class HistorySummary(BaseModel):
+    turns: int = Field(description="earlier messages in the prompt")
+    tokens: int = Field(description="their tokens, with the summary's")
+    budget_tokens: int
+    summarized: bool = Field(description="whether the rolling summary was in the prompt")
+    left_out: int = Field(description="turns neither in the prompt nor yet in the summary")
+
+
+class TurnResult(BaseModel):
+    """A conversation's answer, as JSON (the `complete` event carries the same)."""
+
+    answered: bool
+    answer: str
+    citations: list[Citation]
+    unknown_citations: list[int]
+    usage: AnswerUsage | None
+    context: ContextSummary
+    history: HistorySummary
+    timings: Timings
+    user_message: MessageOut
+    message: MessageOut

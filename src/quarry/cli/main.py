@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from quarry import __version__
-from quarry.cli import ingest, keys, models, projects, search, server, users
+from quarry.cli import answers, ingest, keys, models, projects, search, server, users
 from quarry.cli.common import CliState
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def root(
 server.register(app)
 ingest.register(app)
 search.register(app)
+answers.register(app)
 models.register(app)
 app.add_typer(projects.app, name="projects", help="Create, list, show and delete projects.")
 app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")

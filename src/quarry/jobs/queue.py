@@ -64,6 +64,21 @@ class Jobs:
     async def enqueue_reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         await self._enqueue_document(tasks.REEMBED, project_id, document_id)
 
+    async def enqueue_conversation_summary(
+        self, project_id: uuid.UUID, conversation_id: uuid.UUID, through: int
+    ) -> None:
+        """One queued job per conversation and ``through``; a conversation's jobs run one at a
+        time (same lock), and one that finds its turns already summarised does nothing."""
+        deferrer = self.app.configure_task(
+            tasks.SUMMARISE_CONVERSATION,
+            lock=f"conversation:{conversation_id}",
+            queueing_lock=f"{tasks.SUMMARISE_CONVERSATION}:{conversation_id}:{through}",
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(
+                project_id=str(project_id), conversation_id=str(conversation_id), through=through
+            )
+
     async def _enqueue_document(
         self, task: str, project_id: uuid.UUID, document_id: uuid.UUID
     ) -> None:

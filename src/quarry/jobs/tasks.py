@@ -19,8 +19,10 @@ from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from psycopg.types.json import Jsonb
 
+from quarry.answers.chat import summarise
 from quarry.db.database import Database
 from quarry.errors import DocumentError, QuarryError
+from quarry.gateway.gateway import Gateway
 from quarry.ingest.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
@@ -28,6 +30,7 @@ CONTEXT_KEY = "quarry"
 ECHO = "quarry:echo"
 INGEST = "quarry:ingest_document"
 REEMBED = "quarry:reembed_document"
+SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
 INGEST_QUEUE = "ingest"
 
 
@@ -35,6 +38,7 @@ INGEST_QUEUE = "ingest"
 class TaskDeps:
     db: Database
     pipeline: Pipeline | None
+    gateway: Gateway | None = None
 
 
 def deps_of(context: procrastinate.JobContext) -> TaskDeps:
@@ -128,8 +132,24 @@ async def reembed_document(
     log.info("document re-embedded", document_id=document_id, chunks=count)
 
 
+async def summarise_conversation(
+    context: procrastinate.JobContext, project_id: str, conversation_id: str, through: int
+) -> None:
+    """Fold a conversation's turns up to ``through`` into its rolling summary."""
+    deps = deps_of(context)
+    if deps.gateway is None:
+        raise RuntimeError("this worker was started without a model gateway")
+    done = await summarise(
+        deps.db, deps.gateway, uuid.UUID(project_id), uuid.UUID(conversation_id), through
+    )
+    log.info("conversation summarised", conversation_id=conversation_id, through=through, done=done)
+
+
 def register(app: procrastinate.App, *, max_attempts: int, retry_base: float) -> None:
     retry = BackoffRetry(max_attempts, retry_base)
     app.task(name=ECHO, pass_context=True, queue="default")(echo)
     app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
     app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)
+    app.task(name=SUMMARISE_CONVERSATION, pass_context=True, queue="default", retry=retry)(
+        summarise_conversation
+    )

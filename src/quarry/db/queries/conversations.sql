@@ -1,0 +1,63 @@
+-- Conversations and messages (quarry.answers.chat).
+
+-- name: create
+INSERT INTO conversations (project_id, created_by, title)
+VALUES (%(project_id)s, %(created_by)s, %(title)s)
+RETURNING *;
+
+-- name: get
+SELECT * FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s;
+
+-- name: get_for_update
+SELECT * FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s
+FOR UPDATE;
+
+-- name: list
+SELECT * FROM conversations
+WHERE project_id = %(project_id)s
+  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+ORDER BY updated_at DESC, id
+LIMIT %(limit)s;
+
+-- name: delete
+DELETE FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s;
+
+-- name: add_message
+-- The next seq of the conversation, taken under the conversation's row lock (get_for_update).
+WITH next AS (
+    UPDATE conversations
+    SET message_count = message_count + 1, updated_at = now(),
+        title = CASE WHEN title = '' AND %(role)s = 'user' THEN left(%(content)s, 80)
+                     ELSE title END
+    WHERE id = %(conversation_id)s
+    RETURNING message_count AS seq
+)
+INSERT INTO messages (
+    project_id, conversation_id, seq, role, content, status, citations, model, input_tokens,
+    output_tokens, tokens, latency_ms, ttft_ms, error
+)
+SELECT %(project_id)s, %(conversation_id)s, next.seq, %(role)s, %(content)s, %(status)s, %(citations)s,
+       %(model)s, %(input_tokens)s, %(output_tokens)s, %(tokens)s, %(latency_ms)s,
+       %(ttft_ms)s, %(error)s
+FROM next
+RETURNING *;
+
+-- name: messages
+SELECT * FROM messages WHERE conversation_id = %(conversation_id)s ORDER BY seq;
+
+-- name: messages_after
+-- The turns the rolling summary does not hold yet, newest first.
+SELECT * FROM messages
+WHERE conversation_id = %(conversation_id)s AND seq > %(after)s
+ORDER BY seq DESC;
+
+-- name: messages_between
+SELECT * FROM messages
+WHERE conversation_id = %(conversation_id)s AND seq > %(after)s AND seq <= %(through)s
+ORDER BY seq;
+
+-- name: save_summary
+-- Only forward: a slower job that summarised less never overwrites a newer summary.
+UPDATE conversations
+SET summary = %(summary)s, summarized_through = %(through)s
+WHERE id = %(conversation_id)s AND summarized_through < %(through)s;
