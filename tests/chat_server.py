@@ -43,7 +43,6 @@ class ChatScript:
     left: threading.Event = field(default_factory=threading.Event)
     json_text: str | None = None  # when set, what every request without stream gets
 
-
     def next(self) -> str:
         return self.steps.pop(0) if self.steps else "ok"
 
