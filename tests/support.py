@@ -31,11 +31,12 @@ def quarry_env(**values: str | Path) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], timeout: float = 120
+    *args: str, env: Mapping[str, str], timeout: float = 120, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "quarry", *args],
         env=dict(env),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
