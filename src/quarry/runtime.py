@@ -64,7 +64,7 @@ class Runtime:
 
     @property
     def task_deps(self) -> TaskDeps:
-        return TaskDeps(self.db, self.pipeline, self.gateway)
+        return TaskDeps(self.db, self.pipeline, self.gateway, self.settings.document_summaries)
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
         await self.jobs.run_worker(

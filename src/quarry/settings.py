@@ -229,6 +229,12 @@ class Settings(BaseSettings):
     model_cooldown: float = Field(
         default=60.0, ge=0, description="seconds a failing model is skipped by its chains"
     )
+    document_summaries: bool = Field(
+        default=False,
+        description="true to write a rolling summary of each document after it is indexed "
+        "(role maintenance; the context builder may use it when the budget is tight), or false: "
+        "with the bundled model it costs seconds per document, see bench/README.md",
+    )
     model_cache: bool = Field(
         default=False, description="true to cache temperature-0 answers in Postgres, or false"
     )

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
 from quarry.app import create_app
+from quarry.gateway.config import ModelConfig
 from quarry.ingest.documents import text_source
-from quarry.runtime import Runtime, background_worker
+from quarry.runtime import Runtime, background_worker, open_runtime
 from quarry.settings import Settings
+from tests.chat_server import ChatScript, chat_server
 from tests.conftest import bearer
 from tests.support import free_port, settle
 
@@ -30,6 +33,31 @@ TIDES = " ".join(
     f"Tides rise and fall twice a day because the moon's gravity pulls the oceans, note {i}."
     for i in range(12)
 )
+
+
+DOCS_TEXT = " ".join([*DOCS.values(), TIDES])
+
+
+@pytest.fixture
+def script() -> ChatScript:
+    return ChatScript()
+
+
+@pytest.fixture
+def model_url(script: ChatScript) -> Iterator[str]:
+    """A scripted OpenAI-compatible model server (real HTTP)."""
+    with chat_server(script) as url:
+        yield url
+
+
+def scripted(settings: Settings, url: str, *roles: str, **more: object) -> Settings:
+    """The settings with the scripted server as the only model of ``roles``."""
+    model = ModelConfig(
+        provider="openai_compatible", base_url=url, model="scripted", max_retries=0, timeout=10
+    )
+    return settings.model_copy(
+        update={"models": {"scripted": model}, "roles": {r: ["scripted"] for r in roles}, **more}
+    )
 
 
 @dataclass
@@ -100,3 +128,13 @@ async def events(response: httpx.Response) -> AsyncIterator[tuple[str, dict]]:
         elif not line and name:
             yield name, json.loads(data)
             name, data = "", ""
+
+
+@asynccontextmanager
+async def running(settings: Settings, embedder, key_path) -> AsyncIterator[Served]:
+    """quarry on a real server over the energy project, with an admin to act as."""
+    async with open_runtime(settings, embedder=embedder) as rt:
+        admin = await rt.users.bootstrap_admin(key_path)
+        assert admin is not None
+        async with served(settings, rt, admin.api_key.secret) as s:
+            yield s

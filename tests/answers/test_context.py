@@ -154,8 +154,9 @@ words = st.lists(
     texts=st.lists(words, min_size=1, max_size=12),
     docs=st.lists(st.integers(0, 3), min_size=12, max_size=12),
     total=st.integers(60, 800),
+    summarised=st.sets(st.integers(0, 3)),
 )
-def test_the_budget_is_never_exceeded_and_nothing_is_lost(texts, docs, total) -> None:
+def test_the_budget_is_never_exceeded_and_nothing_is_lost(texts, docs, total, summarised) -> None:
     ids = [uuid.UUID(int=i + 1) for i in range(4)]
     hits = []
     offset = 0
@@ -164,7 +165,8 @@ def test_the_budget_is_never_exceeded_and_nothing_is_lost(texts, docs, total) ->
         hits.append(hit(ids[docs[i]], i, offset, offset + len(text), text=text))
         offset += len(text) + 5  # chunks of a document never touch here
     budget = Budget(total=total, answer_reserve=50)
-    context = builder().build(hits, budget)
+    summaries = {ids[i]: "a short summary of grid power" for i in summarised}
+    context = builder().build(hits, budget, summaries=summaries)
     assert context.tokens <= budget.evidence_tokens
     assert context.tokens == (count(context.render()) if context.passages else 0)
     assert [p.number for p in context.passages] == list(range(1, len(context.passages) + 1))
@@ -173,3 +175,27 @@ def test_the_budget_is_never_exceeded_and_nothing_is_lost(texts, docs, total) ->
     left_out = {c for d in context.dropped for c in d.chunk_ids}
     assert placed | left_out == {h.chunk_id for h in hits}
     assert not placed & left_out
+    for passage in context.passages:
+        assert not passage.summary or passage.document_id in summaries
+
+
+def test_a_summary_stands_in_for_a_document_too_big_for_the_budget_left() -> None:
+    a1 = hit(DOC_A, 1, 0, 100, text="alpha " * 30, title="Small")
+    b1 = hit(DOC_B, 2, 0, 100, text="gamma " * 200, title="Big")
+    b2 = hit(DOC_B, 3, 100, 200, text="delta " * 5, title="Big")
+    budget = Budget(total=200, answer_reserve=50, evidence_share=1.0)
+    without = builder().build([a1, b1, b2], budget)
+    assert 2 not in {c for p in without.passages for c in p.chunk_ids}  # never fits
+    summary = "Big is about gamma rays and their sources."
+    context = builder().build([a1, b1, b2], budget, summaries={DOC_B: summary, DOC_A: "unused"})
+    first, second = context.passages
+    assert (first.chunk_ids, first.summary) == ([1], False)  # A's chunk fits: no summary
+    assert second.summary
+    assert second.text == summary
+    assert second.chunk_ids == []
+    assert second.render() == f"[2] Big (summary)\n{summary}"
+    assert {d.chunk_ids: d.reason for d in context.dropped} == {
+        (2,): "replaced_by_summary",
+        (3,): "replaced_by_summary",
+    }
+    assert context.tokens <= budget.evidence_tokens

@@ -6,56 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from quarry.answers.chat import summarise
-from quarry.gateway.config import ModelConfig
-from quarry.runtime import open_runtime
 from quarry.settings import Settings
-from tests.answers.conftest import DOCS, TIDES, Served, events, served
-from tests.chat_server import OK, ChatScript, chat_server
-
-DOCS_TEXT = " ".join([*DOCS.values(), TIDES])
+from tests.answers.conftest import DOCS_TEXT, Served, events, running, scripted
+from tests.chat_server import OK, ChatScript
 
 
 @pytest.fixture
-def script() -> ChatScript:
-    return ChatScript()
-
-
-@pytest.fixture
-def model_url(script: ChatScript) -> Iterator[str]:
-    with chat_server(script) as url:
-        yield url
-
-
-@pytest.fixture
-def chat_settings(ingest_settings: Settings, model_url: str) -> Settings:
-    model = {
-        "provider": "openai_compatible",
-        "base_url": model_url,
-        "model": "scripted",
-        "max_retries": 0,
-        "timeout": 10,
-    }
-    return ingest_settings.model_copy(
-        update={
-            "models": {"scripted": ModelConfig(**model)},
-            "roles": {"generation": ["scripted"], "maintenance": ["scripted"]},
-        }
-    )
-
-
-@pytest.fixture
-async def chat(chat_settings: Settings, embedder, tmp_path) -> AsyncIterator[Served]:
-    async with open_runtime(chat_settings, embedder=embedder) as rt:
-        admin = await rt.users.bootstrap_admin(tmp_path / "admin.key")
-        assert admin is not None
-        async with served(chat_settings, rt, admin.api_key.secret) as s:
-            yield s
+async def chat(
+    ingest_settings: Settings, model_url: str, embedder, tmp_path
+) -> AsyncIterator[Served]:
+    settings = scripted(ingest_settings, model_url, "generation", "maintenance")
+    async with running(settings, embedder, tmp_path / "admin.key") as s:
+        yield s
 
 
 async def new_conversation(http: httpx.AsyncClient, project: str = "energy") -> str:

@@ -10,21 +10,16 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from quarry.runtime import open_runtime
 from quarry.settings import Settings
-from tests.answers.conftest import DOCS, TIDES, Served, events, served
+from tests.answers.conftest import DOCS_TEXT, Served, events, running
 
-DOCS_TEXT = " ".join([*DOCS.values(), TIDES])
 BUDGET = {"total": 1024, "answer_reserve": 96, "history": 100}
 
 
 @pytest.fixture
 async def local(ingest_settings: Settings, embedder, tmp_path) -> AsyncIterator[Served]:
-    async with open_runtime(ingest_settings, embedder=embedder) as rt:
-        admin = await rt.users.bootstrap_admin(tmp_path / "admin.key")
-        assert admin is not None
-        async with served(ingest_settings, rt, admin.api_key.secret) as s:
-            yield s
+    async with running(ingest_settings, embedder, tmp_path / "admin.key") as s:
+        yield s
 
 
 async def test_a_streamed_answer_cites_only_passages_it_was_given(local: Served) -> None:

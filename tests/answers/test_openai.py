@@ -3,46 +3,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
-from quarry.gateway.config import ModelConfig
-from quarry.runtime import open_runtime
 from quarry.settings import Settings
-from tests.answers.conftest import DOCS, TIDES, Served, served
-from tests.chat_server import OK, ChatScript, chat_server
-
-DOCS_TEXT = " ".join([*DOCS.values(), TIDES])
-
-
-@pytest.fixture
-def script() -> ChatScript:
-    return ChatScript()
-
-
-@pytest.fixture
-def model_url(script: ChatScript) -> Iterator[str]:
-    with chat_server(script) as url:
-        yield url
+from tests.answers.conftest import DOCS_TEXT, Served, running, scripted
+from tests.chat_server import OK, ChatScript
 
 
 @pytest.fixture
 async def quarry(
     ingest_settings: Settings, model_url: str, embedder, tmp_path
 ) -> AsyncIterator[Served]:
-    model = ModelConfig(
-        provider="openai_compatible", base_url=model_url, model="scripted", max_retries=0
-    )
-    settings = ingest_settings.model_copy(
-        update={"models": {"scripted": model}, "roles": {"generation": ["scripted"]}}
-    )
-    async with open_runtime(settings, embedder=embedder) as rt:
-        admin = await rt.users.bootstrap_admin(tmp_path / "admin.key")
-        assert admin is not None
-        async with served(settings, rt, admin.api_key.secret) as s:
-            yield s
+    settings = scripted(ingest_settings, model_url, "generation")
+    async with running(settings, embedder, tmp_path / "admin.key") as s:
+        yield s
 
 
 @pytest.fixture

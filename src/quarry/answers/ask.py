@@ -103,6 +103,7 @@ class Prepared:
         return [
             Source(
                 number=p.number,
+                kind="summary" if p.summary else "passage",
                 chunk_ids=p.chunk_ids,
                 document_id=p.document_id,
                 document_title=p.title,
@@ -145,6 +146,7 @@ class Prepared:
 def citation(passage: Passage) -> Citation:
     return Citation(
         number=passage.number,
+        kind="summary" if passage.summary else "passage",
         chunk_ids=passage.chunk_ids,
         document_id=passage.document_id,
         document_title=passage.title,
@@ -238,7 +240,12 @@ class Answers:
                 _ms(started),
             )
         builder = ContextBuilder(self.count_tokens)
-        context = builder.build(hits, budget, await self._vectors(project_id, hits))
+        context = builder.build(
+            hits,
+            budget,
+            await self._vectors(project_id, hits),
+            await self._summaries(project_id, hits),
+        )
         if not context.passages:
             raise BudgetTooSmall(
                 f"relevant passages were found but none fits the {budget.evidence_tokens} "
@@ -305,6 +312,14 @@ class Answers:
             SearchRequest(query=query, mode=request.mode, k=request.k, filters=request.filters),
         )
         return found.hits
+
+    async def _summaries(self, project_id: uuid.UUID, hits: list[Hit]) -> dict[uuid.UUID, str]:
+        rows = await self.db.fetch_all(
+            "documents.summaries",
+            project_id=project_id,
+            document_ids=list({h.document_id for h in hits}),
+        )
+        return {row["id"]: row["summary"] for row in rows}
 
     async def _vectors(self, project_id: uuid.UUID, hits: list[Hit]) -> dict[int, Vectors]:
         embedder = self.search.embedder

@@ -10,7 +10,9 @@ what the total leaves after the answer's reserve, times the evidence share. With
    then the rest, in rank order; a chunk that does not fit is skipped, not cut;
 4. chosen chunks of one document that touch or overlap merge into one passage, and a chunk
    pays only for what it adds (the overlap is not paid twice, nor the title);
-5. the passages are numbered [1], [2], ... in rank order, for citation.
+5. when a document's best chunk does not fit and its summary (``documents.summary``) does,
+   the summary stands in for it;
+6. the passages are numbered [1], [2], ... in rank order, for citation.
 
 Everything left out is returned with its reason, for debugging.
 """
@@ -28,7 +30,7 @@ import numpy.typing as npt
 
 from quarry.search.models import Hit
 
-Reason = Literal["near_duplicate", "per_document_cap", "over_budget"]
+Reason = Literal["near_duplicate", "per_document_cap", "over_budget", "replaced_by_summary"]
 CountTokens = Callable[[str], int]
 
 
@@ -65,6 +67,21 @@ class Passage:
     rank: int  # the best (lowest) search rank among its chunks, 1-based
     number: int = 0  # its citation number, once chosen
     tokens: int = 0
+    summary: bool = False  # the document's summary standing in for its chunks
+
+    @classmethod
+    def of_summary(cls, hit: Hit, rank: int, summary: str) -> Passage:
+        return cls(
+            document_id=hit.document_id,
+            title=hit.document_title,
+            chunk_ids=[],
+            text=summary,
+            char_start=0,
+            char_end=0,
+            page=None,
+            rank=rank,
+            summary=True,
+        )
 
     @classmethod
     def of(cls, hit: Hit, rank: int) -> Passage:
@@ -83,6 +100,8 @@ class Passage:
         """``[n] title`` over the text; a text that already begins with the title (a document's
         first chunk) is not given it twice."""
         title = self.title.strip()
+        if self.summary:
+            return f"[{self.number}] {title} (summary)\n{self.text}"
         if not title or self.text.lstrip().startswith(title):
             return f"[{self.number}] {self.text.lstrip()}"
         return f"[{self.number}] {title}\n{self.text}"
@@ -133,28 +152,47 @@ class ContextBuilder:
         hits: Sequence[Hit],
         budget: Budget,
         vectors: Mapping[int, npt.NDArray[np.float32]] | None = None,
+        summaries: Mapping[uuid.UUID, str] | None = None,
     ) -> Context:
+        """``summaries``: documents' summaries, which may stand in for a document whose best
+        chunk does not fit the budget left (when the summary does)."""
         dropped: list[Dropped] = []
         ranked = list(enumerate(hits, start=1))
         kept = self._unique(ranked, vectors or {}, dropped)
         kept = self._cap(kept, dropped)
-        chosen = self._select(kept, budget, dropped)
-        passages = _merge(chosen)
-        for number, passage in enumerate(passages, start=1):
-            passage.number = number
-            passage.tokens = self.count_tokens(passage.render())
+        chosen, summarised = self._select(kept, budget, dropped, summaries or {})
+        passages = self._assemble(chosen, summarised)
         used = self._cost(passages)
         while used > budget.evidence_tokens:  # numbering can shift a token; give back the last
-            last = max(chosen, key=lambda item: item[0])
-            chosen.remove(last)
-            dropped.append(_drop([last[1]], last[0], "over_budget", "did not fit once numbered"))
-            passages = _merge(chosen)
-            for number, passage in enumerate(passages, start=1):
-                passage.number = number
-                passage.tokens = self.count_tokens(passage.render())
+            last_chunk = max(chosen, key=lambda item: item[0], default=None)
+            last_summary = max(summarised, key=lambda p: p.rank, default=None)
+            if last_summary is not None and (
+                last_chunk is None or last_summary.rank > last_chunk[0]
+            ):
+                summarised.remove(last_summary)
+                detail = "its summary did not fit once numbered"
+                dropped.append(
+                    Dropped((), last_summary.document_id, last_summary.rank, "over_budget", detail)
+                )
+            else:
+                assert last_chunk is not None
+                chosen.remove(last_chunk)
+                dropped.append(
+                    _drop(
+                        [last_chunk[1]], last_chunk[0], "over_budget", "did not fit once numbered"
+                    )
+                )
+            passages = self._assemble(chosen, summarised)
             used = self._cost(passages)
         dropped.sort(key=lambda d: d.rank)
         return Context(passages, dropped, budget, used, self.separator)
+
+    def _assemble(self, chosen: list[tuple[int, Hit]], summarised: list[Passage]) -> list[Passage]:
+        passages = sorted(_merge(chosen) + summarised, key=lambda p: p.rank)
+        for number, passage in enumerate(passages, start=1):
+            passage.number = number
+            passage.tokens = self.count_tokens(passage.render())
+        return passages
 
     # 1. near-duplicates ------------------------------------------------------------------------
 
@@ -209,11 +247,17 @@ class ContextBuilder:
     # 3. selection by rank with coverage, merging as it goes ----------------------------------
 
     def _select(
-        self, kept: list[tuple[int, Hit]], budget: Budget, dropped: list[Dropped]
-    ) -> list[tuple[int, Hit]]:
+        self,
+        kept: list[tuple[int, Hit]],
+        budget: Budget,
+        dropped: list[Dropped],
+        summaries: Mapping[uuid.UUID, str],
+    ) -> tuple[list[tuple[int, Hit]], list[Passage]]:
         """Each document's best chunk first, in rank order, then the rest in rank order. A
         chunk costs what it adds to its document's passages: a chunk that touches one already
-        chosen pays only for its new text, not for the overlap nor the title again."""
+        chosen pays only for its new text, not for the overlap nor the title again. When a
+        document's best chunk does not fit and its summary does, the summary goes in instead
+        (and the document's other chunks stay out)."""
         firsts: list[tuple[int, Hit]] = []
         rest: list[tuple[int, Hit]] = []
         seen: set[uuid.UUID] = set()
@@ -222,27 +266,46 @@ class ContextBuilder:
             seen.add(item[1].document_id)
         separator = self.count_tokens(self.separator)
         chosen: dict[uuid.UUID, list[tuple[int, Hit]]] = {}
+        summarised: dict[uuid.UUID, Passage] = {}
         cost: dict[uuid.UUID, int] = {}
         left = budget.evidence_tokens
+        wide = len(kept)  # a stand-in number as wide as any real one
         for rank, hit in firsts + rest:
             doc = hit.document_id
+            if doc in summarised:
+                detail = "its document is in the context as its summary"
+                dropped.append(_drop([hit], rank, "replaced_by_summary", detail))
+                continue
             trial = [*chosen.get(doc, []), (rank, hit)]
             passages = _merge(trial)
             for passage in passages:
-                passage.number = len(kept)  # a stand-in as wide as any real number
+                passage.number = wide
             new_cost = sum(self.count_tokens(p.render()) for p in passages)
             new_cost += separator * (len(passages) - 1)
             added = new_cost - cost.get(doc, 0)
-            if doc not in chosen and chosen:
+            if doc not in cost and (chosen or summarised):
                 added += separator
             if added <= left:
                 chosen[doc] = trial
                 cost[doc] = new_cost
                 left -= added
-            else:
-                detail = f"needs {added} tokens, {left} left"
-                dropped.append(_drop([hit], rank, "over_budget", detail))
-        return [item for items in chosen.values() for item in items]
+                continue
+            summary = summaries.get(doc)
+            if summary and doc not in chosen:
+                stand_in = Passage.of_summary(hit, rank, summary)
+                stand_in.number = wide
+                needs = self.count_tokens(stand_in.render())
+                needs += separator if (chosen or summarised) else 0
+                if needs <= left:
+                    summarised[doc] = stand_in
+                    cost[doc] = needs
+                    left -= needs
+                    detail = f"needs {added} tokens, {left + needs} left; its summary {needs}"
+                    dropped.append(_drop([hit], rank, "replaced_by_summary", detail))
+                    continue
+            dropped.append(_drop([hit], rank, "over_budget", f"needs {added} tokens, {left} left"))
+        picked = [item for items in chosen.values() for item in items]
+        return picked, list(summarised.values())
 
     def _cost(self, passages: Sequence[Passage]) -> int:
         if not passages:

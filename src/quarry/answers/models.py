@@ -59,6 +59,11 @@ class AskRequest(Body):
 
 class Citation(BaseModel):
     number: int
+    kind: Literal["passage", "summary"] = Field(
+        default="passage",
+        description="summary: the document's summary stood in for its chunks (no chunk ids, "
+        "offsets 0)",
+    )
     chunk_ids: list[int]
     document_id: uuid.UUID
     document_title: str
@@ -106,6 +111,7 @@ class Source(BaseModel):
     """A passage the model reads, sent as a `result` event before the answer."""
 
     number: int
+    kind: Literal["passage", "summary"] = "passage"
     chunk_ids: list[int]
     document_id: uuid.UUID
     document_title: str

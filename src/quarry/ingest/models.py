@@ -38,6 +38,9 @@ class Document(BaseModel):
     tags: list[str]
     chunk_count: int
     text_length: int | None = None
+    summary: str | None = Field(
+        default=None, description="a rolling summary, when document summaries are on"
+    )
     created_at: datetime
     updated_at: datetime
     indexed_at: datetime | None = None

@@ -7,6 +7,7 @@ jobs are scoped by project like everything else.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from typing import Any
 
 import procrastinate
 import structlog
+from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from psycopg.types.json import Jsonb
 
 from quarry.answers.chat import summarise
+from quarry.answers.summaries import summarise_document as write_document_summary
 from quarry.db.database import Database
 from quarry.errors import DocumentError, QuarryError
 from quarry.gateway.gateway import Gateway
@@ -31,6 +34,8 @@ ECHO = "quarry:echo"
 INGEST = "quarry:ingest_document"
 REEMBED = "quarry:reembed_document"
 SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
+SUMMARISE_DOCUMENT = "quarry:summarise_document"
+MAINTENANCE_QUEUE = "maintenance"
 INGEST_QUEUE = "ingest"
 
 
@@ -39,6 +44,7 @@ class TaskDeps:
     db: Database
     pipeline: Pipeline | None
     gateway: Gateway | None = None
+    document_summaries: bool = False  # queue a summary of each document once indexed
 
 
 def deps_of(context: procrastinate.JobContext) -> TaskDeps:
@@ -109,6 +115,12 @@ async def ingest_document(
         embedded=outcome.embedded,
         reused=outcome.reused,
     )
+    if deps.document_summaries and outcome.status == "indexed":
+        deferrer = context.app.configure_task(
+            SUMMARISE_DOCUMENT, queueing_lock=f"{SUMMARISE_DOCUMENT}:{document_id}"
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(project_id=project_id, document_id=document_id)
 
 
 async def _record_failure(
@@ -145,11 +157,26 @@ async def summarise_conversation(
     log.info("conversation summarised", conversation_id=conversation_id, through=through, done=done)
 
 
+async def summarise_document(
+    context: procrastinate.JobContext, project_id: str, document_id: str
+) -> None:
+    """Write a document's rolling summary (role maintenance)."""
+    deps = deps_of(context)
+    if deps.gateway is None:
+        raise RuntimeError("this worker was started without a model gateway")
+    await write_document_summary(
+        deps.db, deps.gateway, uuid.UUID(project_id), uuid.UUID(document_id)
+    )
+
+
 def register(app: procrastinate.App, *, max_attempts: int, retry_base: float) -> None:
     retry = BackoffRetry(max_attempts, retry_base)
     app.task(name=ECHO, pass_context=True, queue="default")(echo)
     app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
     app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)
-    app.task(name=SUMMARISE_CONVERSATION, pass_context=True, queue="default", retry=retry)(
+    app.task(name=SUMMARISE_CONVERSATION, pass_context=True, queue=MAINTENANCE_QUEUE, retry=retry)(
         summarise_conversation
+    )
+    app.task(name=SUMMARISE_DOCUMENT, pass_context=True, queue=MAINTENANCE_QUEUE, retry=retry)(
+        summarise_document
     )

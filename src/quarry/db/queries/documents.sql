@@ -120,3 +120,16 @@ LIMIT 1000;
 -- name: statuses
 SELECT id, external_id, status, chunk_count, error_code, error
 FROM documents WHERE project_id = %(project_id)s AND id = ANY(%(ids)s::uuid[]);
+
+-- name: save_summary
+-- Only for the version it was made from: a document re-indexed meanwhile keeps waiting for
+-- the summary of its new text.
+UPDATE documents SET summary = %(summary)s, summary_hash = %(indexed_hash)s
+WHERE project_id = %(project_id)s AND id = %(document_id)s
+  AND indexed_hash = %(indexed_hash)s;
+
+-- name: summaries
+-- Current summaries (of the indexed version) of some documents.
+SELECT id, summary FROM documents
+WHERE project_id = %(project_id)s AND id = ANY(%(document_ids)s)
+  AND summary IS NOT NULL AND summary_hash = indexed_hash;
