@@ -203,3 +203,10 @@ class ClientDisconnected(QuarryError):
     code = "client_disconnected"
     status = 499
     title = "The client disconnected"
+
+
+class BudgetOverLimit(InvalidInput):
+    """A request's budget above the configured one, or a reserve that leaves no prompt."""
+
+    code = "budget_over_limit"
+    title = "The budget exceeds what is configured"

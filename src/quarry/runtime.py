@@ -21,6 +21,7 @@ import structlog
 
 from quarry.answers.ask import Answers
 from quarry.answers.chat import Conversations
+from quarry.answers.models import BudgetLimits
 from quarry.auth.service import ApiKeys
 from quarry.db import migrate
 from quarry.db.database import Database, StartupError, check_server, open_pool
@@ -158,7 +159,19 @@ async def open_runtime(
         elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         search = Search(db, embedder, indexes, search_config(settings), reranker)
-        answers = Answers(db, search, gateway)
+        answers = Answers(
+            db,
+            search,
+            gateway,
+            BudgetLimits(
+                total=settings.answer_budget,
+                answer_reserve=settings.answer_reserve,
+                evidence_share=settings.answer_evidence_share,
+                history=settings.answer_history_budget,
+            ),
+            duplicate_threshold=settings.context_duplicate_threshold,
+            max_per_document=settings.context_max_per_document,
+        )
         conversations = Conversations(db, answers, gateway, jobs.enqueue_conversation_summary)
         stack.push_async_callback(conversations.aclose)  # before the pool and gateway close
         runtime = Runtime(

@@ -229,6 +229,37 @@ class Settings(BaseSettings):
     model_cooldown: float = Field(
         default=60.0, ge=0, description="seconds a failing model is skipped by its chains"
     )
+    answer_budget: int = Field(
+        default=2048,
+        ge=256,
+        description="tokens an answer may use in all (prompt and answer), in the answering "
+        "model's tokens; a request may lower it",
+    )
+    answer_reserve: int = Field(
+        default=384, ge=16, description="tokens of the budget kept for the answer itself"
+    )
+    answer_evidence_share: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="of what the question, instructions and history leave, the most the "
+        "evidence may take",
+    )
+    answer_history_budget: int = Field(
+        default=512,
+        ge=0,
+        description="tokens a conversation's earlier turns may take (at most half of what the "
+        "question leaves)",
+    )
+    context_duplicate_threshold: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="cosine similarity at which two retrieved chunks count as near-duplicates",
+    )
+    context_max_per_document: int = Field(
+        default=2, ge=1, le=20, description="chunks of one document an answer's context may hold"
+    )
     document_summaries: bool = Field(
         default=False,
         description="true to write a rolling summary of each document after it is indexed "
@@ -258,6 +289,8 @@ class Settings(BaseSettings):
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be less than chunk_tokens")
+        if self.answer_reserve >= self.answer_budget:
+            raise ValueError("answer_reserve must be less than answer_budget")
         if self.embedding_provider == "openai_compatible" and not (
             self.embedding_base_url and self.embedding_model
         ):

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quarry.answers.context import Budget, ContextBuilder, naive_context
+from quarry.answers.models import AskBudget, BudgetLimits
+from quarry.errors import BudgetOverLimit
 from quarry.ingest.embedders import load_tokenizer
 from quarry.modelfiles import embedding_model_path
 from quarry.search.models import Hit
@@ -199,3 +201,24 @@ def test_a_summary_stands_in_for_a_document_too_big_for_the_budget_left() -> Non
         (3,): "replaced_by_summary",
     }
     assert context.tokens <= budget.evidence_tokens
+
+
+def test_a_request_may_lower_the_configured_budget_not_raise_it() -> None:
+    limits = BudgetLimits(total=1024, answer_reserve=128, evidence_share=0.5, history=256)
+    assert limits.resolve(AskBudget()) == limits
+    lowered = limits.resolve(AskBudget(total=512, history=0))
+    assert (lowered.total, lowered.answer_reserve, lowered.history) == (512, 128, 0)
+    for asked, field in [
+        (AskBudget(total=2048), "budget.total"),
+        (AskBudget(evidence_share=0.9), "budget.evidence_share"),
+        (AskBudget(total=256, answer_reserve=None), None),
+        (AskBudget(total=300, answer_reserve=128), None),
+    ]:
+        if field is None:
+            assert limits.resolve(asked).total == asked.total
+            continue
+        with pytest.raises(BudgetOverLimit) as refused:
+            limits.resolve(asked)
+        assert refused.value.extra["field"] == field
+    with pytest.raises(BudgetOverLimit, match="must be below"):
+        BudgetLimits(total=1024, answer_reserve=512).resolve(AskBudget(total=512))

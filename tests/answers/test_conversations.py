@@ -339,7 +339,10 @@ async def test_summarise_is_idempotent_and_only_moves_forward(
     [
         ({"content": ""}, "validation_error"),
         ({"content": "x" * 4001}, "validation_error"),
-        ({"content": "solar", "budget": {"total": 100000}}, "validation_error"),
+        ({"content": "solar", "budget": {"total": 100000}}, "budget_over_limit"),
+        ({"content": "solar", "budget": {"history": 513}}, "budget_over_limit"),
+        ({"content": "solar", "budget": {"total": 300}}, "budget_over_limit"),  # reserve 384
+        ({"content": "solar", "budget": {"total": 100}}, "validation_error"),
         ({"content": "solar", "stream": "sometimes"}, "validation_error"),
         ({"content": "solar", "surprise": 1}, "validation_error"),
         (

@@ -94,6 +94,12 @@ def test_pool_bounds_are_checked_together() -> None:
         load_settings(db_pool_min_size=5, db_pool_max_size=2)
 
 
+def test_the_answer_reserve_must_leave_room_for_a_prompt() -> None:
+    with pytest.raises(SettingsError, match="answer_reserve"):
+        load_settings(answer_budget=512, answer_reserve=512)
+    assert load_settings(answer_budget=512, answer_reserve=128).answer_reserve == 128
+
+
 def test_models_and_roles_from_toml(tmp_path: Path) -> None:
     config = tmp_path / "quarry.toml"
     config.write_text(

@@ -27,6 +27,7 @@ from quarry.answers.models import (
     AnswerUsage,
     AskRequest,
     AskResponse,
+    BudgetLimits,
     Citation,
     ContextSummary,
     HistorySummary,
@@ -177,10 +178,22 @@ def _messages(question: str, sources: str, history: History | None) -> list[dict
 
 
 class Answers:
-    def __init__(self, db: Database, search: Search, gateway: Gateway) -> None:
+    def __init__(
+        self,
+        db: Database,
+        search: Search,
+        gateway: Gateway,
+        limits: BudgetLimits | None = None,
+        *,
+        duplicate_threshold: float = 0.95,
+        max_per_document: int = 2,
+    ) -> None:
         self.db = db
         self.search = search
         self.gateway = gateway
+        self.limits = limits or BudgetLimits()
+        self.duplicate_threshold = duplicate_threshold
+        self.max_per_document = max_per_document
 
     @property
     def model(self) -> str:
@@ -195,7 +208,7 @@ class Answers:
         """Check the question fits, pick the history, search, and build the context."""
         started = time.monotonic()
         model = self.model
-        spec = request.budget
+        spec = self.limits.resolve(request.budget)
         fixed = self.gateway.count_tokens(model, _messages(request.question, "", None))
         room = spec.total - spec.answer_reserve - fixed
         if room < MIN_EVIDENCE:
@@ -239,7 +252,11 @@ class Answers:
                 started,
                 _ms(started),
             )
-        builder = ContextBuilder(self.count_tokens)
+        builder = ContextBuilder(
+            self.count_tokens,
+            duplicate_threshold=self.duplicate_threshold,
+            max_per_document=self.max_per_document,
+        )
         context = builder.build(
             hits,
             budget,

@@ -17,7 +17,6 @@ A turn runs in three steps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -45,7 +44,7 @@ from quarry.answers.models import (
 from quarry.db.database import Database
 from quarry.errors import ClientDisconnected, ConversationNotFound, QuarryError
 from quarry.gateway.gateway import Gateway
-from quarry.gateway.types import GatewayError, StreamEnd, Usage
+from quarry.gateway.types import StreamEnd, Usage
 
 log = structlog.get_logger(__name__)
 KEEPALIVE = 1.0  # seconds without an event before the stream sends a comment
@@ -244,20 +243,22 @@ class Turn:
         self._stop = asyncio.Event()
 
     async def events(self) -> AsyncIterator[Event]:
-        yield Event(
-            "start",
-            {
-                "conversation_id": str(self.conversation_id),
-                "user_message": self.user_message.model_dump(mode="json"),
-                "request_id": self.request_id,
-                "model": self.prepared.model,
-            },
-        )
-        for source in self.prepared.sources():
-            yield Event("result", source.model_dump(mode="json"))
+        # Generation starts at once, in a task of its own; the events it produces wait in the
+        # queue while start and the sources are sent.
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         runner = self.conversations._spawn(self._run(queue))
         try:
+            yield Event(
+                "start",
+                {
+                    "conversation_id": str(self.conversation_id),
+                    "user_message": self.user_message.model_dump(mode="json"),
+                    "request_id": self.request_id,
+                    "model": self.prepared.model,
+                },
+            )
+            for source in self.prepared.sources():
+                yield Event("result", source.model_dump(mode="json"))
             while True:
                 try:
                     async with asyncio.timeout(KEEPALIVE):
@@ -290,8 +291,13 @@ class Turn:
         left = not generation.done()
         if left:
             generation.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await generation
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug: the turn still ends, and says so
+            log.exception("the answer failed", conversation_id=str(self.conversation_id))
+            progress.error = QuarryError(f"the answer failed: {exc}")
         try:
             queue.put_nowait(await self._store(progress, left))
         except Exception as exc:  # storing failed: the client still gets an ending
@@ -314,7 +320,7 @@ class Turn:
                     progress.first_token = time.monotonic()
                 progress.parts.append(item)
                 queue.put_nowait(Event("llm_chunk", {"text": item}))
-        except GatewayError as exc:  # every model failed before sending text
+        except QuarryError as exc:  # every model failed before sending text, or refused the call
             progress.error = exc
 
     async def _store(self, progress: _Progress, left: bool) -> Event:

@@ -3,48 +3,76 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from quarry.errors import BudgetOverLimit
 from quarry.search.models import Filters, Mode
 from quarry.validation import Body
 
-DEFAULT_TOTAL = 2048
-DEFAULT_ANSWER_RESERVE = 384
-DEFAULT_EVIDENCE_SHARE = 0.75
-DEFAULT_HISTORY = 512
-
 
 class AskBudget(Body):
+    """Lowers the configured budget for one request (unset: the configured value). Raising a
+    limit above its configured value is refused (422 ``budget_over_limit``)."""
+
     model_config = ConfigDict(extra="forbid")  # a misspelt limit must not pass unnoticed
 
-    total: int = Field(
-        default=DEFAULT_TOTAL,
+    total: int | None = Field(
+        default=None,
         ge=256,
-        le=DEFAULT_TOTAL,
-        description="tokens of the model's context the call may use (at most the default)",
+        description="tokens of the model's context the call may use (QUARRY_ANSWER_BUDGET)",
     )
-    answer_reserve: int = Field(
-        default=DEFAULT_ANSWER_RESERVE,
+    answer_reserve: int | None = Field(
+        default=None,
         ge=16,
-        le=DEFAULT_ANSWER_RESERVE,
-        description="tokens kept for the answer, also its max_tokens",
+        description="tokens kept for the answer, also its max_tokens (QUARRY_ANSWER_RESERVE)",
     )
-    evidence_share: float = Field(
-        default=DEFAULT_EVIDENCE_SHARE,
+    evidence_share: float | None = Field(
+        default=None,
         gt=0,
-        le=DEFAULT_EVIDENCE_SHARE,
-        description="of the rest, the share for evidence (the rest: instructions, question)",
+        le=1,
+        description="of what the prompt's other parts leave, the most evidence may take "
+        "(QUARRY_ANSWER_EVIDENCE_SHARE)",
     )
-    history: int = Field(
-        default=DEFAULT_HISTORY,
+    history: int | None = Field(
+        default=None,
         ge=0,
-        le=DEFAULT_HISTORY,
         description="conversations: tokens for earlier turns and their summary, taken before "
-        "the evidence (older turns that do not fit are summarised in the background)",
+        "the evidence (QUARRY_ANSWER_HISTORY_BUDGET; older turns are summarised)",
     )
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """The configured budget: each request's default and ceiling."""
+
+    total: int = 2048
+    answer_reserve: int = 384
+    evidence_share: float = 0.75
+    history: int = 512
+
+    def resolve(self, asked: AskBudget) -> BudgetLimits:
+        values = {}
+        for name in ("total", "answer_reserve", "evidence_share", "history"):
+            limit = getattr(self, name)
+            value = getattr(asked, name)
+            if value is not None and value > limit:
+                raise BudgetOverLimit(
+                    f"budget.{name} may lower the configured {limit}, not raise it",
+                    field=f"budget.{name}",
+                )
+            values[name] = limit if value is None else value
+        resolved = BudgetLimits(**values)
+        if resolved.answer_reserve >= resolved.total:
+            raise BudgetOverLimit(
+                f"budget.answer_reserve ({resolved.answer_reserve}) must be below budget.total "
+                f"({resolved.total})",
+                field="budget.answer_reserve",
+            )
+        return resolved
 
 
 class AskRequest(Body):

@@ -29,8 +29,8 @@ from quarry.answers.history import StoredTurn
 from quarry.answers.models import AskBudget, AskRequest, Citation, ContextSummary
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
-from quarry.errors import InvalidInput, ProjectNotFound
-from quarry.gateway.types import GatewayError, StreamEnd, Usage
+from quarry.errors import InvalidInput, ProjectNotFound, QuarryError
+from quarry.gateway.types import StreamEnd, Usage
 from quarry.search.models import Mode
 from quarry.tenancy.models import Principal, Role
 
@@ -136,7 +136,8 @@ async def chat_completions(
     options = body.quarry
     budget = options.budget
     limit = body.max_completion_tokens or body.max_tokens
-    if limit is not None and limit < budget.answer_reserve:
+    reserve = budget.answer_reserve or rt.answers.limits.answer_reserve
+    if limit is not None and limit < reserve:
         budget = budget.model_copy(update={"answer_reserve": limit})
     ask = AskRequest(question=question, mode=options.mode, k=options.k, budget=budget)
     prepared = await rt.answers.prepare(project_id, ask, earlier)
@@ -259,7 +260,7 @@ async def _stream(
                 return
             finish = "length" if item.finish_reason == "length" else "stop"
             yield chunk({}, finish, quarry=_extra(prepared, item.text)), item.usage
-    except GatewayError as exc:  # every model failed before its first token
+    except QuarryError as exc:  # every model failed before its first token, or refused the call
         yield {"error": {"code": exc.code, "message": exc.detail}}, None
 
 
