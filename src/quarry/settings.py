@@ -260,6 +260,12 @@ class Settings(BaseSettings):
     context_max_per_document: int = Field(
         default=2, ge=1, le=20, description="chunks of one document an answer's context may hold"
     )
+    context_passage_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="cut a retrieved chunk longer than this many tokens down to the sentences "
+        "that best match the query, so more sources fit the budget (unset: whole chunks)",
+    )
     document_summaries: bool = Field(
         default=False,
         description="true to write a rolling summary of each document after it is indexed "

@@ -222,3 +222,40 @@ def test_a_request_may_lower_the_configured_budget_not_raise_it() -> None:
         assert refused.value.extra["field"] == field
     with pytest.raises(BudgetOverLimit, match="must be below"):
         BudgetLimits(total=1024, answer_reserve=512).resolve(AskBudget(total=512))
+
+
+LONG = (
+    "Bread is baked in ovens across the world. Solar panels turn sunlight into electricity. "
+    "Wheat grows in fields. Cloudy days lower the panels' output. Rivers flow to the sea. "
+    "Yeast makes dough rise."
+)
+
+
+def test_a_long_chunk_is_cut_to_the_sentences_that_match_the_query() -> None:
+    long = hit(DOC_A, 1, 0, len(LONG), text=LONG, title="Mixed")
+    short = hit(DOC_B, 2, 0, 20, text="Solar power is clean.", title="Short")
+    terms = ["solar", "panel", "electr", "cloudi"]  # Postgres english stems
+    context = builder(passage_tokens=30).build([long, short], Budget(), query_terms=terms)
+    first, second = context.passages
+    assert first.text == (
+        "… Solar panels turn sunlight into electricity. … Cloudy days lower the panels' output. …"
+    )
+    assert (first.chunk_ids, first.char_start, first.char_end) == ([1], 0, len(LONG))
+    assert second.text == "Solar power is clean."  # short enough already: whole
+    whole = builder().build([long, short], Budget(), query_terms=terms)
+    assert whole.passages[0].text == LONG  # off unless passage_tokens is set
+    assert context.tokens < whole.tokens
+
+
+def test_a_cut_chunk_is_not_merged_and_a_chunk_matching_nothing_stays_whole() -> None:
+    tail = (
+        " Solar farms cover hills. Rain falls on the roofs. Snow melts in spring sun. Leaves fall."
+    )
+    text = LONG + tail
+    start = len(LONG) - len("Yeast makes dough rise.")  # b begins inside a: they overlap
+    a = hit(DOC_A, 1, 0, len(LONG), text=LONG)
+    b = hit(DOC_A, 2, start, len(text), text=text[start:])
+    context = builder(passage_tokens=30).build([a, b], Budget(), query_terms=["solar"])
+    assert [p.chunk_ids for p in context.passages] == [[1], [2]]  # touching, yet two passages
+    nothing = builder(passage_tokens=30).build([a], Budget(), query_terms=["zebra"])
+    assert nothing.passages[0].text == LONG

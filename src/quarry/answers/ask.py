@@ -38,7 +38,7 @@ from quarry.errors import BudgetTooSmall, QuestionOverBudget
 from quarry.gateway.gateway import Gateway
 from quarry.gateway.types import StreamEnd, Usage
 from quarry.ingest.embedders import Vectors
-from quarry.search.models import Hit, SearchRequest
+from quarry.search.models import Hit, SearchRequest, SearchResponse
 from quarry.search.service import Search
 
 ROLE = "generation"
@@ -187,6 +187,7 @@ class Answers:
         *,
         duplicate_threshold: float = 0.95,
         max_per_document: int = 2,
+        passage_tokens: int | None = None,
     ) -> None:
         self.db = db
         self.search = search
@@ -194,6 +195,7 @@ class Answers:
         self.limits = limits or BudgetLimits()
         self.duplicate_threshold = duplicate_threshold
         self.max_per_document = max_per_document
+        self.passage_tokens = passage_tokens
 
     @property
     def model(self) -> str:
@@ -228,13 +230,14 @@ class Answers:
                 self.count_tokens,
             )
             room -= history.tokens
-        hits = await self._search(project_id, request, request.question)
-        if not relevant(hits) and history is not None:
+        found = await self._search(project_id, request, request.question)
+        if not relevant(found.hits) and history is not None:
             # A follow-up ("and the other one?") finds nothing on its own: read it together
             # with the user's previous turn.
             previous = next((t.content for t in reversed(history.turns) if t.role == "user"), "")
             if previous:
-                hits = await self._search(project_id, request, f"{previous} {request.question}")
+                found = await self._search(project_id, request, f"{previous} {request.question}")
+        hits = found.hits
         budget = Budget(
             total=spec.total,
             answer_reserve=spec.answer_reserve,
@@ -256,12 +259,14 @@ class Answers:
             self.count_tokens,
             duplicate_threshold=self.duplicate_threshold,
             max_per_document=self.max_per_document,
+            passage_tokens=self.passage_tokens,
         )
         context = builder.build(
             hits,
             budget,
             await self._vectors(project_id, hits),
             await self._summaries(project_id, hits),
+            found.search_metadata.query_terms,
         )
         if not context.passages:
             raise BudgetTooSmall(
@@ -323,12 +328,13 @@ class Answers:
             temperature=0,
         )
 
-    async def _search(self, project_id: uuid.UUID, request: AskRequest, query: str) -> list[Hit]:
-        found = await self.search.search(
+    async def _search(
+        self, project_id: uuid.UUID, request: AskRequest, query: str
+    ) -> SearchResponse:
+        return await self.search.search(
             project_id,
             SearchRequest(query=query, mode=request.mode, k=request.k, filters=request.filters),
         )
-        return found.hits
 
     async def _summaries(self, project_id: uuid.UUID, hits: list[Hit]) -> dict[uuid.UUID, str]:
         rows = await self.db.fetch_all(

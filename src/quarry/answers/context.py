@@ -10,9 +10,11 @@ what the total leaves after the answer's reserve, times the evidence share. With
    then the rest, in rank order; a chunk that does not fit is skipped, not cut;
 4. chosen chunks of one document that touch or overlap merge into one passage, and a chunk
    pays only for what it adds (the overlap is not paid twice, nor the title);
-5. when a document's best chunk does not fit and its summary (``documents.summary``) does,
+5. with ``passage_tokens`` set, a chunk longer than that is first cut down to the sentences
+   that match the most query terms (the rest marked …), so more documents fit;
+6. when a document's best chunk does not fit and its summary (``documents.summary``) does,
    the summary stands in for it;
-6. the passages are numbered [1], [2], ... in rank order, for citation.
+7. the passages are numbered [1], [2], ... in rank order, for citation.
 
 Everything left out is returned with its reason, for debugging.
 """
@@ -20,6 +22,7 @@ Everything left out is returned with its reason, for debugging.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ class Passage:
     number: int = 0  # its citation number, once chosen
     tokens: int = 0
     summary: bool = False  # the document's summary standing in for its chunks
+    focused: bool = False  # cut to its best sentences: text no longer matches the offsets
 
     @classmethod
     def of_summary(cls, hit: Hit, rank: int, summary: str) -> Passage:
@@ -139,9 +143,15 @@ class ContextBuilder:
         duplicate_threshold: float = 0.95,
         max_per_document: int = 2,
         separator: str = "\n\n",
+        passage_tokens: int | None = None,
     ) -> None:
+        """``passage_tokens``: when set, a chunk longer than this is cut down to its
+        sentences that best match the query's terms (in their order, gaps marked with …)."""
         if max_per_document < 1:
             raise ValueError("max_per_document must be at least 1")
+        if passage_tokens is not None and passage_tokens < 16:
+            raise ValueError("passage_tokens must be at least 16")
+        self.passage_tokens = passage_tokens
         self.count_tokens = count_tokens
         self.duplicate_threshold = duplicate_threshold
         self.max_per_document = max_per_document
@@ -153,15 +163,22 @@ class ContextBuilder:
         budget: Budget,
         vectors: Mapping[int, npt.NDArray[np.float32]] | None = None,
         summaries: Mapping[uuid.UUID, str] | None = None,
+        query_terms: Sequence[str] = (),
     ) -> Context:
         """``summaries``: documents' summaries, which may stand in for a document whose best
-        chunk does not fit the budget left (when the summary does)."""
+        chunk does not fit the budget left (when the summary does). ``query_terms``: the
+        query as BM25 analysed it (stems), for cutting long chunks to their best sentences."""
         dropped: list[Dropped] = []
+        focused: frozenset[int] = frozenset()
+        if self.passage_tokens is not None and query_terms:
+            cut = [self._focus(hit, query_terms) for hit in hits]
+            focused = frozenset(a.chunk_id for a, b in zip(cut, hits, strict=True) if a is not b)
+            hits = cut
         ranked = list(enumerate(hits, start=1))
         kept = self._unique(ranked, vectors or {}, dropped)
         kept = self._cap(kept, dropped)
-        chosen, summarised = self._select(kept, budget, dropped, summaries or {})
-        passages = self._assemble(chosen, summarised)
+        chosen, summarised = self._select(kept, budget, dropped, summaries or {}, focused)
+        passages = self._assemble(chosen, summarised, focused)
         used = self._cost(passages)
         while used > budget.evidence_tokens:  # numbering can shift a token; give back the last
             last_chunk = max(chosen, key=lambda item: item[0], default=None)
@@ -182,17 +199,54 @@ class ContextBuilder:
                         [last_chunk[1]], last_chunk[0], "over_budget", "did not fit once numbered"
                     )
                 )
-            passages = self._assemble(chosen, summarised)
+            passages = self._assemble(chosen, summarised, focused)
             used = self._cost(passages)
         dropped.sort(key=lambda d: d.rank)
         return Context(passages, dropped, budget, used, self.separator)
 
-    def _assemble(self, chosen: list[tuple[int, Hit]], summarised: list[Passage]) -> list[Passage]:
-        passages = sorted(_merge(chosen) + summarised, key=lambda p: p.rank)
+    def _assemble(
+        self, chosen: list[tuple[int, Hit]], summarised: list[Passage], focused: frozenset[int]
+    ) -> list[Passage]:
+        passages = sorted(_merge(chosen, focused) + summarised, key=lambda p: p.rank)
         for number, passage in enumerate(passages, start=1):
             passage.number = number
             passage.tokens = self.count_tokens(passage.render())
         return passages
+
+    # 0. long chunks cut to their best sentences ------------------------------------------------
+
+    def _focus(self, hit: Hit, terms: Sequence[str]) -> Hit:
+        """The chunk's sentences that match the most query terms, best first, while they fit
+        ``passage_tokens``, put back in their order; a gap is marked with …. A chunk that
+        already fits, or that matches no term, is kept whole (its rank came from its meaning).
+        The focused hit keeps its chunk's offsets but is never merged with a neighbour."""
+        assert self.passage_tokens is not None
+        if self.count_tokens(hit.text) <= self.passage_tokens:
+            return hit
+        sentences = [m for m in _SENTENCE.finditer(hit.text) if m.group().strip()]
+        scores = [_matches(m.group(), terms) for m in sentences]
+        if len(sentences) < 2 or not any(scores):
+            return hit
+        order = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
+        kept: list[int] = []
+        used = 0
+        for i in order:
+            if scores[i] == 0 and kept:
+                break
+            cost = self.count_tokens(sentences[i].group()) + 1
+            if kept and used + cost > self.passage_tokens:
+                continue
+            kept.append(i)
+            used += cost
+        kept.sort()
+        parts: list[str] = []
+        for j, i in enumerate(kept):
+            if (j == 0 and i > 0) or (j > 0 and i != kept[j - 1] + 1):
+                parts.append("…")
+            parts.append(sentences[i].group().strip())
+        if kept[-1] != len(sentences) - 1:
+            parts.append("…")
+        return hit.model_copy(update={"text": " ".join(parts)})
 
     # 1. near-duplicates ------------------------------------------------------------------------
 
@@ -252,6 +306,7 @@ class ContextBuilder:
         budget: Budget,
         dropped: list[Dropped],
         summaries: Mapping[uuid.UUID, str],
+        focused: frozenset[int],
     ) -> tuple[list[tuple[int, Hit]], list[Passage]]:
         """Each document's best chunk first, in rank order, then the rest in rank order. A
         chunk costs what it adds to its document's passages: a chunk that touches one already
@@ -277,7 +332,7 @@ class ContextBuilder:
                 dropped.append(_drop([hit], rank, "replaced_by_summary", detail))
                 continue
             trial = [*chosen.get(doc, []), (rank, hit)]
-            passages = _merge(trial)
+            passages = _merge(trial, focused)
             for passage in passages:
                 passage.number = wide
             new_cost = sum(self.count_tokens(p.render()) for p in passages)
@@ -330,9 +385,12 @@ def naive_context(hits: Sequence[Hit], budget: Budget, count_tokens: CountTokens
     return Context(passages, [], budget, used)
 
 
-def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
+def _merge(
+    items: Sequence[tuple[int, Hit]], focused: frozenset[int] = frozenset()
+) -> list[Passage]:
     """Chunks as passages: those of one document that touch or overlap become one (its text
-    the union of theirs, by character offsets). Ordered by their best rank."""
+    the union of theirs, by character offsets); a ``focused`` chunk (cut to its best
+    sentences) stays a passage of its own. Ordered by their best rank."""
     by_document: dict[uuid.UUID, list[tuple[int, Hit]]] = {}
     for rank, hit in items:
         by_document.setdefault(hit.document_id, []).append((rank, hit))
@@ -341,7 +399,12 @@ def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
         group.sort(key=lambda item: item[1].char_start)
         current: Passage | None = None
         for rank, hit in group:
-            if current is not None and hit.char_start <= current.char_end:
+            if (
+                current is not None
+                and hit.char_start <= current.char_end
+                and hit.chunk_id not in focused
+                and not current.focused
+            ):
                 if hit.char_end > current.char_end:
                     current.text += hit.text[current.char_end - hit.char_start :]
                     current.char_end = hit.char_end
@@ -349,6 +412,7 @@ def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
                 current.rank = min(current.rank, rank)
                 continue
             current = Passage.of(hit, rank)
+            current.focused = hit.chunk_id in focused
             passages.append(current)
     passages.sort(key=lambda p: p.rank)
     return passages
@@ -356,3 +420,20 @@ def _merge(items: Sequence[tuple[int, Hit]]) -> list[Passage]:
 
 def _drop(hits: Sequence[Hit], rank: int, reason: Reason, detail: str) -> Dropped:
     return Dropped(tuple(h.chunk_id for h in hits), hits[0].document_id, rank, reason, detail)
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
+_WORD = re.compile(r"\w+")
+
+
+def _matches(sentence: str, terms: Sequence[str]) -> int:
+    """How many of the query's stems the sentence holds. A word matches a stem it begins
+    with, or that it shares all but the stem's last letter with (study, studies: studi)."""
+    words = {w.lower() for w in _WORD.findall(sentence)}
+    found = 0
+    for stem in set(terms):
+        if len(stem) < 4:
+            found += stem in words
+        else:
+            found += any(w.startswith(stem) or w.startswith(stem[:-1]) for w in words)
+    return found
