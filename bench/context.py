@@ -107,6 +107,7 @@ async def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--project")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--split", default="test", help="train to tune, test to report")
     parser.add_argument("--budgets", default="256,512,1024,2048")
     parser.add_argument("--max-per-document", type=int, default=2)
     parser.add_argument(
@@ -118,7 +119,7 @@ async def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
-    dataset = BeirDataset.load(SCIFACT, "test")
+    dataset = BeirDataset.load(SCIFACT, args.split)
     with tempfile.TemporaryDirectory(prefix="quarry-bench-ctx-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
         settings = Settings(data_dir=data_dir, log_level="warning")
@@ -220,7 +221,7 @@ async def main() -> None:
             build_s = time.perf_counter() - started
             ask = await ask_latency(rt, pid, list(dataset.queries.values())[: args.ask])
     print(
-        f"SciFact test, {len(per_query)} queries, top {args.k} hybrid chunks, "
+        f"SciFact {args.split}, {len(per_query)} queries, top {args.k} hybrid chunks, "
         f"SmolLM2 tokens ({os.cpu_count()} cores; search {search_s:.0f} s, builds {build_s:.0f} s)"
     )
     print(

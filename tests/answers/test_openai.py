@@ -134,6 +134,8 @@ async def test_a_model_that_is_no_project_is_refused(
         [{"role": "user", "content": ""}],
         [{"role": "user", "content": "x" * 4001}],
         [{"role": "wizard", "content": "x"}],
+        [{"role": "user", "content": "x"}] * 201,
+        [{"role": "assistant", "content": "x" * 199_000}, {"role": "user", "content": "y" * 1001}],
     ],
 )
 async def test_bad_messages_are_422(
@@ -142,6 +144,23 @@ async def test_bad_messages_are_422(
     with pytest.raises(openai.UnprocessableEntityError):
         await sdk.chat.completions.create(model="quarry/energy", messages=messages)
     assert script.requests == []
+
+
+async def test_quarry_options_travel_in_extra_body(
+    sdk: openai.AsyncOpenAI, script: ChatScript
+) -> None:
+    completion = await sdk.chat.completions.create(
+        model="quarry/energy",
+        messages=[{"role": "user", "content": "How do solar panels make electricity?"}],
+        extra_body={"quarry": {"mode": "bm25", "k": 1, "budget": {"total": 1024}}},
+    )
+    assert completion.model_extra["quarry"]["context"]["passages"] == 1
+    with pytest.raises(openai.UnprocessableEntityError):
+        await sdk.chat.completions.create(
+            model="quarry/energy",
+            messages=[{"role": "user", "content": "solar?"}],
+            extra_body={"quarry": {"budget": {"total": 100000}}},
+        )
 
 
 async def test_two_answers_at_once_are_refused(sdk: openai.AsyncOpenAI) -> None:

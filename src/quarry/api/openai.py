@@ -36,6 +36,8 @@ from quarry.tenancy.models import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=problem_responses(401, 404, 422))
 PREFIX = "quarry/"
+MAX_MESSAGES = 200  # history beyond what any budget holds is refused, not read
+MAX_CHARACTERS = 200_000
 
 
 class ChatMessage(BaseModel):
@@ -70,14 +72,15 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="quarry/<project name or id>")
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=16, description="lowers the answer reserve")
     max_completion_tokens: int | None = Field(default=None, ge=16)
     n: int = Field(default=1, ge=1, le=1, description="one answer per request")
     quarry: QuarryOptions = Field(
-        default_factory=QuarryOptions, description="quarry's search and budget options"
+        default_factory=QuarryOptions,
+        description="quarry's search and budget options (the SDK's `extra_body`)",
     )
 
     @field_validator("messages")
@@ -87,6 +90,8 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("the last message must be the user's question, with text")
         if len(messages[-1].text) > 4000:
             raise ValueError("the question is longer than 4000 characters")
+        if sum(len(m.text) for m in messages) > MAX_CHARACTERS:
+            raise ValueError(f"the messages hold more than {MAX_CHARACTERS} characters")
         return messages
 
 
