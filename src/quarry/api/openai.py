@@ -95,6 +95,43 @@ class ChatCompletionRequest(BaseModel):
         return messages
 
 
+class QuarryExtra(BaseModel):
+    """The `quarry` field of a completion, or of a stream's last chunk."""
+
+    answered: bool = Field(description="false when retrieval found nothing relevant")
+    answer: str = Field(description="the answer with [n] that name no source removed")
+    citations: list[Citation]
+    unknown_citations: list[int]
+    context: ContextSummary
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    quarry: QuarryExtra
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -122,6 +159,7 @@ async def list_models(rt: RuntimeDep, me: PrincipalDep) -> ModelList:
     "/chat/completions",
     summary="Answer the last message from a project's documents, OpenAI-style",
     description=__doc__,
+    response_model=ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(502, 503)},
 )
 async def chat_completions(
@@ -155,7 +193,7 @@ async def chat_completions(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    text, usage = NOTHING_FOUND, None
+    text, usage, finish = NOTHING_FOUND, None, "stop"
     if prepared.relevant:
         done = await rt.answers.gateway.generate(
             ROLE,
@@ -166,22 +204,16 @@ async def chat_completions(
             temperature=0,
         )
         text, usage = done.text, done.usage
+        finish = "length" if done.finish_reason == "length" else "stop"
     extra = _extra(prepared, text)
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": extra["answer"]},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": _usage(usage),
-        "quarry": extra,
-    }
+    return ChatCompletion(
+        id=completion_id,
+        created=int(time.time()),
+        model=body.model,
+        choices=[Choice(message=AssistantMessage(content=extra.answer), finish_reason=finish)],
+        usage=_usage(usage),
+        quarry=extra,
+    )
 
 
 async def _project(rt: Any, me: Principal, model: str) -> uuid.UUID:
@@ -199,30 +231,29 @@ async def _project(rt: Any, me: Principal, model: str) -> uuid.UUID:
     return project_id
 
 
-def _extra(prepared: Prepared, text: str) -> dict[str, Any]:
+def _extra(prepared: Prepared, text: str) -> QuarryExtra:
     """The `quarry` field: the checked answer, its citations and the context's summary."""
     if prepared.relevant:
         answer, citations, unknown = prepared.cite(text)
     else:
-        answer, citations, unknown = NOTHING_FOUND, list[Citation](), list[int]()
-    summary: ContextSummary = prepared.context_summary()
-    return {
-        "answered": prepared.relevant,
-        "answer": answer,
-        "citations": [c.model_dump(mode="json") for c in citations],
-        "unknown_citations": unknown,
-        "context": summary.model_dump(mode="json"),
-    }
+        answer, citations, unknown = NOTHING_FOUND, [], []
+    return QuarryExtra(
+        answered=prepared.relevant,
+        answer=answer,
+        citations=citations,
+        unknown_citations=unknown,
+        context=prepared.context_summary(),
+    )
 
 
-def _usage(usage: Usage | None) -> dict[str, int]:
+def _usage(usage: Usage | None) -> CompletionUsage:
     if usage is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
+        return CompletionUsage()
+    return CompletionUsage(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+    )
 
 
 Chunk = dict[str, Any]  # one chat.completion.chunk, or {"error": ...}
@@ -252,7 +283,7 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""}), None
     if not prepared.relevant:
         yield chunk({"content": NOTHING_FOUND}), None
-        yield chunk({}, "stop", quarry=_extra(prepared, "")), None
+        yield chunk({}, "stop", quarry=_extra(prepared, "").model_dump(mode="json")), None
         return
     try:
         async for item in answers.stream(prepared, project_id, me.user_id):
@@ -261,10 +292,12 @@ async def _stream(
                 continue
             if item.error is not None:
                 error = {"code": item.error.code, "message": item.error.detail}
-                yield {"error": error, "quarry": _extra(prepared, item.text)}, item.usage
+                extra = _extra(prepared, item.text).model_dump(mode="json")
+                yield {"error": error, "quarry": extra}, item.usage
                 return
             finish = "length" if item.finish_reason == "length" else "stop"
-            yield chunk({}, finish, quarry=_extra(prepared, item.text)), item.usage
+            extra = _extra(prepared, item.text).model_dump(mode="json")
+            yield chunk({}, finish, quarry=extra), item.usage
     except QuarryError as exc:  # every model failed before its first token, or refused the call
         yield {"error": {"code": exc.code, "message": exc.detail}}, None
 
@@ -279,7 +312,7 @@ async def _sse(
         last = item
         yield f"data: {json.dumps(item)}\n\n".encode()
     if include_usage and last is not None and "error" not in last:
-        tail = {**last, "choices": [], "usage": _usage(usage)}
+        tail = {**last, "choices": [], "usage": _usage(usage).model_dump()}
         tail.pop("quarry", None)
         yield f"data: {json.dumps(tail)}\n\n".encode()
     yield b"data: [DONE]\n\n"
