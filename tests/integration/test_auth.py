@@ -133,3 +133,19 @@ async def test_openapi_documents_auth_and_problems(client: httpx.AsyncClient) ->
     get_project = spec["paths"]["/projects/{project}"]["get"]
     assert "404" in get_project["responses"]
     assert "Problem" in spec["components"]["schemas"]
+
+
+async def test_openapi_documents_answers_streams_and_the_openai_face(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    send = paths["/projects/{project}/conversations/{conversation}/messages"]["post"]
+    assert set(send["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    for event in ("`start`", "`result`", "`llm_chunk`", "`complete`", "`error`"):
+        assert event in send["description"]
+    assert {"get", "delete"} <= set(paths["/projects/{project}/conversations/{conversation}"])
+    completions = paths["/v1/chat/completions"]["post"]
+    assert "text/event-stream" in completions["responses"]["200"]["content"]
+    assert "quarry" in spec["components"]["schemas"]["ChatCompletion"]["properties"]
+    assert "get" in paths["/v1/models"]
