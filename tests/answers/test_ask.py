@@ -103,6 +103,8 @@ async def test_nothing_relevant_means_no_model_call(
         ({"question": "x", "budget": {"answer_reserve": 5}}, "answer_reserve"),
         ({"question": "x", "k": 0}, "k"),
         ({"question": "x", "surprise": 1}, "surprise"),
+        ({"question": "solar " * 600, "budget": {"total": 1024}}, "question_over_budget"),
+        ({"question": "x", "budget": {"total": 300}}, "budget_over_limit"),  # reserve 384
     ],
 )
 async def test_bad_questions_are_422(asking: httpx.AsyncClient, body, field: str) -> None:
