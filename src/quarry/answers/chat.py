@@ -51,6 +51,8 @@ KEEPALIVE = 1.0  # seconds without an event before the stream sends a comment
 STOP_WAIT = 10.0  # seconds answers still running at shutdown get to finish and be stored
 SUMMARY_ROLE = "maintenance"
 SUMMARY_TOKENS = 160  # the rolling summary's length, at most
+TURN_CHARS = 2000  # of each turn, what the summariser reads
+FOLD_CHARS = 12000  # of the turns folded at once, what the summariser reads
 SUMMARY_INSTRUCTIONS = (
     "You keep a short running summary of a conversation between a user and an assistant. "
     "Rewrite the summary so it also covers the new turns: keep names, facts, decisions and "
@@ -414,10 +416,10 @@ async def summarise(
         through=through,
     )
     lines = "\n".join(
-        f"{'User' if t['role'] == 'user' else 'Assistant'}: {t['content']}"
+        f"{'User' if t['role'] == 'user' else 'Assistant'}: {t['content'][:TURN_CHARS]}"
         for t in turns
         if t["content"].strip()
-    )
+    )[-FOLD_CHARS:]  # a long backlog: its newest part (the rest is past saving in 100 words)
     prompt = (
         f"Summary so far: {row['summary'] or '(none)'}\n\nNew turns:\n{lines}\n\n"
         "The updated summary:"
