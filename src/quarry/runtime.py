@@ -171,7 +171,7 @@ async def open_runtime(
             ),
             duplicate_threshold=settings.context_duplicate_threshold,
             max_per_document=settings.context_max_per_document,
-            passage_tokens=settings.context_passage_tokens,
+            passage_tokens=settings.context_passage_tokens or None,
         )
         conversations = Conversations(db, answers, gateway, jobs.enqueue_conversation_summary)
         stack.push_async_callback(conversations.aclose)  # before the pool and gateway close

@@ -260,11 +260,12 @@ class Settings(BaseSettings):
     context_max_per_document: int = Field(
         default=2, ge=1, le=20, description="chunks of one document an answer's context may hold"
     )
-    context_passage_tokens: int | None = Field(
-        default=None,
-        ge=16,
-        description="cut a retrieved chunk longer than this many tokens down to the sentences "
-        "that best match the query, so more sources fit the budget (unset: whole chunks)",
+    context_passage_tokens: int = Field(
+        default=128,
+        ge=0,
+        description="cut a retrieved chunk longer than this many tokens (of the answering "
+        "model, 16 or more) down to its sentences that best match the query, so more sources "
+        "fit the budget; 0 keeps whole chunks",
     )
     document_summaries: bool = Field(
         default=False,
@@ -295,6 +296,8 @@ class Settings(BaseSettings):
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be less than chunk_tokens")
+        if 0 < self.context_passage_tokens < 16:
+            raise ValueError("context_passage_tokens must be 0 (off) or at least 16")
         if self.answer_reserve >= self.answer_budget:
             raise ValueError("answer_reserve must be less than answer_budget")
         if self.embedding_provider == "openai_compatible" and not (

@@ -29,6 +29,11 @@ DOCS = {
     "bread": "Bread is made from flour, water, salt and yeast, and baked in an oven.",
 }
 # One chunk far larger than a small budget's evidence: every sentence is about tides.
+# A question long enough that a 256-token budget leaves less evidence room than even the tides
+# chunk cut to its best sentences needs.
+LONG_TIDES_QUESTION = "Why do tides rise and fall with the moon's gravity? " + (
+    "Tides, moon, gravity, oceans. " * 12
+)
 TIDES = " ".join(
     f"Tides rise and fall twice a day because the moon's gravity pulls the oceans, note {i}."
     for i in range(12)

@@ -13,7 +13,7 @@ import pytest
 
 from quarry.answers.chat import summarise
 from quarry.settings import Settings
-from tests.answers.conftest import DOCS_TEXT, Served, events, running, scripted
+from tests.answers.conftest import DOCS_TEXT, LONG_TIDES_QUESTION, Served, events, running, scripted
 from tests.chat_server import OK, ChatScript
 
 
@@ -351,7 +351,7 @@ async def test_summarise_is_idempotent_and_only_moves_forward(
         ),
         (
             {
-                "content": "Why do tides rise and fall with the moon's gravity?",
+                "content": LONG_TIDES_QUESTION,
                 "mode": "bm25",
                 "budget": {"total": 256, "answer_reserve": 16},
             },

@@ -13,7 +13,7 @@ from quarry.answers.summaries import summarise_document
 from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker
 from quarry.settings import Settings
-from tests.answers.conftest import TIDES, Served, running, scripted
+from tests.answers.conftest import LONG_TIDES_QUESTION, TIDES, Served, running, scripted
 from tests.chat_server import ChatScript
 from tests.support import settle
 
@@ -60,7 +60,7 @@ async def test_each_indexed_version_is_summarised_and_a_tight_budget_uses_it(
     asked = await s.http.post(
         f"/projects/energy/conversations/{made.json()['id']}/messages",
         json={
-            "content": "Why do tides rise and fall with the moon's gravity?",
+            "content": LONG_TIDES_QUESTION,
             "mode": "bm25",
             "budget": {"total": 256, "answer_reserve": 16},
         },

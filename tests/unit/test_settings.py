@@ -100,6 +100,13 @@ def test_the_answer_reserve_must_leave_room_for_a_prompt() -> None:
     assert load_settings(answer_budget=512, answer_reserve=128).answer_reserve == 128
 
 
+def test_passage_focusing_is_off_at_zero_and_needs_sixteen_tokens_when_on() -> None:
+    assert load_settings().context_passage_tokens == 128
+    assert load_settings(context_passage_tokens=0).context_passage_tokens == 0
+    with pytest.raises(SettingsError, match="context_passage_tokens"):
+        load_settings(context_passage_tokens=8)
+
+
 def test_models_and_roles_from_toml(tmp_path: Path) -> None:
     config = tmp_path / "quarry.toml"
     config.write_text(
