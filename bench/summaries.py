@@ -66,7 +66,8 @@ async def main() -> None:
                 await rt.documents.wait_settled(project.id, poll=0.05)
             index_s = time.perf_counter() - started
             seconds, tokens = [], []
-            await rt.gateway.generate("maintenance", "Hello", max_tokens=1)  # load the model
+            hello = [{"role": "user", "content": "Hello"}]
+            await rt.gateway.generate("maintenance", hello, max_tokens=1)  # load the model
             for document_id in ids:
                 t = time.perf_counter()
                 assert await summarise_document(rt.db, rt.gateway, project.id, document_id)
