@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quarry.answers.context import Budget, Context, ContextBuilder, Passage
 from quarry.answers.history import History, StoredTurn, select_history
@@ -224,7 +224,6 @@ class Answers:
         if earlier is not None:
             history = select_history(
                 earlier.summary,
-                earlier.summarized_through,
                 earlier.newest_first,
                 min(spec.history, room // 2),
                 self.count_tokens,
@@ -261,20 +260,26 @@ class Answers:
             max_per_document=self.max_per_document,
             passage_tokens=self.passage_tokens,
         )
-        context = builder.build(
-            hits,
-            budget,
-            await self._vectors(project_id, hits),
-            await self._summaries(project_id, hits),
-            found.search_metadata.query_terms,
-        )
-        if not context.passages:
-            raise BudgetTooSmall(
-                f"relevant passages were found but none fits the {budget.evidence_tokens} "
-                f"tokens left for evidence; raise budget.total or lower budget.answer_reserve",
-                evidence_tokens=budget.evidence_tokens,
-            )
-        messages = _messages(request.question, context.render(), history)
+        vectors = await self._vectors(project_id, hits)
+        summaries = await self._summaries(project_id, hits)
+        terms = found.search_metadata.query_terms
+        prompt_limit = spec.total - spec.answer_reserve
+        while True:
+            context = builder.build(hits, budget, vectors, summaries, terms)
+            if not context.passages:
+                raise BudgetTooSmall(
+                    f"relevant passages were found but none fits the {budget.evidence_tokens} "
+                    f"tokens left for evidence; raise budget.total or lower "
+                    f"budget.answer_reserve",
+                    evidence_tokens=budget.evidence_tokens,
+                )
+            messages = _messages(request.question, context.render(), history)
+            # The parts were counted one by one; the whole prompt, as the model's chat
+            # template lays it out, is what must fit. When it does not, the evidence gives way.
+            over = self.gateway.count_tokens(model, messages) - prompt_limit
+            if over <= 0:
+                break
+            budget = replace(budget, evidence_limit=budget.evidence_tokens - over - SLACK)
         return Prepared(
             request.question, context, messages, True, history, model, started, _ms(started)
         )

@@ -41,13 +41,12 @@ class History:
 
 def select_history(
     summary: str,
-    summarized_through: int,
     newest_first: Sequence[StoredTurn],
     budget: int,
     count_tokens: Callable[[str], int],
 ) -> History:
-    """``newest_first``: the turns after ``summarized_through``, newest first. The summary is
-    paid for first (when it fits at all), then turns while they fit."""
+    """``newest_first``: the turns the summary does not hold yet, newest first. The summary
+    is paid for first (when it fits at all), then turns while they fit."""
     used = 0
     kept_summary = ""
     if summary:
