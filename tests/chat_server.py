@@ -24,13 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support import free_port
+from tests.support import serving_in_thread
 
 OK = "Solar panels make power [1]."
 
@@ -124,18 +123,8 @@ def app_for(script: ChatScript) -> Starlette:
 @contextmanager
 def chat_server(script: ChatScript) -> Iterator[str]:
     """The base URL (…/v1) of a scripted server running in a thread of its own."""
-    port = free_port()
-    config = uvicorn.Config(app_for(script), host="127.0.0.1", port=port, log_level="critical")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "chat server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        script.release.set()
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(app_for(script), log_level="critical") as url:
+        try:
+            yield f"{url}/v1"
+        finally:
+            script.release.set()  # a held stream ends, so the server can stop

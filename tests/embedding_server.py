@@ -8,20 +8,18 @@ come from quarry.testing.HashEmbedder, so they are deterministic.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from quarry.testing import HashEmbedder
-from tests.support import free_port
+from tests.support import serving_in_thread
 
 
 @dataclass
@@ -57,17 +55,5 @@ def app_for(script: Script) -> Starlette:
 
 @contextmanager
 def embedding_server(script: Script) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app_for(script), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "embedding server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(app_for(script)) as url:
+        yield f"{url}/v1"

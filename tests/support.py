@@ -8,11 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
@@ -148,3 +152,21 @@ async def settle(rt, project_id, timeout: float = 300) -> dict[str, int]:
 
     counts = await asyncio.wait_for(rt.documents.wait_settled(project_id, poll=0.1), timeout)
     return counts.documents_by_status
+
+
+@contextmanager
+def serving_in_thread(app: Any, log_level: str = "error") -> Iterator[str]:
+    """An ASGI app on a real uvicorn server in a thread of its own; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

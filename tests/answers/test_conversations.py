@@ -32,6 +32,16 @@ async def new_conversation(http: httpx.AsyncClient, project: str = "energy") -> 
     return str(made.json()["id"])
 
 
+async def streamed(http: httpx.AsyncClient, cid: str, content: str) -> list[tuple[str, dict]]:
+    """Every event of a streamed turn, read to its end."""
+    async with http.stream(
+        "POST",
+        f"/projects/energy/conversations/{cid}/messages",
+        json={"content": content, "stream": True},
+    ) as response:
+        return [event async for event in events(response)]
+
+
 async def messages(http: httpx.AsyncClient, cid: str) -> list[dict]:
     got = await http.get(f"/projects/energy/conversations/{cid}")
     assert got.status_code == 200, got.text
@@ -186,14 +196,7 @@ async def test_a_model_failing_mid_stream_sends_an_error_and_keeps_the_history(
     http = chat.http
     cid = await new_conversation(http)
     script.steps = ["cut:Solar panels |convert"]
-    seen: list[tuple[str, dict]] = []
-    async with http.stream(
-        "POST",
-        f"/projects/energy/conversations/{cid}/messages",
-        json={"content": "How do solar panels work?", "stream": True},
-    ) as response:
-        async for name, data in events(response):
-            seen.append((name, data))
+    seen = await streamed(http, cid, "How do solar panels work?")
     name, data = seen[-1]
     assert name == "error"
     assert data["code"] == "stream_interrupted"
@@ -224,14 +227,7 @@ async def test_a_model_failing_before_any_text_is_an_error_and_nothing_is_lost(
     http = chat.http
     cid = await new_conversation(http)
     script.steps = ["500"]
-    seen = []
-    async with http.stream(
-        "POST",
-        f"/projects/energy/conversations/{cid}/messages",
-        json={"content": "How do solar panels work?", "stream": True},
-    ) as response:
-        async for name, data in events(response):
-            seen.append((name, data))
+    seen = await streamed(http, cid, "How do solar panels work?")
     assert seen[-1][0] == "error"
     assert seen[-1][1]["code"] == "models_unavailable"
     script.steps = ["500"]

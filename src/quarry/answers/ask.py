@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from quarry.answers.context import Budget, Context, ContextBuilder, Passage
 from quarry.answers.history import History, StoredTurn, select_history
@@ -101,20 +102,7 @@ class Prepared:
     search_ms: float
 
     def sources(self) -> list[Source]:
-        return [
-            Source(
-                number=p.number,
-                kind="summary" if p.summary else "passage",
-                chunk_ids=p.chunk_ids,
-                document_id=p.document_id,
-                document_title=p.title,
-                page=p.page,
-                char_start=p.char_start,
-                char_end=p.char_end,
-                text=p.text,
-            )
-            for p in self.context.passages
-        ]
+        return [Source(text=p.text, **_placed(p)) for p in self.context.passages]
 
     def cite(self, text: str) -> tuple[str, list[Citation], list[int]]:
         """The answer with unknown [n] removed, its citations, and the unknown numbers."""
@@ -145,17 +133,21 @@ class Prepared:
 
 
 def citation(passage: Passage) -> Citation:
-    return Citation(
-        number=passage.number,
-        kind="summary" if passage.summary else "passage",
-        chunk_ids=passage.chunk_ids,
-        document_id=passage.document_id,
-        document_title=passage.title,
-        page=passage.page,
-        char_start=passage.char_start,
-        char_end=passage.char_end,
-        quote=passage.text,
-    )
+    return Citation(quote=passage.text, **_placed(passage))
+
+
+def _placed(passage: Passage) -> dict[str, Any]:
+    """Where a passage comes from: what a source event and a citation both say of it."""
+    return {
+        "number": passage.number,
+        "kind": "summary" if passage.summary else "passage",
+        "chunk_ids": passage.chunk_ids,
+        "document_id": passage.document_id,
+        "document_title": passage.title,
+        "page": passage.page,
+        "char_start": passage.char_start,
+        "char_end": passage.char_end,
+    }
 
 
 def answer_usage(usage: Usage) -> AnswerUsage:

@@ -75,14 +75,19 @@ class BudgetLimits:
         return resolved
 
 
-class AskRequest(Body):
+class AnswerOptions(Body):
+    """How an answer searches, and its budget: shared by ask and conversation messages."""
+
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=4000)
     mode: Mode = Mode.hybrid
     k: int = Field(default=20, ge=1, le=100, description="hits the context builder reads")
     filters: Filters | None = None
     budget: AskBudget = Field(default_factory=AskBudget)
+
+
+class AskRequest(AnswerOptions):
+    question: str = Field(min_length=1, max_length=4000)
 
 
 class Citation(BaseModel):
@@ -149,28 +154,17 @@ class Source(BaseModel):
     text: str
 
 
-class MessageRequest(Body):
-    model_config = ConfigDict(extra="forbid")
-
+class MessageRequest(AnswerOptions):
     content: str = Field(min_length=1, max_length=4000, description="the user's message")
     stream: bool = Field(
         default=False,
         description="answer as server-sent events (also when the request accepts "
         "text/event-stream)",
     )
-    mode: Mode = Mode.hybrid
-    k: int = Field(default=20, ge=1, le=100, description="hits the context builder reads")
-    filters: Filters | None = None
-    budget: AskBudget = Field(default_factory=AskBudget)
 
     def ask(self) -> AskRequest:
-        return AskRequest(
-            question=self.content,
-            mode=self.mode,
-            k=self.k,
-            filters=self.filters,
-            budget=self.budget,
-        )
+        options = {name: getattr(self, name) for name in AnswerOptions.model_fields}
+        return AskRequest(question=self.content, **options)
 
 
 class MessageOut(BaseModel):

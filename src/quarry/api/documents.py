@@ -195,13 +195,16 @@ async def list_documents(
     before: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
 ) -> DocumentPage:
     found = await rt.projects.resolve(me, project)
+    # Counts first: the page read after them is at least as far along, so a client that
+    # waits until the counts show nothing pending finds every listed document settled.
+    counts = await rt.documents.counts(found.id)
     documents = await rt.documents.list_page(
         found.id, status=status, limit=limit, before=_cursor(before)
     )
     last = documents[-1] if len(documents) == limit else None
     return DocumentPage(
         documents=documents,
-        counts=await rt.documents.counts(found.id),
+        counts=counts,
         next=_encode_cursor(last.created_at, last.id) if last else None,
     )
 
