@@ -242,8 +242,8 @@ class Settings(BaseSettings):
         default=0.75,
         gt=0,
         le=1,
-        description="of what the question, instructions and history leave, the most the "
-        "evidence may take",
+        description="of the budget less the answer's reserve, the most the evidence may take "
+        "(it never takes more than the question, instructions and history leave)",
     )
     answer_history_budget: int = Field(
         default=512,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from quarry.answers.chat import summarise
+from quarry.gateway.types import GatewayError
 from quarry.settings import Settings
 from tests.answers.conftest import DOCS_TEXT, LONG_TIDES_QUESTION, Served, events, running, scripted
 from tests.chat_server import OK, ChatScript
@@ -318,6 +319,9 @@ async def test_summarise_is_idempotent_and_only_moves_forward(
     assert await summarise(db, gateway, chat.project, uuid.UUID(cid), 2)
     assert not await summarise(db, gateway, chat.project, uuid.UUID(cid), 2)  # already done
     assert not await summarise(db, gateway, chat.project, uuid.UUID(cid), 1)  # never backwards
+    script.steps = ["text: "]  # an empty summary must not replace the one there is
+    with pytest.raises(GatewayError, match="empty summary"):
+        await summarise(db, gateway, chat.project, uuid.UUID(cid), 4)
     script.steps = ["text:Solar, then wind."]
     assert await summarise(db, gateway, chat.project, uuid.UUID(cid), 4)
     conversation = (await http.get(f"/projects/energy/conversations/{cid}")).json()
@@ -334,6 +338,8 @@ async def test_summarise_is_idempotent_and_only_moves_forward(
     ("body", "code"),
     [
         ({"content": ""}, "validation_error"),
+        ({"content": "   "}, "validation_error"),
+        ({"content": "solar\u0000"}, "validation_error"),
         ({"content": "x" * 4001}, "validation_error"),
         ({"content": "solar", "budget": {"total": 100000}}, "budget_over_limit"),
         ({"content": "solar", "budget": {"history": 513}}, "budget_over_limit"),

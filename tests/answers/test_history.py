@@ -54,3 +54,20 @@ def test_answers_without_text_are_skipped_and_nothing_fits_in_zero() -> None:
     empty = select_history("a summary", past, 0, count)
     assert (empty.turns, empty.summary, empty.tokens) == ([], "", 0)
     assert empty.left_out_through == 3
+
+
+def test_the_prompt_alternates_user_and_assistant_beginning_with_the_user() -> None:
+    from quarry.answers.ask import _alternating
+
+    turns = [
+        {"role": "assistant", "content": "an answer whose question fell out"},
+        {"role": "user", "content": "first"},
+        {"role": "user", "content": "second (its answer failed)"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "now"},
+    ]
+    assert _alternating(turns) == [
+        {"role": "user", "content": "first\n\nsecond (its answer failed)"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "now"},
+    ]

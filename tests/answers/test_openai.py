@@ -134,6 +134,8 @@ async def test_a_model_that_is_no_project_is_refused(
         [{"role": "user", "content": ""}],
         [{"role": "user", "content": "x" * 4001}],
         [{"role": "wizard", "content": "x"}],
+        [{"role": "user", "content": "solar\u0000panels"}],
+        [{"role": "user", "content": "   "}],
         [{"role": "user", "content": "x"}] * 201,
         [{"role": "assistant", "content": "x" * 199_000}, {"role": "user", "content": "y" * 1001}],
     ],
@@ -161,6 +163,16 @@ async def test_quarry_options_travel_in_extra_body(
             messages=[{"role": "user", "content": "solar?"}],
             extra_body={"quarry": {"budget": {"total": 100000}}},
         )
+
+
+async def test_a_tiny_max_tokens_probe_is_answered(
+    sdk: openai.AsyncOpenAI, script: ChatScript
+) -> None:
+    completion = await sdk.chat.completions.create(
+        model="quarry/energy", messages=[{"role": "user", "content": "solar?"}], max_tokens=1
+    )
+    assert completion.choices[0].message.content
+    assert script.requests[-1]["max_tokens"] == 16  # the smallest reserve a budget takes
 
 
 async def test_two_answers_at_once_are_refused(sdk: openai.AsyncOpenAI) -> None:

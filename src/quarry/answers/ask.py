@@ -44,6 +44,7 @@ from quarry.search.service import Search
 
 ROLE = "generation"
 MIN_SIMILARITY = 0.35  # a hit found only by the vector side must be at least this close
+MAX_QUERY_CHARS = 4000  # what a search query may hold
 MIN_EVIDENCE = 48  # tokens: a question that leaves less than this for evidence is refused
 SLACK = 8  # tokens kept back for where the rendered sources meet the question's text
 NOTHING_FOUND = "I found nothing in this project's documents that answers the question."
@@ -166,7 +167,28 @@ def _messages(question: str, sources: str, history: History | None) -> list[dict
         system += f"\n\nSummary of the conversation so far: {history.summary}"
     turns = [t.as_dict() for t in history.turns] if history is not None else []
     user = f"Sources:\n\n{sources}\n\nQuestion: {question}"
-    return [{"role": "system", "content": system}, *turns, {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": system},
+        *_alternating([*turns, {"role": "user", "content": user}]),
+    ]
+
+
+def _alternating(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """User and assistant turns in strict alternation, beginning with the user's, as many chat
+    templates require: a leading answer is dropped, and turns of one role in a row (a failed
+    answer left out, a client's history) are joined."""
+    while turns and turns[0]["role"] != "user":
+        turns = turns[1:]
+    joined: list[dict[str, str]] = []
+    for turn in turns:
+        if joined and joined[-1]["role"] == turn["role"]:
+            joined[-1] = {
+                "role": turn["role"],
+                "content": f"{joined[-1]['content']}\n\n{turn['content']}",
+            }
+        else:
+            joined.append(turn)
+    return joined
 
 
 class Answers:
@@ -226,8 +248,10 @@ class Answers:
             # A follow-up ("and the other one?") finds nothing on its own: read it together
             # with the user's previous turn.
             previous = next((t.content for t in reversed(history.turns) if t.role == "user"), "")
-            if previous:
-                found = await self._search(project_id, request, f"{previous} {request.question}")
+            room_for_previous = MAX_QUERY_CHARS - len(request.question) - 1
+            if previous and room_for_previous > 0:
+                query = f"{previous[-room_for_previous:]} {request.question}"
+                found = await self._search(project_id, request, query)
         hits = found.hits
         budget = Budget(
             total=spec.total,

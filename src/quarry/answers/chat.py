@@ -20,6 +20,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +45,7 @@ from quarry.answers.models import (
 from quarry.db.database import Database
 from quarry.errors import ClientDisconnected, ConversationNotFound, QuarryError
 from quarry.gateway.gateway import Gateway
-from quarry.gateway.types import StreamEnd, Usage
+from quarry.gateway.types import GatewayError, StreamEnd, Usage
 
 log = structlog.get_logger(__name__)
 KEEPALIVE = 1.0  # seconds without an event before the stream sends a comment
@@ -87,6 +88,7 @@ class Conversations:
         self.gateway = gateway
         self.enqueue_summary = enqueue
         self._running: set[asyncio.Task[None]] = set()
+        self._turns: weakref.WeakSet[Turn] = weakref.WeakSet()
 
     # CRUD ------------------------------------------------------------------------------------
 
@@ -101,7 +103,9 @@ class Conversations:
 
     async def get(self, project_id: uuid.UUID, conversation_id: uuid.UUID) -> ConversationDetail:
         row = await self._row(project_id, conversation_id)
-        rows = await self.db.fetch_all("conversations.messages", conversation_id=conversation_id)
+        rows = await self.db.fetch_all(
+            "conversations.messages", project_id=project_id, conversation_id=conversation_id
+        )
         return ConversationDetail.model_validate(
             {**row, "messages": [message_out(m) for m in rows]}
         )
@@ -143,6 +147,7 @@ class Conversations:
                 StoredTurn(r["seq"], r["role"], r["content"], r["tokens"])
                 for r in await self.db.fetch_all(
                     "conversations.messages_after",
+                    project_id=project_id,
                     conversation_id=conversation_id,
                     after=conversation["summarized_through"],
                 )
@@ -156,10 +161,15 @@ class Conversations:
             content=body.content,
             tokens=self.answers.count_tokens(body.content),
         )
-        return Turn(self, project_id, user_id, conversation_id, prepared, user_message, request_id)
+        turn = Turn(self, project_id, user_id, conversation_id, prepared, user_message, request_id)
+        self._turns.add(turn)
+        return turn
 
     async def aclose(self) -> None:
-        """Let running answers store what they have (the pool closes after this)."""
+        """Stop running answers and let them store what they have (the pool closes after
+        this)."""
+        for turn in list(self._turns):
+            turn._stop.set()
         if self._running:
             await asyncio.wait(set(self._running), timeout=STOP_WAIT)
 
@@ -208,7 +218,8 @@ class Conversations:
             ttft_ms=ttft_ms,
             error=Jsonb({"code": error.code, "detail": error.detail}) if error else None,
         )
-        assert row is not None
+        if row is None:  # deleted meanwhile
+            raise ConversationNotFound(f"no conversation {conversation_id} in this project")
         return message_out(row)
 
 
@@ -286,26 +297,30 @@ class Turn:
 
     async def _run(self, queue: asyncio.Queue[Event | None]) -> None:
         progress = _Progress()
-        generation = asyncio.get_running_loop().create_task(self._generate(progress, queue))
-        stop = asyncio.get_running_loop().create_task(self._stop.wait())
-        await asyncio.wait({generation, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        left = not generation.done()
-        if left:
-            generation.cancel()
+        loop = asyncio.get_running_loop()
+        generation = loop.create_task(self._generate(progress, queue))
+        stop = loop.create_task(self._stop.wait())
         try:
-            await generation
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # a bug: the turn still ends, and says so
-            log.exception("the answer failed", conversation_id=str(self.conversation_id))
-            progress.error = QuarryError(f"the answer failed: {exc}")
-        try:
+            await asyncio.wait({generation, stop}, return_when=asyncio.FIRST_COMPLETED)
+            left = not generation.done()
+            if left:
+                generation.cancel()
+            try:
+                await generation
+            except asyncio.CancelledError:
+                if not left:
+                    raise  # this task itself is being cancelled
+            except Exception as exc:  # a bug: the turn still ends, and says so
+                log.exception("the answer failed", conversation_id=str(self.conversation_id))
+                progress.error = QuarryError(f"the answer failed: {exc}")
             queue.put_nowait(await self._store(progress, left))
         except Exception as exc:  # storing failed: the client still gets an ending
             log.exception("storing the answer failed", conversation_id=str(self.conversation_id))
-            queue.put_nowait(Event("error", {"code": "internal_error", "detail": str(exc)}))
+            self.error = exc if isinstance(exc, QuarryError) else QuarryError(str(exc))
+            queue.put_nowait(Event("error", {"code": self.error.code, "detail": self.error.detail}))
         finally:
+            stop.cancel()
+            generation.cancel()
             queue.put_nowait(None)
 
     async def _generate(self, progress: _Progress, queue: asyncio.Queue[Event | None]) -> None:
@@ -365,9 +380,14 @@ class Turn:
         )
         history = prepared.history
         if history is not None and history.left_out_through:
-            await store.enqueue_summary(
-                self.project_id, self.conversation_id, history.left_out_through
-            )
+            try:  # the answer is stored; a summary that cannot be queued now is queued later
+                await store.enqueue_summary(
+                    self.project_id, self.conversation_id, history.left_out_through
+                )
+            except Exception:
+                log.exception(
+                    "queueing the summary failed", conversation_id=str(self.conversation_id)
+                )
         if error is not None:
             self.error = error
             return Event(
@@ -411,6 +431,7 @@ async def summarise(
         return False
     turns = await db.fetch_all(
         "conversations.messages_between",
+        project_id=project_id,
         conversation_id=conversation_id,
         after=row["summarized_through"],
         through=through,
@@ -431,10 +452,14 @@ async def summarise(
         max_tokens=SUMMARY_TOKENS,
         temperature=0,
     )
+    summary = done.text.strip()
+    if not summary:  # an empty answer must not replace what the summary held
+        raise GatewayError("the maintenance model returned an empty summary; retrying later")
     await db.execute(
         "conversations.save_summary",
+        project_id=project_id,
         conversation_id=conversation_id,
-        summary=done.text.strip(),
+        summary=summary,
         through=through,
     )
     return True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quarry.errors import BudgetOverLimit
 from quarry.search.models import Filters, Mode
@@ -34,7 +34,8 @@ class AskBudget(Body):
         default=None,
         gt=0,
         le=1,
-        description="of what the prompt's other parts leave, the most evidence may take "
+        description="of the budget less the answer's reserve, the most evidence may take; it "
+        "never takes more than the question, instructions and history leave "
         "(QUARRY_ANSWER_EVIDENCE_SHARE)",
     )
     history: int | None = Field(
@@ -88,6 +89,13 @@ class AnswerOptions(Body):
 
 class AskRequest(AnswerOptions):
     question: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is blank")
+        return value
 
 
 class Citation(BaseModel):
@@ -161,6 +169,13 @@ class MessageRequest(AnswerOptions):
         description="answer as server-sent events (also when the request accepts "
         "text/event-stream)",
     )
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message is blank")
+        return value
 
     def ask(self) -> AskRequest:
         options = {name: getattr(self, name) for name in AnswerOptions.model_fields}

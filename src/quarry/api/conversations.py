@@ -87,11 +87,13 @@ async def get_conversation(
     return await rt.conversations.get(found.id, conversation)
 
 
-@router.delete("/{conversation}", status_code=204, summary="Delete a conversation")
+@router.delete(
+    "/{conversation}", status_code=204, summary="Delete a conversation (editor, as documents)"
+)
 async def delete_conversation(
     project: ProjectRef, conversation: ConversationRef, rt: RuntimeDep, me: PrincipalDep
 ) -> Response:
-    found = await rt.projects.resolve(me, project, Role.viewer)
+    found = await rt.projects.resolve(me, project, Role.editor)
     await rt.conversations.delete(found.id, conversation)
     return Response(status_code=204)
 

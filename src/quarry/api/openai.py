@@ -33,14 +33,16 @@ from quarry.errors import InvalidInput, ProjectNotFound, QuarryError
 from quarry.gateway.types import StreamEnd, Usage
 from quarry.search.models import Mode
 from quarry.tenancy.models import Principal, Role
+from quarry.validation import Body
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=problem_responses(401, 404, 422))
 PREFIX = "quarry/"
+MIN_ANSWER_TOKENS = 16  # the smallest answer reserve a budget takes
 MAX_MESSAGES = 200  # history beyond what any budget holds is refused, not read
 MAX_CHARACTERS = 200_000
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Body):
     model_config = ConfigDict(extra="allow")  # name, tool_call_id...: accepted, not used
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -65,7 +67,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(Body):
     """OpenAI's request; parameters it has that quarry does not use (top_p, seed, user...)
     are accepted and ignored, as OpenAI-compatible servers do."""
 
@@ -75,8 +77,10 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=16, description="lowers the answer reserve")
-    max_completion_tokens: int | None = Field(default=None, ge=16)
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="lowers the answer reserve (to 16 at the least)"
+    )
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=1, description="one answer per request")
     quarry: QuarryOptions = Field(
         default_factory=QuarryOptions,
@@ -179,6 +183,7 @@ async def chat_completions(
     options = body.quarry
     budget = options.budget
     limit = body.max_completion_tokens or body.max_tokens
+    limit = None if limit is None else max(MIN_ANSWER_TOKENS, limit)
     reserve = budget.answer_reserve or rt.answers.limits.answer_reserve
     if limit is not None and limit < reserve:
         budget = budget.model_copy(update={"answer_reserve": limit})

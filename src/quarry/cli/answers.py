@@ -14,7 +14,7 @@ from quarry.answers.ask import NOTHING_FOUND
 from quarry.answers.chat import Turn
 from quarry.answers.models import AskRequest, Citation, MessageRequest
 from quarry.cli.common import JSON_OPTION, acting, err, out, print_json, run, settings_from
-from quarry.errors import InvalidInput
+from quarry.errors import InvalidInput, QuarryError
 from quarry.gateway.types import StreamEnd
 from quarry.runtime import background_worker
 from quarry.search.models import Mode
@@ -104,11 +104,11 @@ def chat(
                     line = await asyncio.to_thread(_read_line)
                     if line is None or not line.strip() or line.strip() in EXIT_WORDS:
                         return
-                    body = _checked(MessageRequest, content=line.strip(), mode=mode)
-                    try:
+                    try:  # a message refused for its input ends the turn, not the session
+                        body = _checked(MessageRequest, content=line.strip(), mode=mode)
                         turn = await rt.conversations.start_turn(found.id, me.user_id, cid, body)
-                    except InvalidInput as exc:
-                        err.print(exc.detail, markup=False)
+                    except QuarryError as exc:
+                        err.print(f"{exc.detail} ({exc.code})", markup=False)
                         continue
                     await _show(turn)
 

@@ -8,10 +8,6 @@ RETURNING *;
 -- name: get
 SELECT * FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s;
 
--- name: get_for_update
-SELECT * FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s
-FOR UPDATE;
-
 -- name: list
 SELECT * FROM conversations
 WHERE project_id = %(project_id)s
@@ -23,13 +19,14 @@ LIMIT %(limit)s;
 DELETE FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s;
 
 -- name: add_message
--- The next seq of the conversation, taken under the conversation's row lock (get_for_update).
+-- The next seq of the conversation: the UPDATE's row lock makes concurrent messages take turns.
+-- No row when the conversation is gone (deleted meanwhile).
 WITH next AS (
     UPDATE conversations
     SET message_count = message_count + 1, updated_at = now(),
         title = CASE WHEN title = '' AND %(role)s = 'user' THEN left(%(content)s, 80)
                      ELSE title END
-    WHERE id = %(conversation_id)s
+    WHERE id = %(conversation_id)s AND project_id = %(project_id)s
     RETURNING message_count AS seq
 )
 INSERT INTO messages (
@@ -43,21 +40,26 @@ FROM next
 RETURNING *;
 
 -- name: messages
-SELECT * FROM messages WHERE conversation_id = %(conversation_id)s ORDER BY seq;
+SELECT * FROM messages
+WHERE project_id = %(project_id)s AND conversation_id = %(conversation_id)s
+ORDER BY seq;
 
 -- name: messages_after
 -- The turns the rolling summary does not hold yet, newest first.
 SELECT * FROM messages
-WHERE conversation_id = %(conversation_id)s AND seq > %(after)s
+WHERE project_id = %(project_id)s AND conversation_id = %(conversation_id)s
+  AND seq > %(after)s
 ORDER BY seq DESC;
 
 -- name: messages_between
 SELECT * FROM messages
-WHERE conversation_id = %(conversation_id)s AND seq > %(after)s AND seq <= %(through)s
+WHERE project_id = %(project_id)s AND conversation_id = %(conversation_id)s
+  AND seq > %(after)s AND seq <= %(through)s
 ORDER BY seq;
 
 -- name: save_summary
 -- Only forward: a slower job that summarised less never overwrites a newer summary.
 UPDATE conversations
 SET summary = %(summary)s, summarized_through = %(through)s
-WHERE id = %(conversation_id)s AND summarized_through < %(through)s;
+WHERE id = %(conversation_id)s AND project_id = %(project_id)s
+  AND summarized_through < %(through)s;
