@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from quarry.errors import BudgetOverLimit
 from quarry.search.models import Filters, Mode
@@ -87,18 +87,23 @@ class AnswerOptions(Body):
     budget: AskBudget = Field(default_factory=AskBudget)
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# What a user asks: one to 4,000 characters, not all of them blank.
+UserText = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
+
+
 class AskRequest(AnswerOptions):
-    question: str = Field(min_length=1, max_length=4000)
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is blank")
-        return value
+    question: UserText
 
 
-class Citation(BaseModel):
+class Placed(BaseModel):
+    """Where a passage the model read comes from."""
+
     number: int
     kind: Literal["passage", "summary"] = Field(
         default="passage",
@@ -111,6 +116,9 @@ class Citation(BaseModel):
     page: int | None
     char_start: int
     char_end: int
+
+
+class Citation(Placed):
     quote: str = Field(description="the passage's text, as the model read it")
 
 
@@ -148,34 +156,19 @@ class Timings(BaseModel):
     total_ms: float
 
 
-class Source(BaseModel):
+class Source(Placed):
     """A passage the model reads, sent as a `result` event before the answer."""
 
-    number: int
-    kind: Literal["passage", "summary"] = "passage"
-    chunk_ids: list[int]
-    document_id: uuid.UUID
-    document_title: str
-    page: int | None
-    char_start: int
-    char_end: int
     text: str
 
 
 class MessageRequest(AnswerOptions):
-    content: str = Field(min_length=1, max_length=4000, description="the user's message")
+    content: UserText = Field(description="the user's message")
     stream: bool = Field(
         default=False,
         description="answer as server-sent events (also when the request accepts "
         "text/event-stream)",
     )
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the message is blank")
-        return value
 
     def ask(self) -> AskRequest:
         options = {name: getattr(self, name) for name in AnswerOptions.model_fields}
