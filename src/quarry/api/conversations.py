@@ -20,7 +20,7 @@ from quarry.answers.models import (
     MessageRequest,
     TurnResult,
 )
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.tenancy.models import Role
 
@@ -29,7 +29,6 @@ router = APIRouter(
     tags=["conversations"],
     responses=problem_responses(401, 404, 422),
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 ConversationRef = Annotated[uuid.UUID, Path(description="the conversation's id")]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

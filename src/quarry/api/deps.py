@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quarry.runtime import Runtime
@@ -34,3 +34,7 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+# A project in a path: its id or its name, as every project-scoped router takes it.
+ProjectRef = Annotated[str, Path(description="the project's id or name")]

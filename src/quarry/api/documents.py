@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, sta
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem, problem_responses
 from quarry.errors import DocumentError, InvalidInput
 from quarry.ingest.documents import text_source
@@ -28,7 +28,6 @@ router = APIRouter(
     tags=["documents"],
     responses=problem_responses(401, 403, 404, 422),
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 DocumentId = Annotated[uuid.UUID, Path(description="the document's id")]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.jobs.queue import Job
 from quarry.tenancy.models import Role
@@ -17,7 +17,6 @@ router = APIRouter(
     tags=["jobs"],
     responses=problem_responses(401, 403, 404, 422),
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 
 
 class EchoRequest(BaseModel):

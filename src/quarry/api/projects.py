@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from pydantic import Field
 
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.ingest.models import ProjectCounts
 from quarry.tenancy.models import Member, Project, Role
@@ -16,7 +16,6 @@ from quarry.validation import Body
 router = APIRouter(
     prefix="/projects", tags=["projects"], responses=problem_responses(401, 403, 404, 409, 422)
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 UserRef = Annotated[str, Path(description="the user's id or name")]
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.search.models import SearchRequest, SearchResponse
 from quarry.tenancy.models import Role
@@ -16,7 +14,6 @@ router = APIRouter(
     tags=["search"],
     responses=problem_responses(401, 404, 422, 503),
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 
 
 @router.post(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from quarry.api.deps import PrincipalDep, RuntimeDep
+from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.gateway.accounting import usage_by_model_day
 from quarry.tenancy.models import Role
@@ -18,7 +18,6 @@ router = APIRouter(
     tags=["usage"],
     responses=problem_responses(401, 404, 422),
 )
-ProjectRef = Annotated[str, Path(description="the project's id or name")]
 
 
 class UsageDay(BaseModel):
