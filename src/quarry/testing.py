@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from quarry.errors import TransientError
-from quarry.ingest.embedders import Embedder, Vectors, normalize
+from quarry.ingest.embedders import Embedder, Vector, Vectors, normalize
 
 
 @dataclass
@@ -43,6 +43,10 @@ class HashEmbedder:
                 vectors[row, digest[1] % self.dimensions] += 0.5
             vectors[row, 0] += 1e-3  # never the zero vector
         return normalize(vectors)
+
+    async def embed_query(self, query: str) -> Vector:
+        vector: Vector = (await self.embed([query]))[0]
+        return vector
 
     async def aclose(self) -> None:
         return None
@@ -76,6 +80,10 @@ class CountingEmbedder(_Delegating):
         self.texts.extend(texts)
         return await self.inner.embed(texts)
 
+    async def embed_query(self, query: str) -> Vector:
+        vector: Vector = (await self.embed([query]))[0]
+        return vector
+
 
 @dataclass
 class FlakyEmbedder(_Delegating):
@@ -89,6 +97,10 @@ class FlakyEmbedder(_Delegating):
         if self.calls <= self.failures:
             raise TransientError(f"scripted failure {self.calls} of {self.failures}")
         return await self.inner.embed(texts)
+
+    async def embed_query(self, query: str) -> Vector:
+        vector: Vector = (await self.embed([query]))[0]
+        return vector
 
 
 def free_port() -> int:

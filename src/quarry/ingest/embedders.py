@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,8 @@ import numpy.typing as npt
 import structlog
 from tokenizers import Tokenizer
 
-Vectors = npt.NDArray[np.float32]
+Vectors = npt.NDArray[np.float32]  # one row per text
+Vector = npt.NDArray[np.float32]  # one text's
 log = structlog.get_logger(__name__)
 
 
@@ -32,6 +33,11 @@ class Embedder(Protocol):
     tokenizer: Tokenizer | None  # measures tokens exactly as the model does; None: words
 
     async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    async def embed_query(self, query: str) -> Vector:
+        """One search query's vector. Models that embed queries differently from passages
+        (an instruction, a separate lane) do it here; most call ``embed``."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -84,42 +90,34 @@ class _Request:
     future: asyncio.Future[Vectors]
 
 
-@dataclass
-class LocalEmbedder:
-    """Micro-batches texts from concurrent callers into one encode call on one thread.
+class _Lane:
+    """One encode thread fed by a micro-batcher.
 
-    Ingestion runs one job per document, and most documents have a chunk or two; encoding
-    them one call each would leave the model mostly idle on padding and call overhead. Callers
-    that arrive while the model is busy are gathered (up to ``window`` texts) and encoded
-    together; sentence-transformers sorts a call's texts by length, so a bigger window also
-    means less padding.
+    Callers that arrive while the thread is busy are gathered (up to ``window`` texts) and
+    encoded together in one call. The thread runs torch with ``threads`` intra-op threads, set
+    when it starts (torch's thread count is per thread, and a new thread may otherwise inherit
+    whatever another thread set last).
     """
 
-    model: SentenceTransformerModel
-    window: int = 512
-    model_id: str = field(init=False)
-    dimensions: int = field(init=False)
-    max_tokens: int = field(init=False)
-    tokenizer: Tokenizer | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.model_id = self.model.model_id
-        self.dimensions = self.model.dimensions
-        self.max_tokens = self.model.max_tokens
-        self.tokenizer = self.model.tokenizer
+    def __init__(
+        self, name: str, encode: Callable[[list[str]], Vectors], window: int, threads: int
+    ) -> None:
+        self.encode = encode
+        self.window = window
         self.busy_seconds = 0.0  # time spent inside the model, for metrics and benchmarks
         self.calls = 0
         self._pending: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self._name = name
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
+        )
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
+    async def submit(self, texts: Sequence[str]) -> Vectors:
         future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(texts, future))
         if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="embed-batcher")
+            self._runner = asyncio.create_task(self._run(), name=f"{self._name}-batcher")
         return await future
 
     async def _run(self) -> None:
@@ -136,7 +134,7 @@ class LocalEmbedder:
             texts = [text for request in batch for text in request.texts]
             started = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(self._thread, self.model.encode, texts)
+                vectors = await loop.run_in_executor(self._thread, self.encode, texts)
             except Exception as exc:
                 for request in batch:
                     if not request.future.done():
@@ -155,6 +153,74 @@ class LocalEmbedder:
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
         self._thread.shutdown(wait=True)
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class LocalEmbedder:
+    """A local model behind two lanes, each its own thread: one for indexing, one for queries.
+
+    Indexing runs one job per document, and most documents have a chunk or two; encoding them
+    one call each would leave the model mostly idle on padding and call overhead. So texts to
+    index are micro-batched (up to ``window`` of them in one call; sentence-transformers sorts a
+    call's texts by length, so a bigger window also means less padding), and the call uses all
+    of torch's threads.
+
+    A search must not wait behind such a batch (seconds, when a worker runs in the same
+    process), nor fight the database for both cores while BM25 runs beside it. Queries have
+    their own lane: small batches, ``query_threads`` torch threads (one by default: a query of
+    a few dozen tokens gains little from a second thread, and leaves a core to Postgres). Both
+    lanes run the same model, whose forward pass and tokenizer are safe to call from two
+    threads; a query's vector does not depend on its lane.
+    """
+
+    model: SentenceTransformerModel
+    window: int = 512
+    query_window: int = 32
+    query_threads: int = 1
+    model_id: str = field(init=False)
+    dimensions: int = field(init=False)
+    max_tokens: int = field(init=False)
+    tokenizer: Tokenizer | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self.model_id = self.model.model_id
+        self.dimensions = self.model.dimensions
+        self.max_tokens = self.model.max_tokens
+        self.tokenizer = self.model.tokenizer
+        self.index_lane = _Lane("embed", self.model.encode, self.window, torch.get_num_threads())
+        self.query_lane = _Lane(
+            "embed-query", self.model.encode, self.query_window, self.query_threads
+        )
+
+    @property
+    def busy_seconds(self) -> float:
+        """Time spent inside the model indexing, for metrics and benchmarks."""
+        return self.index_lane.busy_seconds
+
+    @property
+    def calls(self) -> int:
+        return self.index_lane.calls
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return await self.index_lane.submit(texts)
+
+    async def embed_query(self, query: str) -> Vector:
+        vector: Vector = (await self.query_lane.submit([query]))[0]
+        return vector
+
+    async def aclose(self) -> None:
+        await self.index_lane.aclose()
+        await self.query_lane.aclose()
 
 
 def normalize(vectors: Any) -> Vectors:

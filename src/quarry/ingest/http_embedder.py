@@ -19,7 +19,7 @@ import structlog
 from tokenizers import Tokenizer
 
 from quarry.errors import QuarryError, TransientError
-from quarry.ingest.embedders import Vectors, normalize
+from quarry.ingest.embedders import Vector, Vectors, normalize
 from quarry.retry import backoff_seconds, retry_after_seconds
 
 log = structlog.get_logger(__name__)
@@ -85,6 +85,10 @@ class OpenAICompatibleEmbedder:
         batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
         parts = await asyncio.gather(*(self._embed_batch(list(batch)) for batch in batches))
         return np.concatenate(parts)
+
+    async def embed_query(self, query: str) -> Vector:
+        vector: Vector = (await self.embed([query]))[0]
+        return vector
 
     async def _embed_batch(self, texts: list[str]) -> Vectors:
         async with self._limit:

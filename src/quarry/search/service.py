@@ -165,7 +165,7 @@ class Search:
         if self.embedder is None:
             raise ServiceUnavailable("vector search needs an embedding model; none is loaded")
         embedder = self.embedder
-        vectors = await _timed(timings, "embed", lambda: embedder.embed([query]))
+        vector = await _timed(timings, "embed", lambda: embedder.embed_query(query))
         await self.indexes.ensure(embedder.model_id, embedder.dimensions)
         statement = self.db.render(
             "search.vector",
@@ -181,7 +181,7 @@ class Search:
                 )
             )
             rows = await self.db.fetch_all(
-                statement, conn, project_id=project_id, embedding=vectors[0], limit=limit
+                statement, conn, project_id=project_id, embedding=vector, limit=limit
             )
             if len(rows) < limit:
                 # HNSW filters after it searches: a small project in a big table, or a
@@ -189,7 +189,7 @@ class Search:
                 # exact scan over this project's vectors is both correct and cheap.
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 rows = await self.db.fetch_all(
-                    statement, conn, project_id=project_id, embedding=vectors[0], limit=limit
+                    statement, conn, project_id=project_id, embedding=vector, limit=limit
                 )
         timings["vector"] = _ms(started)
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]

@@ -1,0 +1,49 @@
+"""The bundled model behind LocalEmbedder: micro-batching, and a query lane of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from quarry.ingest.embedders import LocalEmbedder
+
+PASSAGE = (
+    "Tumour suppressor p53 halts the cell cycle after DNA damage, giving the cell time to "
+    "repair its genome or, failing that, to undergo apoptosis. "
+)
+
+
+async def test_a_query_vector_is_the_models_own(embedder: LocalEmbedder) -> None:
+    queries = ["p53 and the cell cycle", "  padded with spaces  ", "x " * 400]  # the last is cut
+    alone = await embedder.embed(queries)
+    for query, expected in zip(queries, alone, strict=True):
+        vector = await embedder.embed_query(query)
+        assert vector.shape == (embedder.dimensions,)
+        assert np.allclose(vector, expected, atol=1e-5)
+        assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+
+
+async def test_concurrent_callers_share_one_encode_call(embedder: LocalEmbedder) -> None:
+    calls = embedder.calls
+    texts = [f"{PASSAGE} Variant {i}." for i in range(6)]
+    vectors = await asyncio.gather(*(embedder.embed([text]) for text in texts))
+    assert embedder.calls - calls == 1  # six documents, one call into the model
+    assert np.allclose(np.concatenate(vectors), await embedder.embed(texts), atol=1e-5)
+
+
+async def test_a_query_does_not_wait_behind_an_indexing_batch(embedder: LocalEmbedder) -> None:
+    finished: list[str] = []
+
+    async def index() -> None:
+        await embedder.embed([PASSAGE * 3 + str(i) for i in range(192)])  # seconds of work
+        finished.append("index")
+
+    async def query() -> None:
+        await asyncio.sleep(0.2)  # the indexing batch is inside the model by now
+        assert finished == []  # the batch is still being encoded
+        await embedder.embed_query("what halts the cell cycle?")
+        finished.append("query")
+
+    await asyncio.gather(index(), query())
+    assert finished == ["query", "index"]
