@@ -54,6 +54,8 @@ def invariant_violations(url: str) -> list[str]:
         "(SELECT coalesce(sum(term_count), 0) FROM chunks c WHERE c.project_id = s.project_id)",
         "postings disagree": "SELECT count(*) FROM chunks c WHERE c.term_count <> "
         "(SELECT coalesce(sum(p.tf), 0) FROM chunk_terms p WHERE p.chunk_id = c.id)",
+        "posting without its chunk": "SELECT count(*) FROM chunk_terms p LEFT JOIN chunks c "
+        "ON c.id = p.chunk_id AND c.project_id = p.project_id WHERE c.id IS NULL",
     }
     with psycopg.connect(url) as conn:
         return [name for name, sql in checks.items() if conn.execute(sql).fetchone()[0]]
@@ -207,6 +209,11 @@ async def test_delete_removes_chunks_vectors_and_statistics(
     assert invariant_violations(fresh_database) == []
     again = await ingest_client.delete(f"/projects/{name}/documents/{gone}", headers=key)
     assert again.status_code == 404
+    # The project with it: every chunk, vector and posting goes.
+    assert (await ingest_client.delete(f"/projects/{name}", headers=key)).status_code == 204
+    with psycopg.connect(fresh_database) as conn:
+        for table in ("chunks", "chunk_embeddings", "chunk_terms", "lexical_stats"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
 
 async def test_bad_uploads_are_refused_and_the_rest_of_the_batch_lands(
