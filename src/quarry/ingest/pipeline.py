@@ -70,11 +70,13 @@ class Pipeline:
         if not chunks:
             raise EmptyDocument("the document has no words to index, only punctuation or symbols")
         vectors, reused = await self._vectors(project_id, chunks)
+        # Search needs the model's HNSW index. It is made before the model's first write
+        # (outside any transaction: it is built concurrently), so that a document is
+        # complete only once its vectors are searchable through the index.
+        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         written = await self._write(project_id, document_id, claimed, parsed, chunks, vectors)
         if not written:
             return Outcome("superseded")
-        # Search needs the model's HNSW index; the first write of a model makes it.
-        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
 
     def _parse_and_split(
@@ -178,6 +180,7 @@ class Pipeline:
             model=self.embedder.model_id,
         )
         vectors = await self.embedder.embed([row["text"] for row in rows]) if rows else None
+        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         async with self.db.transaction() as conn:
             if rows and vectors is not None:
                 await self.db.execute(
@@ -195,5 +198,4 @@ class Pipeline:
                 document_id=document_id,
                 model=self.embedder.model_id,
             )
-        await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         return len(rows)
