@@ -47,3 +47,21 @@ async def test_a_query_does_not_wait_behind_an_indexing_batch(embedder: LocalEmb
 
     await asyncio.gather(index(), query())
     assert finished == ["query", "index"]
+
+
+async def test_the_query_lane_keeps_its_thread_count_to_itself(minilm) -> None:
+    import concurrent.futures
+
+    import torch
+
+    default = torch.get_num_threads()
+    local = LocalEmbedder(minilm, query_threads=1)
+    try:
+        await local.embed_query("anything")
+        in_lane = await asyncio.wrap_future(local.query_lane.thread.submit(torch.get_num_threads))
+        with concurrent.futures.ThreadPoolExecutor(1) as later:  # started after the lanes
+            elsewhere = later.submit(torch.get_num_threads).result()
+    finally:
+        await local.aclose()
+    assert in_lane == 1
+    assert elsewhere == torch.get_num_threads() == default

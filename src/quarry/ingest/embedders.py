@@ -95,8 +95,7 @@ class _Lane:
 
     Callers that arrive while the thread is busy are gathered (up to ``window`` texts) and
     encoded together in one call. The thread runs torch with ``threads`` intra-op threads, set
-    when it starts (torch's thread count is per thread, and a new thread may otherwise inherit
-    whatever another thread set last).
+    when it starts, which is at once (see ``_set_torch_threads``).
     """
 
     def __init__(
@@ -109,9 +108,10 @@ class _Lane:
         self._pending: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
         self._name = name
-        self._thread = concurrent.futures.ThreadPoolExecutor(
+        self.thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
         )
+        self.thread.submit(lambda: None).result()  # start the thread and set its count now
 
     async def submit(self, texts: Sequence[str]) -> Vectors:
         future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
@@ -134,7 +134,7 @@ class _Lane:
             texts = [text for request in batch for text in request.texts]
             started = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(self._thread, self.encode, texts)
+                vectors = await loop.run_in_executor(self.thread, self.encode, texts)
             except Exception as exc:
                 for request in batch:
                     if not request.future.done():
@@ -152,13 +152,21 @@ class _Lane:
     async def aclose(self) -> None:
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
-        self._thread.shutdown(wait=True)
+        self.thread.shutdown(wait=True)
 
 
 def _set_torch_threads(threads: int) -> None:
+    """Set the calling thread's torch thread count, for good.
+
+    torch keeps a thread count per thread, read once, at a thread's first parallel operation,
+    from a process-wide default that every ``set_num_threads`` call also moves. So the count is
+    set and then read here (fixing this thread's), and whoever started the thread puts the
+    default back afterwards, or threads started later (a reranker's, say) would inherit it.
+    """
     import torch
 
     torch.set_num_threads(threads)
+    torch.get_num_threads()
 
 
 @dataclass
@@ -195,10 +203,12 @@ class LocalEmbedder:
         self.dimensions = self.model.dimensions
         self.max_tokens = self.model.max_tokens
         self.tokenizer = self.model.tokenizer
-        self.index_lane = _Lane("embed", self.model.encode, self.window, torch.get_num_threads())
+        default = torch.get_num_threads()
+        self.index_lane = _Lane("embed", self.model.encode, self.window, default)
         self.query_lane = _Lane(
             "embed-query", self.model.encode, self.query_window, self.query_threads
         )
+        torch.set_num_threads(default)  # the lanes keep theirs; later threads get the default
 
     @property
     def busy_seconds(self) -> float:
