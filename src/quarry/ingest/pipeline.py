@@ -1,10 +1,11 @@
 """One document through parse -> split -> embed -> write.
 
-The write is one transaction: the document's old chunks, vectors and lexical statistics go
-and the new ones land together, or nothing changes. A worker killed at any point leaves the
-previous state intact; the job runs again and finishes. Chunks whose text the project already
-has an embedding for (same content hash, same model) reuse it, so a new version of a document
-only pays for its new chunks.
+The write is one transaction (``ChunkWriter``, which lets documents ready at the same moment
+share one): the document's old chunks, vectors and lexical statistics go and the new ones
+land together, or nothing changes. A worker killed at any point leaves the previous state
+intact; the job runs again and finishes. Chunks whose text the project already has an
+embedding for (same content hash, same model) reuse it, so a new version of a document only
+pays for its new chunks.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import structlog
 
-from quarry.db.database import Conn, Database
+from quarry.db.database import Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import EmptyDocument
 from quarry.ingest.blobs import BlobStore
 from quarry.ingest.embedders import Embedder, Vectors
 from quarry.ingest.parsers import Parsed, Parser, ParserRegistry
 from quarry.ingest.split import Chunk, Splitter
+from quarry.ingest.writer import ChunkWriter, DocumentWrite
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,7 @@ class Pipeline:
         self.registry = registry
         self.splitter = splitter
         self.embedder = embedder
+        self.writer = ChunkWriter(db, embedder.model_id)
 
     async def index(self, project_id: uuid.UUID, document_id: uuid.UUID) -> Outcome:
         claimed = await self.db.fetch_one(
@@ -74,7 +76,17 @@ class Pipeline:
         # (outside any transaction: it is built concurrently), so that a document is
         # complete only once its vectors are searchable through the index.
         await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
-        written = await self._write(project_id, document_id, claimed, parsed, chunks, vectors)
+        written = await self.writer.write(
+            DocumentWrite(
+                project_id,
+                document_id,
+                claimed["content_hash"],
+                text_length=len(parsed.text),
+                title=parsed.title,
+                chunks=chunks,
+                vectors=vectors,
+            )
+        )
         if not written:
             return Outcome("superseded")
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
@@ -106,70 +118,6 @@ class Pipeline:
             known.update(zip(todo.keys(), fresh, strict=True))
         reused = sum(1 for c in chunks if c.content_hash not in todo)
         return np.stack([known[c.content_hash] for c in chunks]), reused
-
-    async def _write(
-        self,
-        project_id: uuid.UUID,
-        document_id: uuid.UUID,
-        claimed: dict[str, Any],
-        parsed: Parsed,
-        chunks: list[Chunk],
-        vectors: Vectors,
-    ) -> bool:
-        """Replace the document's chunks in one transaction; False if it changed meanwhile.
-
-        Three or four statements: lock the document, drop its old chunks (if any), insert
-        the new chunks with their vectors, then mark it complete and move the project's
-        lexical totals by the difference."""
-        ids = {"project_id": project_id, "document_id": document_id}
-        async with self.db.transaction() as conn:
-            locked = await self.db.fetch_one("documents.lock_for_write", conn, **ids)
-            if locked is None or locked["content_hash"] != claimed["content_hash"]:
-                return False
-            if locked["chunk_count"]:
-                await self.db.execute("chunks.delete_for_document", conn, **ids)
-            terms = await self._insert(conn, ids, chunks, vectors)
-            await self.db.execute(
-                "documents.complete",
-                conn,
-                **ids,
-                chunk_count=len(chunks),
-                term_count=terms,
-                chunk_delta=len(chunks) - locked["chunk_count"],
-                term_delta=terms - locked["term_count"],
-                text_length=len(parsed.text),
-                title=parsed.title,
-            )
-        return True
-
-    async def _insert(
-        self,
-        conn: Conn,
-        ids: dict[str, uuid.UUID],
-        chunks: list[Chunk],
-        vectors: Vectors,
-    ) -> int:
-        """Insert chunks and vectors; return the number of analysed terms."""
-        if not chunks:
-            return 0
-        row = await self.db.fetch_one(
-            "chunks.insert_many",
-            conn,
-            **ids,
-            model=self.embedder.model_id,
-            chunk_index=[c.index for c in chunks],
-            text=[c.text for c in chunks],
-            context=[c.context for c in chunks],
-            char_start=[c.char_start for c in chunks],
-            char_end=[c.char_end for c in chunks],
-            page=[c.page for c in chunks],
-            token_count=[c.token_count for c in chunks],
-            content_hash=[c.content_hash for c in chunks],
-            embeddings=list(vectors),
-        )
-        assert row is not None
-        assert row["chunks"] == len(chunks)
-        return int(row["terms"])
 
     async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
         """Give a document's chunks vectors from the configured model, then drop the others."""

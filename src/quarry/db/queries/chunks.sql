@@ -5,45 +5,49 @@ FROM chunks c
 JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = %(model)s
 WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]);
 
--- name: delete_for_document
-DELETE FROM chunks WHERE project_id = %(project_id)s AND document_id = %(document_id)s;
+-- name: delete_for_documents
+DELETE FROM chunks
+WHERE project_id = %(project_id)s AND document_id = ANY(%(document_ids)s::uuid[]);
 
 -- name: insert_many
--- Every chunk of a document, its vector and its postings in one statement. Each chunk's
--- indexed text (its context, then its text) is analysed here with the project's analyzer
--- (read under the lock documents.lock_for_write holds), so the query side analyses text the
--- same way. Vectors travel in binary (%(embeddings)b): as text, each of 384 floats would be
--- formatted by Python and parsed again by Postgres.
+-- The chunks of one or more documents of a project, their vectors and their postings in one
+-- statement (one row per chunk in each array). Each chunk's indexed text (its context, then
+-- its text) is analysed here with the project's analyzer (read under the lock
+-- documents.lock_for_write holds), so the query side analyses text the same way. Vectors
+-- travel in binary (%(embeddings)b): as text, each of 384 floats would be formatted by Python
+-- and parsed again by Postgres. Returns each document's chunk and term counts.
 WITH analysed AS (
     SELECT c.*,
            to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
                        indexed_text(c.context, c.text)) AS terms
-    FROM unnest(%(chunk_index)s::int[], %(text)s::text[], %(context)s::text[],
-                %(char_start)s::int[], %(char_end)s::int[], %(page)s::int[],
-                %(token_count)s::int[], %(content_hash)s::bytea[])
-         AS c(chunk_index, text, context, char_start, char_end, page, token_count,
-              content_hash)
+    FROM unnest(%(document_id)s::uuid[], %(chunk_index)s::int[], %(text)s::text[],
+                %(context)s::text[], %(char_start)s::int[], %(char_end)s::int[],
+                %(page)s::int[], %(token_count)s::int[], %(content_hash)s::bytea[],
+                %(embeddings)b::vector[])
+         AS c(document_id, chunk_index, text, context, char_start, char_end, page,
+              token_count, content_hash, embedding)
 ), inserted AS (
     INSERT INTO chunks (project_id, document_id, chunk_index, text, context, char_start,
                         char_end, page, token_count, content_hash, term_count)
-    SELECT %(project_id)s, %(document_id)s, a.chunk_index, a.text, a.context, a.char_start,
+    SELECT %(project_id)s, a.document_id, a.chunk_index, a.text, a.context, a.char_start,
            a.char_end, a.page, a.token_count, a.content_hash, term_count(a.terms)
     FROM analysed a
-    RETURNING id, chunk_index, term_count
+    RETURNING id, document_id, chunk_index, term_count
 ), postings AS (
     INSERT INTO chunk_terms (project_id, term, chunk_id, tf, chunk_terms)
     SELECT %(project_id)s, t.term, i.id, t.tf, i.term_count
     FROM inserted i
-    JOIN analysed a USING (chunk_index)
+    JOIN analysed a USING (document_id, chunk_index)
     CROSS JOIN LATERAL postings(a.terms) AS t
 ), vectors AS (
     INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
-    SELECT i.id, %(project_id)s, %(model)s, v.embedding
+    SELECT i.id, %(project_id)s, %(model)s, a.embedding
     FROM inserted i
-    JOIN unnest(%(chunk_index)s::int[], %(embeddings)b::vector[]) AS v(chunk_index, embedding)
-      USING (chunk_index)
+    JOIN analysed a USING (document_id, chunk_index)
 )
-SELECT count(*) AS chunks, coalesce(sum(term_count), 0) AS terms FROM inserted;
+SELECT document_id, count(*) AS chunks, coalesce(sum(term_count), 0) AS terms
+FROM inserted
+GROUP BY document_id;
 
 -- name: insert_embeddings
 INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)

@@ -54,19 +54,22 @@ WHERE project_id = %(project_id)s AND id = %(document_id)s
 FOR UPDATE;
 
 -- name: lock_for_write
--- As lock, and this transaction commits asynchronously: the job's own commit follows and is
--- synchronous, so a crash loses nothing, and each document saves a disk flush. The project row
--- is share-locked so its analyzer cannot change until this document's postings are written
--- (a change re-analyses the project under an exclusive lock, see Projects.update).
+-- The documents a write replaces, locked in id order (concurrent writers of overlapping sets
+-- then wait for each other instead of deadlocking). This transaction commits asynchronously:
+-- each job's own commit follows and is synchronous, so a crash loses nothing, and the write
+-- saves a disk flush. The project row is share-locked so its analyzer cannot change until
+-- these documents' postings are written (a change re-analyses the project under an exclusive
+-- lock, see Projects.update).
 SELECT d.id, d.content_hash, d.chunk_count, d.term_count,
        set_config('synchronous_commit', 'off', true) AS commit_mode
 FROM documents d
 JOIN projects p ON p.id = d.project_id
-WHERE d.project_id = %(project_id)s AND d.id = %(document_id)s
+WHERE d.project_id = %(project_id)s AND d.id = ANY(%(document_ids)s::uuid[])
+ORDER BY d.id
 FOR UPDATE OF d FOR SHARE OF p;
 
 -- name: complete
--- The document is indexed; the project's lexical totals move by the change in its chunks.
+-- The documents are indexed; the project's lexical totals move by the change in their chunks.
 WITH stats AS (
     INSERT INTO lexical_stats (project_id, chunk_count, term_count)
     VALUES (%(project_id)s, greatest(%(chunk_delta)s::bigint, 0),
@@ -75,13 +78,15 @@ WITH stats AS (
     SET chunk_count = lexical_stats.chunk_count + %(chunk_delta)s::bigint,
         term_count = lexical_stats.term_count + %(term_delta)s::bigint
 )
-UPDATE documents
-SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = content_hash,
-    chunk_count = %(chunk_count)s, term_count = %(term_count)s,
-    text_length = %(text_length)s,
-    title = CASE WHEN title = '' THEN coalesce(%(title)s, '') ELSE title END,
+UPDATE documents d
+SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = d.content_hash,
+    chunk_count = x.chunk_count, term_count = x.term_count, text_length = x.text_length,
+    title = CASE WHEN d.title = '' THEN coalesce(x.title, '') ELSE d.title END,
     indexed_at = now(), updated_at = now()
-WHERE project_id = %(project_id)s AND id = %(document_id)s;
+FROM unnest(%(document_ids)s::uuid[], %(chunk_counts)s::int[], %(term_counts)s::bigint[],
+            %(text_lengths)s::int[], %(titles)s::text[])
+     AS x(id, chunk_count, term_count, text_length, title)
+WHERE d.project_id = %(project_id)s AND d.id = x.id;
 
 -- name: fail
 -- Only the run that holds the document (status indexing) records its failure: a version
