@@ -133,6 +133,7 @@ async def run_pipeline(
         await embedder.aclose()
     return {
         "model_busy_seconds": round(embedder.busy_seconds, 2),
+        "write_transactions": rt.pipeline.writer.transactions if rt.pipeline else None,
         "cpu_seconds": cpu,
         "encode_calls": embedder.calls,
         "documents": len(corpus),
@@ -234,6 +235,7 @@ def main() -> None:
         "model": model.model_id,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "worker_concurrency": settings.worker_concurrency,
+        "model_batch_size": model.batch_size,
         "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
         **pipeline,
         "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),

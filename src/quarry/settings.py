@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(
         default=32, ge=1, le=2048, description="texts per embedding call, from 1 to 2048"
     )
+    local_embedding_batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=512,
+        description="texts per forward pass of the local embedding model, from 1 to 512: "
+        "every text in a pass is padded to the longest, and on CPU small passes cost no more "
+        "per token (bench/README.md)",
+    )
     embedding_concurrency: int = Field(
         default=4, ge=1, le=64, description="embedding HTTP calls in flight, from 1 to 64"
     )

@@ -65,3 +65,22 @@ async def test_the_query_lane_keeps_its_thread_count_to_itself(minilm) -> None:
         await local.aclose()
     assert in_lane == 1
     assert elsewhere == torch.get_num_threads() == default
+
+
+async def test_the_model_thread_takes_the_gil_back_quickly(minilm) -> None:
+    import sys
+
+    from quarry.ingest.embedders import GIL_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default
+    try:
+        local = LocalEmbedder(minilm)
+        await local.aclose()
+        assert abs(sys.getswitchinterval() - GIL_SWITCH_INTERVAL_S) < 1e-9
+        sys.setswitchinterval(0.0001)  # a process that chose a shorter one keeps it
+        local = LocalEmbedder(minilm)
+        await local.aclose()
+        assert abs(sys.getswitchinterval() - 0.0001) < 1e-9
+    finally:
+        sys.setswitchinterval(before)
