@@ -37,7 +37,7 @@ class DocumentWrite:
 
     project_id: uuid.UUID
     document_id: uuid.UUID
-    content_hash: bytes
+    content_hash: str  # the SHA-256 hex digest of the raw bytes, as documents store it
     text_length: int
     title: str | None  # found by the parser; kept only where the document has none
     chunks: list[Chunk]
