@@ -19,6 +19,7 @@ from quarry.testing import HashEmbedder
 from tests.integration.test_ingest import invariant_violations
 
 DOCUMENTS = 6
+TEXTS = tuple(f"Document {n} is about topic {n} and nothing else." for n in range(DOCUMENTS))
 
 
 class GatedEmbedder(HashEmbedder):
@@ -78,7 +79,7 @@ async def test_documents_ready_together_share_one_transaction(
     embedder = GatedEmbedder()
     async with open_runtime(ingest_settings, embedder=embedder) as rt:
         project = await rt.projects.create(admin_principal, "group-commit")
-        texts = [f"Document {n} is about topic {n} and nothing else." for n in range(DOCUMENTS)]
+        texts = list(TEXTS)
         _, outcomes = await _index_together(rt, embedder, project.id, texts)
 
         assert [getattr(o, "status", o) for o in outcomes] == ["indexed"] * DOCUMENTS
@@ -97,7 +98,7 @@ async def test_a_document_that_cannot_be_written_fails_alone(
     embedder = GatedEmbedder()
     async with open_runtime(ingest_settings, embedder=embedder) as rt:
         project = await rt.projects.create(admin_principal, "group-commit-failure")
-        texts = [f"Document {n} is about topic {n} and nothing else." for n in range(DOCUMENTS)]
+        texts = list(TEXTS)
         texts[2] = "This document carries poison for the vector column."
         ids, outcomes = await _index_together(rt, embedder, project.id, texts)
 
@@ -126,7 +127,7 @@ async def test_the_batch_limit_bounds_a_transaction(
         assert rt.pipeline is not None
         rt.pipeline.writer.max_batch = shared
         project = await rt.projects.create(admin_principal, f"group-commit-{shared}")
-        texts = [f"Document {n} is about topic {n} and nothing else." for n in range(DOCUMENTS)]
+        texts = list(TEXTS)
         await _index_together(rt, embedder, project.id, texts)
         assert rt.pipeline.writer.transactions == -(-DOCUMENTS // shared)
     assert _transactions(fresh_database, project.id) == -(-DOCUMENTS // shared)

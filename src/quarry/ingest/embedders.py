@@ -165,10 +165,11 @@ def _shorten_gil_switch_interval() -> None:
 
     torch releases the GIL inside each operation and needs it again between operations: a
     forward pass takes it back thousands of times. While the event loop thread runs Python
-    (psycopg, the job queue, a write's parameters), each of those waits up to the switch
-    interval, Python's default 5 ms, with both cores idle. In bench/ingest.py (1,500
-    documents) the pipeline reached 0.65 of the bare encode with 5 ms and 0.737 with 0.5 ms,
-    Python and Postgres using the same CPU. Process-wide, so only ever lowered here."""
+    (psycopg, the job queue, a write's parameters), each of those can wait up to the switch
+    interval, Python's default 5 ms. In bench/ingest.py on 1,500 documents the pipeline
+    reached 0.65 of the bare encode with 5 ms and 0.737 with 0.5 ms; the full corpus did not
+    confirm the gain (0.67 against 0.695), and no run got worse (bench/README.md).
+    Process-wide, so only ever lowered here."""
     if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
