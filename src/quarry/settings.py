@@ -147,6 +147,13 @@ class Settings(BaseSettings):
         "every text in a pass is padded to the longest, and on CPU small passes cost no more "
         "per token (bench/README.md)",
     )
+    local_embedding_workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="threads encoding documents with the local model, each with one torch "
+        "thread, from 0 to 256; 0 is one per core (bench/README.md)",
+    )
     embedding_concurrency: int = Field(
         default=4, ge=1, le=64, description="embedding HTTP calls in flight, from 1 to 64"
     )

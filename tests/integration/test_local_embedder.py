@@ -24,12 +24,17 @@ async def test_a_query_vector_is_the_models_own(embedder: LocalEmbedder) -> None
         assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
 
 
-async def test_concurrent_callers_share_one_encode_call(embedder: LocalEmbedder) -> None:
-    calls = embedder.calls
+async def test_concurrent_callers_share_the_model_threads_calls(minilm) -> None:
     texts = [f"{PASSAGE} Variant {i}." for i in range(6)]
-    vectors = await asyncio.gather(*(embedder.embed([text]) for text in texts))
-    assert embedder.calls - calls == 1  # six documents, one call into the model
-    assert np.allclose(np.concatenate(vectors), await embedder.embed(texts), atol=1e-5)
+    local = LocalEmbedder(minilm, index_workers=2)
+    try:
+        vectors = await asyncio.gather(*(local.embed([text]) for text in texts))
+        assert local.calls == 2  # six documents, one call per model thread
+        together = await local.embed(texts)  # one request, split between the two threads
+    finally:
+        await local.aclose()
+    assert np.allclose(np.concatenate(vectors), together, atol=1e-5)
+    assert np.allclose(together, minilm.encode(texts), atol=1e-5)  # as the model alone
 
 
 async def test_a_query_does_not_wait_behind_an_indexing_batch(embedder: LocalEmbedder) -> None:
@@ -49,21 +54,31 @@ async def test_a_query_does_not_wait_behind_an_indexing_batch(embedder: LocalEmb
     assert finished == ["query", "index"]
 
 
-async def test_the_query_lane_keeps_its_thread_count_to_itself(minilm) -> None:
+async def test_the_lanes_keep_their_thread_counts_to_themselves(minilm) -> None:
     import concurrent.futures
+    import threading
 
     import torch
 
     default = torch.get_num_threads()
-    local = LocalEmbedder(minilm, query_threads=1)
+    local = LocalEmbedder(minilm, index_workers=3, query_threads=1)
     try:
         await local.embed_query("anything")
         in_lane = await asyncio.wrap_future(local.query_lane.thread.submit(torch.get_num_threads))
+        barrier = threading.Barrier(3)  # one task on each of the three indexing threads
+
+        def count() -> int:
+            barrier.wait(timeout=10)
+            return torch.get_num_threads()
+
+        indexing = [local.index_lane.thread.submit(count) for _ in range(3)]
+        in_index_lane = [f.result(timeout=10) for f in indexing]
         with concurrent.futures.ThreadPoolExecutor(1) as later:  # started after the lanes
             elsewhere = later.submit(torch.get_num_threads).result()
     finally:
         await local.aclose()
     assert in_lane == 1
+    assert in_index_lane == [1, 1, 1]
     assert elsewhere == torch.get_num_threads() == default
 
 

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ class SentenceTransformerModel:
         self.max_tokens = int(max_tokens)
         self.dimensions = int(dimensions)
         self.tokenizer = load_tokenizer(path / "tokenizer.json")
+        # The first call sets the tokenizer's padding and truncation, which mutates it: do it
+        # here, before threads share it (the Rust tokenizer refuses a change while in use).
+        self.encode(["warm up"])
 
     def encode(self, texts: list[str]) -> Vectors:
         vectors = self.model.encode(
@@ -89,66 +93,143 @@ class SentenceTransformerModel:
 class _Request:
     texts: Sequence[str]
     future: asyncio.Future[Vectors]
+    vectors: Vectors | None = None  # filled slice by slice when split across calls
+    remaining: int = 0  # texts not yet encoded
+
+
+@dataclass
+class _Slice:
+    request: _Request
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
 
 
 class _Lane:
-    """One encode thread fed by a micro-batcher.
+    """Encode threads fed by one micro-batcher.
 
-    Callers that arrive while the thread is busy are gathered (up to ``window`` texts) and
-    encoded together in one call. The thread runs torch with ``threads`` intra-op threads, set
-    when it starts, which is at once (see ``_set_torch_threads``).
+    Callers that arrive while the threads are busy are gathered and encoded together. When a
+    thread is free, it takes its share of what is waiting: the pending texts divided among the
+    free threads, at most ``window``; a request larger than that is split across calls (and
+    threads) and answered when its last slice is done. Each thread runs torch with ``threads``
+    intra-op threads, set when it starts, which is at once (see ``_set_torch_threads``).
     """
 
     def __init__(
-        self, name: str, encode: Callable[[list[str]], Vectors], window: int, threads: int
+        self,
+        name: str,
+        encode: Callable[[list[str]], Vectors],
+        window: int,
+        threads: int,
+        workers: int = 1,
     ) -> None:
         self.encode = encode
         self.window = window
-        self.busy_seconds = 0.0  # time spent inside the model, for metrics and benchmarks
+        self.workers = workers
+        self.busy_seconds = 0.0  # time with at least one call inside the model
         self.calls = 0
-        self._pending: list[_Request] = []
+        self._pending: list[_Slice] = []
+        self._free = workers
+        self._busy_since = 0.0
         self._runner: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # keeps running calls referenced
+        self._wake: asyncio.Event | None = None
         self._name = name
         self.thread = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
+            workers, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
         )
-        self.thread.submit(lambda: None).result()  # start the thread and set its count now
+        started = threading.Barrier(workers)  # start every thread, and set its count, now
+        for _ in range(workers):
+            self.thread.submit(started.wait)
+        self.thread.submit(lambda: None).result()
 
     async def submit(self, texts: Sequence[str]) -> Vectors:
         future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(texts, future))
+        self._pending.append(_Slice(_Request(texts, future, remaining=len(texts)), 0, len(texts)))
         if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name=f"{self._name}-batcher")
+            self._wake = asyncio.Event()  # of this loop
+            self._runner = asyncio.create_task(self._run(self._wake), name=f"{self._name}-batcher")
+        else:
+            assert self._wake is not None
+            self._wake.set()
         return await future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
+    async def _run(self, wake: asyncio.Event) -> None:
+        while self._pending or self._free < self.workers:
             await asyncio.sleep(0)  # let callers scheduled in this tick join the batch
-            batch: list[_Request] = []
-            size = 0
-            while self._pending and (
-                not batch or size + len(self._pending[0].texts) <= self.window
-            ):
-                batch.append(self._pending.pop(0))
-                size += len(batch[-1].texts)
-            texts = [text for request in batch for text in request.texts]
-            started = time.perf_counter()
-            try:
-                vectors = await loop.run_in_executor(self.thread, self.encode, texts)
-            except Exception as exc:
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
+            while self._pending and self._free:
+                batch = self._take(self._share())
+                if batch:
+                    self._start(batch, wake)
+            if self._pending or self._free < self.workers:
+                wake.clear()
+                await wake.wait()
+
+    def _share(self) -> int:
+        waiting = sum(len(piece) for piece in self._pending)
+        return max(1, min(self.window, -(-waiting // self._free)))
+
+    def _take(self, limit: int) -> list[_Slice]:
+        batch: list[_Slice] = []
+        size = 0
+        while self._pending and size < limit:
+            piece = self._pending[0]
+            if piece.request.future.done():  # its caller is gone, or another slice failed
+                self._pending.pop(0)
                 continue
-            self.busy_seconds += time.perf_counter() - started
-            self.calls += 1
-            start = 0
-            for request in batch:
-                end = start + len(request.texts)
-                if not request.future.done():
-                    request.future.set_result(vectors[start:end])
-                start = end
+            if len(piece) > limit - size:  # split: the rest stays first in line
+                cut = piece.start + limit - size
+                batch.append(_Slice(piece.request, piece.start, cut))
+                piece.start = cut
+            else:
+                batch.append(self._pending.pop(0))
+            size += len(batch[-1])
+        return batch
+
+    def _start(self, batch: list[_Slice], wake: asyncio.Event) -> None:
+        if self._free == self.workers:
+            self._busy_since = time.perf_counter()
+        self._free -= 1
+        task = asyncio.create_task(self._call(batch, wake), name=f"{self._name}-call")
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, batch: list[_Slice], wake: asyncio.Event) -> None:
+        texts = [text for piece in batch for text in piece.request.texts[piece.start : piece.end]]
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self.thread, self.encode, texts)
+        except Exception as exc:
+            for piece in batch:
+                if not piece.request.future.done():
+                    piece.request.future.set_exception(exc)
+            vectors = None
+        finally:
+            self._free += 1
+            if self._free == self.workers:
+                self.busy_seconds += time.perf_counter() - self._busy_since
+            wake.set()
+        if vectors is None:
+            return
+        self.calls += 1
+        offset = 0
+        for piece in batch:
+            request = piece.request
+            part = vectors[offset : offset + len(piece)]
+            offset += len(piece)
+            if request.future.done():
+                continue
+            if len(piece) == len(request.texts):
+                request.future.set_result(part)
+                continue
+            if request.vectors is None:
+                request.vectors = np.empty((len(request.texts), part.shape[1]), np.float32)
+            request.vectors[piece.start : piece.end] = part
+            request.remaining -= len(piece)
+            if request.remaining == 0:
+                request.future.set_result(request.vectors)
 
     async def aclose(self) -> None:
         if self._runner is not None:
@@ -190,25 +271,36 @@ def _set_torch_threads(threads: int) -> None:
 
 @dataclass
 class LocalEmbedder:
-    """A local model behind two lanes, each its own thread: one for indexing, one for queries.
+    """A local model behind two lanes: one for indexing, one for queries.
 
     Indexing runs one job per document, and most documents have a chunk or two; encoding them
     one call each would leave the model mostly idle on call overhead. So texts to index are
-    micro-batched (up to ``window`` of them in one call), and the call uses all of torch's
-    threads. Inside a call, sentence-transformers sorts the texts by length and runs them in
-    passes of the model's ``batch_size``, each padded to its longest text: a window of a few
-    dozen chunks of mixed lengths wastes far less on padding in passes of 8 than of 32.
+    micro-batched (up to ``window`` of them in one call). Inside a call, sentence-transformers
+    sorts the texts by length and runs them in passes of the model's ``batch_size``, each
+    padded to its longest text: a window of a few dozen chunks of mixed lengths wastes far
+    less on padding in passes of 8 than of 32.
+
+    The indexing lane runs ``index_workers`` threads (default: one per thread torch would
+    use, that is per core), each encoding its own calls with ``index_threads`` torch threads
+    (default one). One call spread over every core makes torch's threads meet at a barrier
+    after each operation, so whenever anything else in the process or on the machine (the
+    event loop, Postgres writing the previous batch) takes a core for a moment, every thread
+    waits for the one that lost it: measured beside a process busy 40% of one core, one
+    call with two threads fell to 0.58 of its speed alone, two calls of one thread each to
+    0.8 (bench/README.md). Independent calls share the cores without waiting on each other.
 
     A search must not wait behind such a batch (seconds, when a worker runs in the same
     process), nor fight the database for both cores while BM25 runs beside it. Queries have
     their own lane: small batches, ``query_threads`` torch threads (one by default: a query of
-    a few dozen tokens gains little from a second thread, and leaves a core to Postgres). Both
-    lanes run the same model, whose forward pass and tokenizer are safe to call from two
-    threads; a query's vector does not depend on its lane.
+    a few dozen tokens gains little from a second thread, and leaves a core to Postgres). All
+    lanes run the same model, whose forward pass and tokenizer are safe to call from several
+    threads once loaded; a text's vector does not depend on its lane or its batch.
     """
 
     model: SentenceTransformerModel
     window: int = 512
+    index_workers: int = 0  # 0: one per thread torch would use
+    index_threads: int = 1
     query_window: int = 32
     query_threads: int = 1
     model_id: str = field(init=False)
@@ -225,7 +317,13 @@ class LocalEmbedder:
         self.max_tokens = self.model.max_tokens
         self.tokenizer = self.model.tokenizer
         default = torch.get_num_threads()
-        self.index_lane = _Lane("embed", self.model.encode, self.window, default)
+        self.index_lane = _Lane(
+            "embed",
+            self.model.encode,
+            self.window,
+            self.index_threads,
+            workers=self.index_workers or default,
+        )
         self.query_lane = _Lane(
             "embed-query", self.model.encode, self.query_window, self.query_threads
         )

@@ -35,7 +35,9 @@ def load_local_model(settings: Settings) -> SentenceTransformerModel:
 
 def build_embedder(settings: Settings, model: SentenceTransformerModel | None = None) -> Embedder:
     if settings.embedding_provider == "local":
-        return LocalEmbedder(model or load_local_model(settings))
+        return LocalEmbedder(
+            model or load_local_model(settings), index_workers=settings.local_embedding_workers
+        )
     assert settings.embedding_base_url
     assert settings.embedding_model
     tokenizer_path = settings.embedding_tokenizer_path

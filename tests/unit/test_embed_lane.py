@@ -1,0 +1,115 @@
+"""The micro-batcher in front of the local model's threads, with an encode function that
+records what it was given (the model itself is exercised in test_local_embedder.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from quarry.ingest.embedders import Vectors, _Lane
+
+
+class Recorder:
+    """Encodes a text "n" as the vector [n, n]; records each call's size and thread."""
+
+    def __init__(self, delay: float = 0.05, fail_on: str | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+        self.calls: list[tuple[str, list[str]]] = []
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+
+    def __call__(self, texts: list[str]) -> Vectors:
+        with self.lock:
+            self.calls.append((threading.current_thread().name, list(texts)))
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(self.delay)
+        with self.lock:
+            self.inside -= 1
+        if self.fail_on in texts:
+            raise ValueError(f"cannot encode {self.fail_on}")
+        return np.array([[float(t), float(t)] for t in texts], dtype=np.float32)
+
+
+def texts(start: int, stop: int) -> list[str]:
+    return [str(n) for n in range(start, stop)]
+
+
+async def test_a_large_request_is_split_across_the_threads_and_reassembled() -> None:
+    encode = Recorder()
+    lane = _Lane("test-embed", encode, window=4, threads=1, workers=2)
+    try:
+        vectors = await lane.submit(texts(0, 10))
+    finally:
+        await lane.aclose()
+    assert vectors[:, 0].tolist() == list(range(10))  # in the caller's order
+    sizes = [len(call) for _, call in encode.calls]
+    assert sizes[:2] == [4, 4]
+    assert max(sizes) <= 4  # never more than the window
+    assert sorted(t for _, call in encode.calls for t in call) == sorted(texts(0, 10))  # once each
+    assert len({thread for thread, _ in encode.calls}) == 2
+    assert encode.most_inside == 2  # the two threads encoded at the same time
+    assert lane.calls == len(sizes)
+    assert lane.busy_seconds > 0
+
+
+async def test_waiting_callers_are_shared_among_the_free_threads() -> None:
+    encode = Recorder()
+    lane = _Lane("test-embed", encode, window=512, threads=1, workers=2)
+    try:
+        results = await asyncio.gather(*(lane.submit([str(n)]) for n in range(6)))
+    finally:
+        await lane.aclose()
+    assert [float(v[0, 0]) for v in results] == [0, 1, 2, 3, 4, 5]
+    assert sorted(len(call) for _, call in encode.calls) == [3, 3]  # two calls, not six
+
+
+async def test_one_thread_gathers_every_waiting_caller_into_one_call() -> None:
+    encode = Recorder()
+    lane = _Lane("test-embed", encode, window=512, threads=1, workers=1)
+    try:
+        await lane.submit(["0"])  # the thread is idle: encoded at once
+        first = lane.submit(texts(1, 3))
+        waiting = [lane.submit([str(n)]) for n in range(3, 8)]
+        results = await asyncio.gather(first, *waiting)
+    finally:
+        await lane.aclose()
+    assert [call for _, call in encode.calls] == [["0"], texts(1, 8)]
+    assert np.concatenate(results)[:, 0].tolist() == list(range(1, 8))
+
+
+async def test_a_failed_slice_fails_its_request_once_and_the_lane_goes_on() -> None:
+    encode = Recorder(fail_on="5")
+    lane = _Lane("test-embed", encode, window=3, threads=1, workers=2)
+    try:
+        with pytest.raises(ValueError, match="cannot encode 5"):
+            await lane.submit(texts(0, 12))
+        after = await lane.submit(texts(20, 22))  # the lane still works
+    finally:
+        await lane.aclose()
+    assert after[:, 0].tolist() == [20, 21]
+    encoded = [t for _, call in encode.calls for t in call]
+    assert len(encoded) < 12 + 2  # the failed request's later slices were dropped, not encoded
+
+
+async def test_a_cancelled_caller_s_texts_are_not_encoded() -> None:
+    encode = Recorder(delay=0.2)
+    lane = _Lane("test-embed", encode, window=512, threads=1, workers=1)
+    try:
+        busy = asyncio.create_task(lane.submit(["0"]))
+        await asyncio.sleep(0.05)  # "0" is inside the model
+        gone = asyncio.create_task(lane.submit(["1"]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        kept = await lane.submit(["2"])
+        await busy
+    finally:
+        await lane.aclose()
+    assert [call for _, call in encode.calls] == [["0"], ["2"]]
+    assert kept[:, 0].tolist() == [2]
