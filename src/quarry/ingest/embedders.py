@@ -285,9 +285,9 @@ class LocalEmbedder:
     (default one). One call spread over every core makes torch's threads meet at a barrier
     after each operation, so whenever anything else in the process or on the machine (the
     event loop, Postgres writing the previous batch) takes a core for a moment, every thread
-    waits for the one that lost it: measured beside a process busy 40% of one core, one
-    call with two threads fell to 0.58 of its speed alone, two calls of one thread each to
-    0.8 (bench/README.md). Independent calls share the cores without waiting on each other.
+    waits for the one that lost it: beside a process busy 40% of one core, one call with two
+    threads kept about 0.6 of its speed alone, two calls of one thread each about 0.8
+    (bench/README.md). Independent calls share the cores without waiting on each other.
 
     A search must not wait behind such a batch (seconds, when a worker runs in the same
     process), nor fight the database for both cores while BM25 runs beside it. Queries have
