@@ -113,3 +113,19 @@ async def test_a_cancelled_caller_s_texts_are_not_encoded() -> None:
         await lane.aclose()
     assert [call for _, call in encode.calls] == [["0"], ["2"]]
     assert kept[:, 0].tolist() == [2]
+
+
+def test_passes_hold_texts_of_about_the_same_length() -> None:
+    from quarry.ingest.embedders import length_passes
+
+    lengths = [256, 40, 256, 250, 60, 256, 256, 256, 256, 256, 256, 256, 230, 39]
+    passes = length_passes(lengths, batch_size=8, ratio=0.9)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))  # each once
+    # eight of the nine 256s; the ninth with 250; 230 (under 0.9 of 256); 60; 40 with 39
+    rest = [sorted(lengths[i] for i in p) for p in passes[1:]]
+    assert rest == [[250, 256], [230], [60], [39, 40]]
+    assert len(passes[0]) == 8
+    for indices in passes:
+        longest = max(lengths[i] for i in indices)
+        assert all(lengths[i] >= 0.9 * longest for i in indices)
+    assert length_passes([], batch_size=8) == []

@@ -53,6 +53,24 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return tokenizer
 
 
+# A pass of the local model ends where the next text is shorter than this share of its longest.
+PASS_LENGTH_RATIO = 0.9
+
+
+def length_passes(
+    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO
+) -> list[list[int]]:
+    """Indices of texts, longest first, cut into passes of at most ``batch_size`` whose
+    texts are all at least ``ratio`` of the pass's longest."""
+    passes: list[list[int]] = [[]]
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        current = passes[-1]
+        if current and (len(current) == batch_size or lengths[i] < ratio * lengths[current[0]]):
+            passes.append(current := [])
+        current.append(i)
+    return passes if passes[0] else []
+
+
 class SentenceTransformerModel:
     """A loaded sentence-transformers model (heavy; load once per process and share)."""
 
@@ -79,14 +97,35 @@ class SentenceTransformerModel:
         self.encode(["warm up"])
 
     def encode(self, texts: list[str]) -> Vectors:
+        """Unit vectors of ``texts``, in passes of texts of about the same length.
+
+        Every text in a pass is padded to the pass's longest. sentence-transformers sorts a
+        call's texts by length and cuts passes of ``batch_size``; over a window of a few dozen
+        chunks (long first chunks, short last ones) a pass often mixes both, and the short
+        ones are padded to the long: 1.15 times the real tokens over SciFact's windows of 15.
+        So a pass here also ends where the next text is shorter than ``PASS_LENGTH_RATIO`` of
+        the pass's longest (1.07 times; 12% less time, bench/README.md). On CPU a pass costs
+        about the same per token whatever its size, so the extra passes are free."""
+        if len(texts) <= 1:
+            return self._encode_pass(texts)
+        lengths = [
+            min(len(encoding.ids), self.max_tokens)
+            for encoding in self.tokenizer.encode_batch(texts)
+        ]
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for indices in length_passes(lengths, self.batch_size):
+            vectors[indices] = self._encode_pass([texts[i] for i in indices])
+        return vectors
+
+    def _encode_pass(self, texts: list[str]) -> Vectors:
         vectors = self.model.encode(
             texts,
-            batch_size=self.batch_size,
+            batch_size=max(len(texts), 1),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions)
 
 
 @dataclass
