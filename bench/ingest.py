@@ -4,8 +4,8 @@ Ingests a BEIR corpus (default: ../shared/datasets/scifact/corpus.jsonl, 5,183 a
 to end into a fresh project on a fresh embedded Postgres: submission, one job per document,
 parsing, splitting, embedding, the transactional write of chunks, vectors and lexical
 statistics. In the same run and with the same loaded model, the bare model encodes exactly
-the chunk texts the pipeline produces (sentence-transformers ``encode`` with the same batch
-size, which also sorts by length), once before the pipeline and once after, in two ways: one
+the chunk texts the pipeline produces (the loaded model's ``encode``, with the same passes by
+length as the pipeline's), once before the pipeline and once after, in two ways: one
 call with all of torch's threads, and the sorted texts in blocks shared by one thread per core
 with one torch thread each (the shape of the pipeline's model threads). The reference is the
 faster of the two means, so drift in the machine's speed during the run cancels out and the
@@ -36,7 +36,7 @@ import psutil
 import torch
 
 from quarry.ingest.documents import text_source
-from quarry.ingest.embedders import LocalEmbedder
+from quarry.ingest.embedders import LocalEmbedder, _set_torch_threads
 from quarry.ingest.factory import build_splitter, load_local_model
 from quarry.ingest.parsers import Parsed
 from quarry.logs import configure_logging
@@ -201,7 +201,7 @@ def run_bare(model, texts: list[str]) -> float:
 
 
 def run_bare_threads(model, texts: list[str], workers: int) -> float:
-    """The same texts sorted by length, as ``encode`` sorts them, in blocks of 64 shared by
+    """The same texts sorted by length, longest first, in blocks of 64 shared by
     ``workers`` threads of one torch thread each: the shape the pipeline's model threads
     have, with none of the pipeline around it."""
     ordered = sorted(texts, key=len, reverse=True)
@@ -211,7 +211,7 @@ def run_bare_threads(model, texts: list[str], workers: int) -> float:
     default = torch.get_num_threads()
 
     def work() -> None:
-        torch.set_num_threads(1)
+        _set_torch_threads(1)
         while True:
             try:
                 block = blocks.get_nowait()

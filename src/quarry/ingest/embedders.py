@@ -63,7 +63,7 @@ def length_passes(
     """Indices of texts, longest first, cut into passes of at most ``batch_size`` whose
     texts are all at least ``ratio`` of the pass's longest."""
     passes: list[list[int]] = [[]]
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
         current = passes[-1]
         if current and (len(current) == batch_size or lengths[i] < ratio * lengths[current[0]]):
             passes.append(current := [])
