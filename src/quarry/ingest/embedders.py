@@ -314,10 +314,10 @@ class LocalEmbedder:
 
     Indexing runs one job per document, and most documents have a chunk or two; encoding them
     one call each would leave the model mostly idle on call overhead. So texts to index are
-    micro-batched (up to ``window`` of them in one call). Inside a call, sentence-transformers
-    sorts the texts by length and runs them in passes of the model's ``batch_size``, each
-    padded to its longest text: a window of a few dozen chunks of mixed lengths wastes far
-    less on padding in passes of 8 than of 32.
+    micro-batched (up to ``window`` of them in one call). Inside a call the model runs passes
+    of at most its ``batch_size`` texts of about the same length, each padded to its longest
+    text (``SentenceTransformerModel.encode``), so a window of chunks of mixed lengths wastes
+    little on padding.
 
     The indexing lane runs ``index_workers`` threads (default: one per thread torch would
     use, that is per core), each encoding its own calls with ``index_threads`` torch threads
