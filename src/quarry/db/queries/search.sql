@@ -22,22 +22,37 @@ WHERE p.id = %(project_id)s;
 -- N, df and the average length are the project's, whatever a filter keeps: a filter narrows
 -- the candidates, it does not change how rare a term is. Without a filter only the best
 -- chunks are looked up; with one, {filters} decides which scored chunks may compete.
+--
+-- Counting a term's postings for its df reads its whole posting list a second time. The
+-- caller may pass the dfs it learnt from an earlier search (%(known_dfs)s, NULL where it
+-- knows none) with the version of the statistics they were counted under (%(version)s).
+-- They are used only if that version is still the one this statement sees. The version is
+-- the statistics row's xmin (the transaction that last changed it) with its two totals;
+-- every change of the postings changes that row in the same transaction (see lexical_stats).
+-- Every row returned carries the version and each query term's df, for the caller to keep.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
-           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
+           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl,
+           concat_ws(':', s.xmin, s.chunk_count, s.term_count) AS version
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
 ), terms AS MATERIALIZED (
-    -- One row per query term: its idf, from the length of its posting list (computed once,
-    -- not per posting).
-    SELECT q.term, ln(1 + (s.n - f.df + 0.5) / (f.df + 0.5)) AS idf
-    FROM unnest(%(terms)s::text[]) AS q(term)
+    -- One row per query term: its df (known, or the length of its posting list) and idf.
+    SELECT q.term, q.ord, f.df, ln(1 + (s.n - f.df + 0.5) / (f.df + 0.5)) AS idf
+    FROM unnest(%(terms)s::text[], %(known_dfs)s::bigint[])
+         WITH ORDINALITY AS q(term, known, ord)
     CROSS JOIN stats s
     CROSS JOIN LATERAL (
-        SELECT count(*)::float8 AS df FROM chunk_terms p
-        WHERE p.project_id = %(project_id)s AND p.term = q.term
+        SELECT CASE WHEN q.known IS NOT NULL AND s.version = %(version)s::text
+                    THEN q.known::float8
+                    ELSE (SELECT count(*)::float8 FROM chunk_terms p
+                          WHERE p.project_id = %(project_id)s AND p.term = q.term)
+               END AS df
     ) f
-    WHERE f.df > 0
+), counted AS (
+    SELECT s.version, array_agg(t.df::bigint ORDER BY t.ord) AS dfs
+    FROM terms t CROSS JOIN stats s
+    GROUP BY s.version
 ), scored AS (
     -- Each term's posting list in turn (an index range scan apiece), summed per chunk.
     SELECT p.chunk_id,
@@ -58,8 +73,9 @@ WITH stats AS (
     ORDER BY x.score DESC, x.chunk_id
     LIMIT {prelimit}
 )
-SELECT x.chunk_id, c.document_id, x.score
+SELECT x.chunk_id, c.document_id, x.score, k.version, k.dfs
 FROM ranked x
+CROSS JOIN counted k
 JOIN chunks c ON c.id = x.chunk_id
 JOIN documents d ON d.id = c.document_id
 WHERE {filters}
