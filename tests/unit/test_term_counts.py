@@ -30,3 +30,5 @@ def test_bounded_in_projects_least_recently_searched_first_and_in_terms() -> Non
     assert counts.known(first, ["a"]) == ("1", [1])
     counts.learn(first, "1", ["b", "c", "d"], [1, 1, 1])  # four terms: the old ones go
     assert counts.known(first, ["a", "b", "d"]) == ("1", [None, 1, 1])
+    counts.learn(first, "1", ["b", "c"], [1, 1])  # at the bound, known terms keep the rest
+    assert counts.known(first, ["b", "c", "d"]) == ("1", [1, 1, 1])

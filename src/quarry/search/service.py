@@ -281,7 +281,9 @@ class TermCounts:
             self._projects[project_id] = entry
         self._projects.move_to_end(project_id)
         counts = entry[1]
-        if len(counts) + len(terms) > self.max_terms:
+        # Only terms not yet kept add to the count: a search of known terms near the bound
+        # must not drop them all.
+        if len(counts) + sum(term not in counts for term in terms) > self.max_terms:
             counts.clear()
         counts.update(zip(terms, dfs, strict=True))
         while len(self._projects) > self.max_projects:
