@@ -101,7 +101,8 @@ async def test_the_model_thread_takes_the_gil_back_quickly(minilm) -> None:
         sys.setswitchinterval(before)
 
 
-def test_passes_by_length_give_the_models_own_vectors(minilm) -> None:
+def test_passes_by_length_give_the_models_own_vectors(minilm_float32) -> None:
     texts = [PASSAGE * 4, "short", PASSAGE, "p53", PASSAGE * 2 + "and more", "x " * 400, ""]
-    expected = minilm.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    assert np.allclose(minilm.encode(texts), expected, atol=1e-5)
+    model = minilm_float32.model
+    expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.allclose(minilm_float32.encode(texts), expected, atol=1e-5)

@@ -62,6 +62,7 @@ def test_external_database_turns_off_the_in_process_worker(monkeypatch: pytest.M
         ("QUARRY_DB_CONNECT_TIMEOUT", "-1", "QUARRY_DB_CONNECT_TIMEOUT"),
         ("QUARRY_LOCAL_EMBEDDING_WORKERS", "-1", "QUARRY_LOCAL_EMBEDDING_WORKERS"),
         ("QUARRY_LOCAL_EMBEDDING_WORKERS", "two", "QUARRY_LOCAL_EMBEDDING_WORKERS"),
+        ("QUARRY_LOCAL_EMBEDDING_PRECISION", "float16", "QUARRY_LOCAL_EMBEDDING_PRECISION"),
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(

