@@ -174,12 +174,12 @@ class Search:
         embedder = self.embedder
         vector = await _timed(timings, "embed", lambda: embedder.embed_query(query))
         await self.indexes.ensure(embedder.model_id, embedder.dimensions)
-        statement = self.db.render(
-            "search.vector",
-            filters=filters or sql.SQL("TRUE"),
-            dims=sql.Literal(embedder.dimensions),
-            model=sql.Literal(embedder.model_id),
-        )
+        parts = {
+            "filters": filters or sql.SQL("TRUE"),
+            "dims": sql.Literal(embedder.dimensions),
+            "model": sql.Literal(embedder.model_id),
+        }
+        statement = self.db.render("search.vector", **parts)
         started = time.perf_counter()
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -194,9 +194,12 @@ class Search:
                 # HNSW filters after it searches: a small project in a big table, or a
                 # narrow filter, can leave fewer than asked although more exist. Then the
                 # exact scan over this project's vectors is both correct and cheap.
-                await conn.execute("SET LOCAL enable_indexscan = off")
                 rows = await self.db.fetch_all(
-                    statement, conn, project_id=project_id, embedding=vector, limit=limit
+                    self.db.render("search.vector_exact", **parts),
+                    conn,
+                    project_id=project_id,
+                    embedding=vector,
+                    limit=limit,
                 )
         timings["vector"] = _ms(started)
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]

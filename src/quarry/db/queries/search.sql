@@ -93,6 +93,22 @@ WHERE e.project_id = %(project_id)s AND e.model = {model} AND {filters}
 ORDER BY e.embedding::vector({dims}) <=> %(embedding)b::vector({dims})
 LIMIT %(limit)s;
 
+-- name: vector_exact
+-- The same answer computed exactly over this project's vectors of the model, for when the HNSW
+-- scan leaves fewer rows than asked although more exist (it filters after it searches: a
+-- small project in a big table, a narrow filter). A statement of its own, ordered by an
+-- expression no index serves. Switching the index off with a setting (enable_indexscan)
+-- would not do: psycopg prepares a statement that a connection has run five times, Postgres
+-- then settles on a generic plan, and a cached plan keeps its index scan whatever the
+-- settings are afterwards.
+SELECT e.chunk_id, c.document_id, 1 - (e.embedding::vector({dims}) <=> %(embedding)b::vector({dims})) AS score
+FROM chunk_embeddings e
+JOIN chunks c ON c.id = e.chunk_id
+JOIN documents d ON d.id = c.document_id
+WHERE e.project_id = %(project_id)s AND e.model = {model} AND {filters}
+ORDER BY score DESC, e.chunk_id
+LIMIT %(limit)s;
+
 -- name: hits
 -- What a result shows: the chunk, its document and a snippet with the query's terms marked.
 SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, d.external_id,

@@ -1,0 +1,82 @@
+"""Vector search stays exact when HNSW leaves too few rows, however often it has run.
+
+HNSW filters after it searches, so a small project in a table of a bigger one gets fewer
+rows from the index than it asked for, and the search answers from an exact scan instead.
+That scan was once the same statement with the index switched off by a setting, which holds
+only until psycopg prepares the statement (its fifth run on a connection): from then on
+Postgres reused the cached index plan and the "exact" answer was the same short one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quarry.runtime import open_runtime
+from quarry.settings import Settings
+from quarry.testing import HashEmbedder
+
+DIMS = 64
+
+
+async def _load(rt, project_id, vectors: np.ndarray, model: str) -> None:
+    n = len(vectors)
+    async with rt.db.transaction() as conn:
+        await conn.execute(
+            """
+            WITH docs AS (
+                INSERT INTO documents (project_id, external_id, source_kind, source, title,
+                                       format, content_hash, size_bytes, status)
+                SELECT %(p)s, 'v' || i, 'text', 'test', 'v' || i, 'txt', md5('v' || i), 1,
+                       'complete'
+                FROM generate_series(0, %(n)s - 1) AS i
+                RETURNING id, external_id
+            ), made AS (
+                INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start,
+                                    char_end, token_count, content_hash, term_count)
+                SELECT %(p)s, d.id, 0, d.external_id, 0, 2, 1,
+                       sha256(convert_to(d.external_id, 'UTF8')), 1
+                FROM docs d
+                RETURNING id, text
+            )
+            INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
+            SELECT m.id, %(p)s, %(model)s, x.v
+            FROM unnest(%(v)s::vector[]) WITH ORDINALITY AS x(v, i)
+            JOIN made m ON m.text = 'v' || (x.i - 1)
+            """,
+            {"p": project_id, "n": n, "v": list(vectors), "model": model},
+        )
+
+
+async def test_a_small_project_beside_a_big_one_gets_its_exact_neighbours_every_time(
+    ingest_settings: Settings, admin_principal
+) -> None:
+    embedder = HashEmbedder(dimensions=DIMS)
+    rng = np.random.default_rng(5)
+
+    def unit(rows: int) -> np.ndarray:
+        v = rng.standard_normal((rows, DIMS)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    async with open_runtime(ingest_settings, embedder=embedder) as rt:
+        small = await rt.projects.create(admin_principal, "small")
+        big = await rt.projects.create(admin_principal, "big")
+        mine = unit(30)
+        await _load(rt, small.id, mine, embedder.model_id)
+        await _load(rt, big.id, unit(600), embedder.model_id)
+        await rt.search.indexes.ensure(embedder.model_id, DIMS)
+        async with rt.db.pool.connection() as conn:
+            await conn.execute("ANALYZE chunk_embeddings")
+            rows = await (
+                await conn.execute(
+                    "SELECT c.id, c.text FROM chunks c WHERE c.project_id = %s", (small.id,)
+                )
+            ).fetchall()
+        chunk_of = {row["text"]: row["id"] for row in rows}
+        assert len(chunk_of) == 30
+
+        for n in range(24):  # enough runs for every pooled connection to prepare both
+            query = f"query number {n} about topic {n % 7}"
+            vector = await embedder.embed_query(query)
+            expected = [chunk_of[f"v{i}"] for i in np.argsort(-(mine @ vector))[:20]]
+            run = await rt.search._vector(small.id, query, None, 20, {})
+            assert [c.chunk_id for c in run] == expected, f"search {n}"
+            assert all(c.document_id for c in run)
