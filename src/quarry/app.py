@@ -24,7 +24,7 @@ from quarry.api import (
 )
 from quarry.api.errors import install_error_handlers
 from quarry.api.middleware import RequestIdMiddleware
-from quarry.runtime import Runtime, background_worker, open_runtime
+from quarry.runtime import Runtime, background_worker, freeze_startup_heap, open_runtime
 from quarry.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,8 +46,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             rt = runtime
-            if rt is None:
+            if rt is None:  # served by an ASGI server of the deployer's choosing
                 rt = await stack.enter_async_context(open_runtime(settings, load_models=True))
+                freeze_startup_heap()
             app.state.runtime = rt
             if settings.run_worker_in_process:
                 await stack.enter_async_context(background_worker(rt, "in-process"))

@@ -11,7 +11,7 @@ import uvicorn
 from quarry.app import create_app
 from quarry.cli.common import out, print_json, run, settings_from
 from quarry.db import migrate
-from quarry.runtime import open_runtime
+from quarry.runtime import freeze_startup_heap, open_runtime
 from quarry.settings import Settings
 
 db_app = typer.Typer(no_args_is_help=True)
@@ -49,6 +49,7 @@ async def _serve(settings: Settings) -> None:
             access_log=False,
             timeout_graceful_shutdown=10,
         )
+        freeze_startup_heap()
         await _Server(config).serve()
 
 
@@ -76,6 +77,7 @@ def worker(
 
 async def _worker(settings: Settings) -> None:
     async with open_runtime(settings, load_models=True) as rt:
+        freeze_startup_heap()
         await rt.run_worker(install_signal_handlers=True)
 
 
