@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from quarry.runtime import open_runtime
+from quarry.search.filters import compile_filters
+from quarry.search.models import Filters
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
 
@@ -67,16 +69,23 @@ async def test_a_small_project_beside_a_big_one_gets_its_exact_neighbours_every_
             await conn.execute("ANALYZE chunk_embeddings")
             rows = await (
                 await conn.execute(
-                    "SELECT c.id, c.text FROM chunks c WHERE c.project_id = %s", (small.id,)
+                    "SELECT c.id, c.text, c.document_id FROM chunks c WHERE c.project_id = %s",
+                    (small.id,),
                 )
             ).fetchall()
         chunk_of = {row["text"]: row["id"] for row in rows}
+        document_of = {row["text"]: row["document_id"] for row in rows}
         assert len(chunk_of) == 30
+        kept = [i for i in range(30) if i % 3]  # a filter that keeps 20 of the 30 documents
+        only_kept = compile_filters(Filters(document_ids=[document_of[f"v{i}"] for i in kept]))
 
         for n in range(24):  # enough runs for every pooled connection to prepare both
             query = f"query number {n} about topic {n % 7}"
             vector = await embedder.embed_query(query)
-            expected = [chunk_of[f"v{i}"] for i in np.argsort(-(mine @ vector))[:20]]
+            nearest = [int(i) for i in np.argsort(-(mine @ vector))]
             run = await rt.search._vector(small.id, query, None, 20, {})
-            assert [c.chunk_id for c in run] == expected, f"search {n}"
-            assert all(c.document_id for c in run)
+            assert [c.chunk_id for c in run] == [chunk_of[f"v{i}"] for i in nearest[:20]], n
+            assert [c.document_id for c in run] == [document_of[f"v{i}"] for i in nearest[:20]]
+            filtered = await rt.search._vector(small.id, query, only_kept, 12, {})
+            expected = [chunk_of[f"v{i}"] for i in nearest if i in kept][:12]
+            assert [c.chunk_id for c in filtered] == expected, n

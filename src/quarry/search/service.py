@@ -194,8 +194,13 @@ class Search:
                 # HNSW filters after it searches: a small project in a big table, or a
                 # narrow filter, can leave fewer than asked although more exist. Then the
                 # exact scan over this project's vectors is both correct and cheap.
+                exact = self.db.render(
+                    "search.vector_exact",
+                    prelimit=sql.Placeholder("limit") if filters is None else sql.SQL("ALL"),
+                    **parts,
+                )
                 rows = await self.db.fetch_all(
-                    self.db.render("search.vector_exact", **parts),
+                    exact,
                     conn,
                     project_id=project_id,
                     embedding=vector,

@@ -100,13 +100,22 @@ LIMIT %(limit)s;
 -- expression no index serves. Switching the index off with a setting (enable_indexscan)
 -- would not do: psycopg prepares a statement that a connection has run five times, Postgres
 -- then settles on a generic plan, and a cached plan keeps its index scan whatever the
--- settings are afterwards.
-SELECT e.chunk_id, c.document_id, 1 - (e.embedding::vector({dims}) <=> %(embedding)b::vector({dims})) AS score
-FROM chunk_embeddings e
-JOIN chunks c ON c.id = e.chunk_id
+-- settings are afterwards. As in bm25, {prelimit} is %(limit)s without a filter (only the
+-- nearest chunks are joined to their documents) and ALL with one.
+WITH ranked AS (
+    SELECT e.chunk_id,
+           1 - (e.embedding::vector({dims}) <=> %(embedding)b::vector({dims})) AS score
+    FROM chunk_embeddings e
+    WHERE e.project_id = %(project_id)s AND e.model = {model}
+    ORDER BY score DESC, e.chunk_id
+    LIMIT {prelimit}
+)
+SELECT x.chunk_id, c.document_id, x.score
+FROM ranked x
+JOIN chunks c ON c.id = x.chunk_id
 JOIN documents d ON d.id = c.document_id
-WHERE e.project_id = %(project_id)s AND e.model = {model} AND {filters}
-ORDER BY score DESC, e.chunk_id
+WHERE {filters}
+ORDER BY x.score DESC, x.chunk_id
 LIMIT %(limit)s;
 
 -- name: hits
