@@ -59,8 +59,9 @@ PASS_LENGTH_RATIO = 0.9
 
 Precision = Literal["auto", "float32", "bfloat16"]
 # "auto" runs the local model in bfloat16 only if it takes at most this share of float32's time
-# and its vectors agree with float32's to this cosine (every sample; measured: 0.99992).
-BFLOAT16_MIN_GAIN = 0.8
+# and its vectors agree with float32's to this cosine on every sample (measured on AVX-512 BF16
+# cores: 0.99996 on the calibration texts, 0.99989 at worst on the tests', the empty text).
+BFLOAT16_MAX_TIME_SHARE = 0.8
 BFLOAT16_MIN_AGREEMENT = 0.999
 _CALIBRATION_QUERY = "Vitamin D supplementation lowers the risk of fractures in older adults."
 _CALIBRATION_PASSAGE = " ".join(
@@ -72,7 +73,7 @@ def prefer_bfloat16(float32_seconds: float, bfloat16_seconds: float, agreement: 
     """Whether "auto" runs the model in bfloat16, given both timings and the lowest cosine
     between their vectors."""
     return (
-        bfloat16_seconds <= BFLOAT16_MIN_GAIN * float32_seconds
+        bfloat16_seconds <= BFLOAT16_MAX_TIME_SHARE * float32_seconds
         and agreement >= BFLOAT16_MIN_AGREEMENT
     )
 
@@ -132,12 +133,12 @@ class SentenceTransformerModel:
 
         Its weights in bfloat16 (8 bits of mantissa; products still sum in float32) give
         vectors within a cosine of 1e-4 of float32's, and where the CPU multiplies bfloat16
-        natively (AVX-512 BF16, AMX, recent Arm) a pass takes 0.6-0.7 of the time
-        (bench/README.md). Elsewhere it is emulated and slower, so "auto" times both on a
-        query and a long chunk, on one torch thread as the lanes run, and keeps bfloat16 only
-        if it is faster by ``BFLOAT16_MIN_GAIN`` and its vectors agree. Only the transformer
-        (the first module) changes: its token vectors go back to float32 before pooling, so
-        pooling and any layer after it run as before."""
+        natively (AVX-512 BF16 on the cores measured) a pass takes 0.6-0.7 of the time
+        (bench/README.md). Elsewhere it is emulated and can be slower, so "auto" times both on
+        a query and a long chunk, on one torch thread as the lanes run, and keeps bfloat16
+        only within ``BFLOAT16_MAX_TIME_SHARE`` of float32's time and with agreeing vectors.
+        Only the transformer (the first module) changes: its token vectors go back to float32
+        before pooling, so pooling and any layer after it run as before."""
         import torch
 
         candidate = copy.deepcopy(self.model)
@@ -194,7 +195,7 @@ class SentenceTransformerModel:
         return vectors
 
     def _encode_pass(self, texts: list[str], model: Any = None) -> Vectors:
-        vectors = (model or self.model).encode(
+        vectors = (self.model if model is None else model).encode(
             texts,
             batch_size=max(len(texts), 1),
             normalize_embeddings=True,
