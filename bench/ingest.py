@@ -277,6 +277,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "worker_concurrency": settings.worker_concurrency,
         "model_batch_size": model.batch_size,
+        "model_precision": model.precision,
+        "precision_calibration": model.calibration,
         "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
         **pipeline,
         "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),

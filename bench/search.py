@@ -38,7 +38,7 @@ from quarry.db.vector_index import index_name
 from quarry.ingest.embedders import LocalEmbedder
 from quarry.ingest.factory import load_local_model
 from quarry.logs import configure_logging
-from quarry.runtime import open_runtime
+from quarry.runtime import freeze_startup_heap, open_runtime
 from quarry.search.evaluate import percentile
 from quarry.search.models import Mode, SearchRequest
 from quarry.settings import Settings
@@ -218,7 +218,11 @@ async def cores_seen(rt) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(values, 50), 2), "p95_ms": round(percentile(values, 95), 2)}
+    return {
+        "p50_ms": round(percentile(values, 50), 2),
+        "p95_ms": round(percentile(values, 95), 2),
+        "max_ms": round(max(values), 2),
+    }
 
 
 async def run(sizes: list[int]) -> dict:
@@ -234,6 +238,7 @@ async def run(sizes: list[int]) -> dict:
             assert admin is not None
             me = Principal(admin.user.id, admin.user.name, is_admin=True)
             project = await rt.projects.create(me, "bench")
+            freeze_startup_heap()  # as `quarry serve` does once it is ready
             results = []
             have = 0
             cores = [await cores_seen(rt)]
@@ -275,6 +280,7 @@ async def run(sizes: list[int]) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "cores_seen": cores,
         "queries": len(queries),
+        "query_model_precision": embedder.model.precision,
         "ef_search": settings.hnsw_ef_search,
         "candidates": settings.search_candidates,
         "sizes": results,
