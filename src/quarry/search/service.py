@@ -144,7 +144,7 @@ class Search:
         statement = self.db.render(
             "search.bm25",
             filters=filters or sql.SQL("TRUE"),
-            prelimit=sql.Placeholder("limit") if filters is None else sql.SQL("ALL"),
+            prelimit=_prelimit(filters),
         )
         version, known = self.term_counts.known(project_id, terms)
         rows = await self.db.fetch_all(
@@ -198,7 +198,7 @@ class Search:
                 # p50 39.9 ms against 29.4 alone, bench/README.md).
                 exact = self.db.render(
                     "search.vector_exact",
-                    prelimit=sql.Placeholder("limit") if filters is None else sql.SQL("ALL"),
+                    prelimit=_prelimit(filters),
                     **parts,
                 )
                 rows = await self.db.fetch_all(
@@ -316,6 +316,12 @@ def _snippet(text: str, words: int = 30) -> str:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _prelimit(filters: sql.Composable | None) -> sql.Composable:
+    """How many ranked chunks a statement joins to their documents before {filters} applies:
+    only the page asked for when nothing is filtered, every one when a filter may drop some."""
+    return sql.Placeholder("limit") if filters is None else sql.SQL("ALL")
 
 
 async def _timed(timings: dict[str, float], name: str, call: Callable[[], Awaitable[T]]) -> T:
