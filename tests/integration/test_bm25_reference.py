@@ -1,4 +1,5 @@
-"""quarry's SQL BM25 against bm25s, the reference implementation, on a SciFact slice.
+"""quarry's BM25 (its parts in SQL, summed per chunk by quarry.search.bm25) against bm25s,
+the reference implementation, on a SciFact slice.
 
 Both score the same analysed terms (Postgres's english analyzer, read back from the chunks),
 so any difference is in the BM25 arithmetic or statistics: N, document frequency, average
@@ -75,8 +76,6 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
             if not terms:
                 continue
             ours = await rt.search._bm25(project.id, terms, None, 1000)
-            # Every df is known now (TermCounts): the same search from them is the same.
-            assert await rt.search._bm25(project.id, terms, None, 1000) == ours, query
             expected = reference.get_scores(terms) * (K1 + 1)
             matching = np.flatnonzero(expected > 0)
             # The same set of chunks is scored...

@@ -62,6 +62,15 @@ class Database:
             cur = await c.execute(self._sql(query), params)
             return await cur.fetchall()
 
+    async def fetch_all_binary(
+        self, query: Query, conn: Conn | None = None, /, **params: Any
+    ) -> list[DictRow]:
+        """fetch_all with the results in Postgres' binary format: bytea arrives as bytes
+        rather than as hex text to decode (search.bm25_postings sends arrays so)."""
+        async with self._conn(conn) as c:
+            cur = await c.execute(self._sql(query), params, binary=True)
+            return await cur.fetchall()
+
     async def execute(self, query: Query, conn: Conn | None = None, /, **params: Any) -> int:
         """Run a statement; return the number of rows it touched."""
         async with self._conn(conn) as c:

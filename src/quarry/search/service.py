@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +22,7 @@ from quarry.db.database import Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import NotFound, ServiceUnavailable
 from quarry.ingest.embedders import Embedder
+from quarry.search.bm25 import TermPostings, read_array, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
@@ -67,7 +67,6 @@ class Search:
         self.indexes = indexes
         self.config = config
         self.reranker = reranker
-        self.term_counts = TermCounts()
 
     async def search(self, project_id: uuid.UUID, request: SearchRequest) -> SearchResponse:
         began = time.perf_counter()
@@ -141,25 +140,41 @@ class Search:
     async def _bm25(
         self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable | None, limit: int
     ) -> Run:
-        statement = self.db.render(
-            "search.bm25",
-            filters=filters or sql.SQL("TRUE"),
-            prelimit=_prelimit(filters),
+        competes = (
+            sql.SQL("TRUE")
+            if filters is None
+            else self.db.render("search.bm25_competes", filters=filters)
         )
-        version, known = self.term_counts.known(project_id, terms)
-        rows = await self.db.fetch_all(
-            statement,
-            project_id=project_id,
-            terms=terms,
-            known_dfs=known,
-            version=version,
-            k1=self.config.k1,
-            b=self.config.b,
-            limit=limit,
-        )
-        if rows:
-            self.term_counts.learn(project_id, rows[0]["version"], terms, rows[0]["dfs"])
-        return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
+        statement = self.db.render("search.bm25_postings", competes=competes)
+        async with self.db.pool.connection() as conn:
+            rows = await self.db.fetch_all_binary(
+                statement,
+                conn,
+                project_id=project_id,
+                terms=terms,
+                k1=self.config.k1,
+                b=self.config.b,
+            )
+            postings = [
+                TermPostings(
+                    idf=row["idf"],
+                    chunk_ids=read_array(row["chunk_ids"], "int64"),
+                    tf_parts=read_array(row["tf_parts"], "float64"),
+                )
+                for row in rows
+            ]
+            chunk_ids, scores = top_chunks(postings, limit)
+            if not chunk_ids.size:
+                return []
+            found = await self.db.fetch_all(
+                "search.chunk_documents", conn, project_id=project_id, chunk_ids=chunk_ids.tolist()
+            )
+        document_of = {row["chunk_id"]: row["document_id"] for row in found}
+        return [  # a chunk deleted since the postings were read is left out
+            Candidate(chunk_id, document_of[chunk_id], score)
+            for chunk_id, score in zip(chunk_ids.tolist(), scores.tolist(), strict=True)
+            if chunk_id in document_of
+        ]
 
     async def _vector(
         self,
@@ -252,54 +267,6 @@ class Search:
         return hits
 
 
-class TermCounts:
-    """Document frequencies that earlier searches counted, per project, for one version of
-    its lexical statistics.
-
-    BM25 needs each query term's df, and counting it reads the term's whole posting list: for
-    common terms, a sixth of the statement's time. The bm25 statement returns the dfs it used
-    with the version of the statistics (the row's xmin and totals) and takes them back on the
-    next search, using them only where that version is still current, so a stale entry costs
-    a recount and never a wrong score. Each process keeps its own; they need no coordination.
-    Bounded: the least recently searched projects go first, and a project's terms are dropped
-    together when they pass ``max_terms``.
-    """
-
-    def __init__(self, max_projects: int = 32, max_terms: int = 10_000) -> None:
-        self.max_projects = max_projects
-        self.max_terms = max_terms
-        self._projects: OrderedDict[uuid.UUID, tuple[str, dict[str, int]]] = OrderedDict()
-
-    def known(
-        self, project_id: uuid.UUID, terms: Sequence[str]
-    ) -> tuple[str | None, list[int | None]]:
-        """The version the project's known dfs were counted under, and each term's df where
-        known (None where not)."""
-        entry = self._projects.get(project_id)
-        if entry is None:
-            return None, [None] * len(terms)
-        self._projects.move_to_end(project_id)
-        version, dfs = entry
-        return version, [dfs.get(term) for term in terms]
-
-    def learn(
-        self, project_id: uuid.UUID, version: str, terms: Sequence[str], dfs: Sequence[int]
-    ) -> None:
-        entry = self._projects.get(project_id)
-        if entry is None or entry[0] != version:
-            entry = (version, {})
-            self._projects[project_id] = entry
-        self._projects.move_to_end(project_id)
-        counts = entry[1]
-        # Only terms not yet kept add to the count: a search of known terms near the bound
-        # must not drop them all.
-        if len(counts) + sum(term not in counts for term in terms) > self.max_terms:
-            counts.clear()
-        counts.update(zip(terms, dfs, strict=True))
-        while len(self._projects) > self.max_projects:
-            self._projects.popitem(last=False)
-
-
 def tsquery(terms: list[str]) -> str:
     """Analysed terms as a tsquery that matches any of them, taken as they are (quoted, so
     they are not analysed a second time)."""
@@ -319,7 +286,7 @@ def _ms(started: float) -> float:
 
 
 def _prelimit(filters: sql.Composable | None) -> sql.Composable:
-    """How many ranked chunks a statement joins to their documents before {filters} applies:
+    """How many ranked chunks vector_exact joins to their documents before {filters} applies:
     only the page asked for when nothing is filtered, every one when a filter may drop some."""
     return sql.Placeholder("limit") if filters is None else sql.SQL("ALL")
 

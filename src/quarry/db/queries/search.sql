@@ -1,7 +1,6 @@
 -- Retrieval. {filters} is replaced by the caller's compiled filter (a condition over the
 -- chunk ``c`` and its document ``d``, ``TRUE`` without filters); everything else is a
--- parameter. In bm25, {prelimit} is ``%(limit)s`` without a filter (only the top chunks are
--- joined to their documents) and ``ALL`` with one (every scored chunk is checked).
+-- parameter.
 
 -- name: prepare
 -- What a search needs to know first: the project's analyzer, the query's distinct terms as
@@ -17,70 +16,58 @@ SELECT p.analyzer::text AS analyzer,
 FROM projects p
 WHERE p.id = %(project_id)s;
 
--- name: bm25
--- Okapi BM25 with Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), which stays positive.
--- N, df and the average length are the project's, whatever a filter keeps: a filter narrows
--- the candidates, it does not change how rare a term is. Without a filter only the best
--- chunks are looked up; with one, {filters} decides which scored chunks may compete.
---
--- Counting a term's postings for its df reads its whole posting list a second time. The
--- caller may pass the dfs it learnt from an earlier search (%(known_dfs)s, NULL where it
--- knows none) with the version of the statistics they were counted under (%(version)s).
--- They are used only if that version is still the one this statement sees. The version is
--- the statistics row's xmin (the transaction that last changed it) with its two totals;
--- every change of the postings changes that row in the same transaction (see lexical_stats).
--- Every row returned carries the version and each query term's df, for the caller to keep.
+-- name: bm25_postings
+-- Okapi BM25's parts, per query term: its idf (Lucene's, log(1 + (N - df + 0.5) / (df + 0.5)),
+-- which stays positive) and its posting list as two arrays in chunk order, the chunks and each
+-- one's saturated, length-normalised term frequency, tf * (k1 + 1) / (tf + k1 * (1 - b + b *
+-- length / avgdl)). A chunk's score is the sum over the query's terms of idf times that part;
+-- the caller adds them up per chunk (quarry.search.bm25), which costs a fraction of Postgres'
+-- aggregation of one row per posting (bench/README.md). N, df and the average length are the
+-- project's, whatever a filter keeps: a filter narrows which chunks compete (the competes
+-- fragment: TRUE without one, bm25_competes with one), it does not change how rare a term is.
+-- Fragments are substituted into comments too, so comments here name them without braces.
+-- Arrays travel in their binary form (array_send) for the caller to read without a Python
+-- object per posting.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
-           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl,
-           concat_ws(':', s.xmin, s.chunk_count, s.term_count) AS version
+           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
-), terms AS MATERIALIZED (
-    -- One row per query term: its df (known, or the length of its posting list) and idf.
-    SELECT q.term, q.ord, f.df, ln(1 + (s.n - f.df + 0.5) / (f.df + 0.5)) AS idf
-    FROM unnest(%(terms)s::text[], %(known_dfs)s::bigint[])
-         WITH ORDINALITY AS q(term, known, ord)
-    CROSS JOIN stats s
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN q.known IS NOT NULL AND s.version = %(version)s::text
-                    THEN q.known::float8
-                    ELSE (SELECT count(*)::float8 FROM chunk_terms p
-                          WHERE p.project_id = %(project_id)s AND p.term = q.term)
-               END AS df
-    ) f
-), counted AS (
-    SELECT s.version, array_agg(t.df::bigint ORDER BY t.ord) AS dfs
-    FROM terms t CROSS JOIN stats s
-    GROUP BY s.version
-), scored AS (
-    -- Each term's posting list in turn (an index range scan apiece), summed per chunk.
-    SELECT p.chunk_id,
-           sum(t.idf * p.tf * (%(k1)s::float8 + 1)
-               / (p.tf + %(k1)s::float8
-                  * (1 - %(b)s::float8 + %(b)s::float8 * p.chunk_terms / s.avgdl))) AS score
-    FROM terms t
-    CROSS JOIN stats s
-    CROSS JOIN LATERAL (
-        SELECT p.chunk_id, p.tf::float8 AS tf, p.chunk_terms::float8 AS chunk_terms
-        FROM chunk_terms p
-        WHERE p.project_id = %(project_id)s AND p.term = t.term
-    ) p
-    GROUP BY p.chunk_id
-), ranked AS (
-    SELECT x.chunk_id, x.score
-    FROM scored x
-    ORDER BY x.score DESC, x.chunk_id
-    LIMIT {prelimit}
 )
-SELECT x.chunk_id, c.document_id, x.score, k.version, k.dfs
-FROM ranked x
-CROSS JOIN counted k
-JOIN chunks c ON c.id = x.chunk_id
-JOIN documents d ON d.id = c.document_id
-WHERE {filters}
-ORDER BY x.score DESC, x.chunk_id
-LIMIT %(limit)s;
+SELECT q.ord, ln(1 + (s.n - a.df + 0.5) / (a.df + 0.5)) AS idf,
+       array_send(a.chunk_ids) AS chunk_ids, array_send(a.tf_parts) AS tf_parts
+FROM unnest(%(terms)s::text[]) WITH ORDINALITY AS q(term, ord)
+CROSS JOIN stats s
+CROSS JOIN LATERAL (
+    -- One index range scan per term: its df and its postings together.
+    SELECT count(*)::float8 AS df,
+           array_agg(p.chunk_id) FILTER (WHERE p.competes) AS chunk_ids,
+           array_agg(p.tf * (%(k1)s::float8 + 1)
+                     / (p.tf + %(k1)s::float8
+                        * (1 - %(b)s::float8 + %(b)s::float8 * p.chunk_terms / s.avgdl)))
+               FILTER (WHERE p.competes) AS tf_parts
+    FROM (
+        SELECT p.chunk_id, p.tf::float8 AS tf, p.chunk_terms::float8 AS chunk_terms,
+               {competes} AS competes
+        FROM chunk_terms p
+        WHERE p.project_id = %(project_id)s AND p.term = q.term
+    ) p
+) a
+ORDER BY q.ord;
+
+-- name: bm25_competes
+-- What competes in bm25_postings for a filtered search: the chunks that pass the filter.
+-- Planned as one hashed set per statement, probed by every posting.
+p.chunk_id IN (
+    SELECT c.id FROM chunks c
+    JOIN documents d ON d.id = c.document_id
+    WHERE c.project_id = %(project_id)s AND {filters}
+)
+
+-- name: chunk_documents
+-- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
+SELECT c.id AS chunk_id, c.document_id FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 
 -- name: vector
 -- Cosine kNN over one model's vectors in this project. {dims} and {model} are literals so the
@@ -100,7 +87,7 @@ LIMIT %(limit)s;
 -- expression no index serves. Switching the index off with a setting (enable_indexscan)
 -- would not do: psycopg prepares a statement that a connection has run five times, Postgres
 -- then settles on a generic plan, and a cached plan keeps its index scan whatever the
--- settings are afterwards. As in bm25, {prelimit} is %(limit)s without a filter (only the
+-- settings are afterwards. {prelimit} is %(limit)s without a filter (only the
 -- nearest chunks are joined to their documents) and ALL with one.
 WITH ranked AS (
     SELECT e.chunk_id,

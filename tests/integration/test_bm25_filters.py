@@ -1,0 +1,56 @@
+"""A filtered BM25 search: only the chunks that pass the filter compete, scored with the whole
+project's statistics (a filter narrows the candidates, it does not change how rare a term is)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from quarry.ingest.documents import text_source
+from quarry.runtime import background_worker, open_runtime
+from quarry.search.filters import compile_filters
+from quarry.search.models import Filters
+from quarry.settings import Settings
+from quarry.testing import HashEmbedder
+from tests.support import settle
+
+TEXTS = [
+    "Solar panels turn sunlight into electricity on the roof.",
+    "Wind turbines make electricity from wind; offshore farms grow.",
+    "Coal plants burn coal for electricity and emit carbon.",
+    "Sourdough bread rises overnight from a starter of flour and water.",
+]
+
+
+async def test_filtered_bm25_scores_as_the_project_does(
+    ingest_settings: Settings, fresh_database: str, admin_principal
+) -> None:
+    async with open_runtime(ingest_settings, embedder=HashEmbedder()) as rt:
+        project = await rt.projects.create(admin_principal, "filtered")
+        for n, text in enumerate(TEXTS):
+            tags = ("fossil",) if "Coal" in text else ("renewable",)
+            source = text_source(
+                text, external_id=f"d{n}", title="", fmt="txt", metadata={}, tags=tags
+            )
+            await rt.documents.submit(project.id, source)
+        async with background_worker(rt, "test"):
+            await settle(rt, project.id)
+        with psycopg.connect(fresh_database) as conn:
+            ids = dict(conn.execute("SELECT external_id, id FROM documents").fetchall())
+        terms = ["electr", "coal", "nowher"]  # a term no chunk has counts for nothing
+
+        everything = await rt.search._bm25(project.id, terms, None, 10)
+        assert {c.document_id for c in everything} == {ids["d0"], ids["d1"], ids["d2"]}
+        assert everything[0].document_id == ids["d2"]  # coal twice, and electricity
+        score_of = {c.chunk_id: c.score for c in everything}
+
+        for filters, kept in [
+            (Filters(document_ids=[ids["d2"]]), {ids["d2"]}),
+            (Filters(document_ids=[ids["d0"], ids["d3"]]), {ids["d0"]}),
+            (Filters(tags=["renewable"]), {ids["d0"], ids["d1"]}),
+            (Filters(tags=["nothing-has-this"]), set()),
+        ]:
+            narrowed = await rt.search._bm25(project.id, terms, compile_filters(filters), 10)
+            assert {c.document_id for c in narrowed} == kept, filters
+            # The same scores as unfiltered: N, df and the average length are the project's.
+            assert all(c.score == score_of[c.chunk_id] for c in narrowed), filters
+            assert [c.score for c in narrowed] == sorted((c.score for c in narrowed), reverse=True)
