@@ -203,7 +203,7 @@ async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[flo
     ``bm25_retriever``), BM25 summed and ranked by Postgres itself as the service did before
     (``bm25_all_in_sql``), and the HNSW kNN (``vector``)."""
     vectors = await embedder.embed(queries)
-    postings = rt.db.render("search.bm25_postings", competes=sql.SQL("TRUE"))
+    postings = rt.db.render("search.bm25_postings", filters=sql.SQL("TRUE"))
     all_in_sql = sql.SQL(BM25_ALL_IN_SQL).format()
     knn = rt.db.render(
         "search.vector",
@@ -225,7 +225,7 @@ async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[flo
             lexical = {"project_id": project_id, "terms": prep["terms"], "k1": config.k1}
             lexical["b"] = config.b
             started = time.perf_counter()
-            await rt.db.fetch_all_binary(postings, conn, **lexical)
+            await rt.db.fetch_all_binary(postings, conn, **lexical, filtered=False)
             times["bm25"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             await rt.search._bm25(project_id, prep["terms"], None, config.candidates)

@@ -140,18 +140,14 @@ class Search:
     async def _bm25(
         self, project_id: uuid.UUID, terms: list[str], filters: sql.Composable | None, limit: int
     ) -> Run:
-        competes = (
-            sql.SQL("TRUE")
-            if filters is None
-            else self.db.render("search.bm25_competes", filters=filters)
-        )
-        statement = self.db.render("search.bm25_postings", competes=competes)
+        statement = self.db.render("search.bm25_postings", filters=filters or sql.SQL("TRUE"))
         async with self.db.pool.connection() as conn:
             rows = await self.db.fetch_all_binary(
                 statement,
                 conn,
                 project_id=project_id,
                 terms=terms,
+                filtered=filters is not None,
                 k1=self.config.k1,
                 b=self.config.b,
             )

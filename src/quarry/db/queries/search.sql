@@ -18,14 +18,15 @@ WHERE p.id = %(project_id)s;
 
 -- name: bm25_postings
 -- Okapi BM25's parts, per query term: its idf (Lucene's, log(1 + (N - df + 0.5) / (df + 0.5)),
--- which stays positive) and its posting list as two arrays in chunk order, the chunks and each
--- one's saturated, length-normalised term frequency, tf * (k1 + 1) / (tf + k1 * (1 - b + b *
--- length / avgdl)). A chunk's score is the sum over the query's terms of idf times that part;
--- the caller adds them up per chunk (quarry.search.bm25), which costs a fraction of Postgres'
--- aggregation of one row per posting (bench/README.md). N, df and the average length are the
--- project's, whatever a filter keeps: a filter narrows which chunks compete (the competes
--- fragment: TRUE without one, bm25_competes with one), it does not change how rare a term is.
--- Fragments are substituted into comments too, so comments here name them without braces.
+-- which stays positive) and its posting list as two arrays in the same order (the index's;
+-- the sum does not rely on it): the chunks, and each one's saturated, length-normalised term
+-- frequency, tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)). A chunk's score is
+-- the sum over the query's terms of idf times that part; the caller adds them up per chunk
+-- (quarry.search.bm25), which costs a fraction of Postgres' aggregation of one row per
+-- posting (bench/README.md). N, df and the average length are the project's, whatever a
+-- filter keeps: a filter (the filtered parameter, with its condition in place of the filters
+-- fragment) narrows which chunks compete, the chunks that pass it forming one hashed set that
+-- every posting probes; it does not change how rare a term is.
 -- Arrays travel in their binary form (array_send) for the caller to read without a Python
 -- object per posting.
 WITH stats AS (
@@ -48,21 +49,17 @@ CROSS JOIN LATERAL (
                FILTER (WHERE p.competes) AS tf_parts
     FROM (
         SELECT p.chunk_id, p.tf::float8 AS tf, p.chunk_terms::float8 AS chunk_terms,
-               {competes} AS competes
+               -- Without a filter every chunk competes, and the set is never built.
+               (NOT %(filtered)s::boolean OR p.chunk_id IN (
+                    SELECT c.id FROM chunks c
+                    JOIN documents d ON d.id = c.document_id
+                    WHERE c.project_id = %(project_id)s AND {filters}
+               )) AS competes
         FROM chunk_terms p
         WHERE p.project_id = %(project_id)s AND p.term = q.term
     ) p
 ) a
 ORDER BY q.ord;
-
--- name: bm25_competes
--- What competes in bm25_postings for a filtered search: the chunks that pass the filter.
--- Planned as one hashed set per statement, probed by every posting.
-p.chunk_id IN (
-    SELECT c.id FROM chunks c
-    JOIN documents d ON d.id = c.document_id
-    WHERE c.project_id = %(project_id)s AND {filters}
-)
 
 -- name: chunk_documents
 -- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
