@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quarry.ingest.embedders import SentenceTransformerModel, prefer_bfloat16
+from quarry.ingest.embedders import (
+    SentenceTransformerModel,
+    _cpu_lacks_native_bfloat16,
+    lacks_native_bfloat16,
+    prefer_bfloat16,
+)
 from quarry.ingest.factory import load_local_model
 from quarry.settings import Settings
 
@@ -51,12 +56,32 @@ def test_bfloat16_gives_the_float32_vectors(minilm_float32: SentenceTransformerM
 
 def test_auto_times_both_and_says_what_it_chose(minilm: SentenceTransformerModel) -> None:
     calibration = minilm.calibration  # the session's model runs with the default, auto
+    if _cpu_lacks_native_bfloat16():  # this CPU emulates bfloat16: nothing is timed
+        assert calibration == {"native_bfloat16": 0.0}
+        assert minilm.precision == "float32"
+        return
     assert set(calibration) == {"float32_ms", "bfloat16_ms", "agreement"}
     assert calibration["agreement"] > 0.9999
     chosen = prefer_bfloat16(
         calibration["float32_ms"], calibration["bfloat16_ms"], calibration["agreement"]
     )
     assert minilm.precision == ("bfloat16" if chosen else "float32")
+
+
+@pytest.mark.parametrize(
+    ("machine", "avx512_bf16", "amx", "lacks"),
+    [
+        ("x86_64", False, False, True),  # AVX2 only (the AMD EPYC measured): emulated
+        ("AMD64", False, False, True),
+        ("x86_64", True, False, False),  # AVX-512 BF16: time it
+        ("x86_64", False, True, False),  # AMX: time it
+        ("aarch64", False, False, False),  # another architecture: only timing tells
+    ],
+)
+def test_auto_skips_the_timing_only_where_bfloat16_is_surely_emulated(
+    machine: str, avx512_bf16: bool, amx: bool, lacks: bool
+) -> None:
+    assert lacks_native_bfloat16(machine, avx512_bf16, amx) is lacks
 
 
 @pytest.mark.parametrize(
