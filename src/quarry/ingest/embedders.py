@@ -91,10 +91,9 @@ def lacks_native_bfloat16(machine: str, avx512_bf16: bool, amx: bool) -> bool:
 def _cpu_lacks_native_bfloat16() -> bool:
     import torch
 
-    probes = getattr(torch, "cpu", None)
     try:  # torch's own CPU probes (private: if they go, auto times as before)
-        avx512_bf16 = bool(probes._is_avx512_bf16_supported())  # type: ignore[union-attr]
-        amx = bool(probes._is_amx_tile_supported())  # type: ignore[union-attr]
+        avx512_bf16 = bool(torch.cpu._is_avx512_bf16_supported())
+        amx = bool(torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
     return lacks_native_bfloat16(platform.machine(), avx512_bf16, amx)
@@ -147,10 +146,7 @@ class SentenceTransformerModel:
         self.encode(["warm up"])
         self.precision: Literal["float32", "bfloat16"] = "float32"
         self.calibration: dict[str, float] = {}
-        if precision == "auto" and _cpu_lacks_native_bfloat16():
-            self.calibration = {"native_bfloat16": 0.0}  # nothing timed: emulated, so slower
-            log.info("embedding model precision", precision=self.precision, **self.calibration)
-        elif precision != "float32":
+        if precision != "float32":
             self._choose_precision(forced=precision == "bfloat16")
 
     def _choose_precision(self, forced: bool) -> None:
@@ -166,6 +162,10 @@ class SentenceTransformerModel:
         before pooling, so pooling and any layer after it run as before."""
         import torch
 
+        if not forced and _cpu_lacks_native_bfloat16():
+            self.calibration = {"native_bfloat16": 0.0}  # nothing timed: emulated, so slower
+            log.info("embedding model precision", precision=self.precision, **self.calibration)
+            return
         candidate = copy.deepcopy(self.model)
         candidate[0].to(torch.bfloat16)
         candidate[0].register_forward_hook(_token_embeddings_to_float32)
