@@ -129,7 +129,16 @@ async def check_server(url: str, connect_timeout: float) -> None:
 
 
 async def _configure(conn: Conn) -> None:
-    """Adapt pgvector's type (numpy arrays in and out) on every pooled connection."""
+    """Every pooled connection: autocommit, and pgvector's type adapted (numpy arrays in and
+    out).
+
+    Autocommit makes a statement outside ``Database.transaction()`` its own transaction, one
+    round trip. Without it psycopg opened a transaction implicitly (BEGIN) and the pool
+    committed it when the connection came back (COMMIT): three round trips for every lone
+    statement, the most common kind, Procrastinate's included (bench/README.md). It is set
+    here rather than in the pool's connection arguments, which Procrastinate's listener
+    reuses with an autocommit of its own."""
+    await conn.set_autocommit(True)
     try:
         await register_vector_async(conn)
     except psycopg.ProgrammingError:
