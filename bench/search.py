@@ -41,6 +41,7 @@ from quarry.logs import configure_logging
 from quarry.runtime import freeze_startup_heap, open_runtime
 from quarry.search.evaluate import percentile
 from quarry.search.models import Mode, SearchRequest
+from quarry.search.service import MAX_CHUNK_ID
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
 
@@ -198,10 +199,12 @@ ORDER BY x.score DESC, x.chunk_id
 
 async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[float]]:
     """The floor, each retriever's SQL alone on one connection with query vectors
-    precomputed: the bm25_postings statement the service runs (``bm25``), the service's whole
-    BM25 retriever (that statement, the sum per chunk, the documents of the best:
-    ``bm25_retriever``), BM25 summed and ranked by Postgres itself as the service did before
-    (``bm25_all_in_sql``), and the HNSW kNN (``vector``)."""
+    precomputed: the bm25_postings statement the service runs, over all chunk ids on one
+    connection (``bm25``), the service's whole BM25 retriever (that statement, the sum per
+    chunk, the documents of the best) on one connection (``bm25_retriever_one_connection``)
+    and as the service runs it, split between two connections from ``bm25_split_chunks``
+    chunks (``bm25_retriever``), BM25 summed and ranked by Postgres itself as the service did
+    before (``bm25_all_in_sql``), and the HNSW kNN (``vector``)."""
     vectors = await embedder.embed(queries)
     postings = rt.db.render("search.bm25_postings", filters=sql.SQL("TRUE"))
     all_in_sql = sql.SQL(BM25_ALL_IN_SQL).format()
@@ -213,6 +216,7 @@ async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[flo
     )
     times: dict[str, list[float]] = {
         "bm25": [],
+        "bm25_retriever_one_connection": [],
         "bm25_retriever": [],
         "bm25_all_in_sql": [],
         "vector": [],
@@ -222,15 +226,26 @@ async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[flo
         await conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(config.ef_search)))
         for query, vector in zip(queries, vectors, strict=True):
             prep = await rt.db.fetch_one("search.prepare", conn, project_id=project_id, query=query)
-            lexical = {"project_id": project_id, "terms": prep["terms"], "k1": config.k1}
-            lexical["b"] = config.b
+            terms = prep["terms"]
             started = time.perf_counter()
-            await rt.db.fetch_all_binary(postings, conn, **lexical, filtered=False)
+            await rt.db.fetch_all_binary(
+                postings,
+                conn,
+                project_id=project_id,
+                terms=terms,
+                filtered=False,
+                first_chunk=0,
+                last_chunk=MAX_CHUNK_ID,
+            )
             times["bm25"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            await rt.search._bm25(project_id, prep["terms"], None, config.candidates)
+            await rt.search._bm25(project_id, terms, None, config.candidates, chunks=0)
+            times["bm25_retriever_one_connection"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await rt.search._bm25(project_id, terms, None, config.candidates, prep["chunks"])
             times["bm25_retriever"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
+            lexical = {"project_id": project_id, "terms": terms, "k1": config.k1, "b": config.b}
             await rt.db.fetch_all(all_in_sql, conn, **lexical, limit=config.candidates)
             times["bm25_all_in_sql"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()

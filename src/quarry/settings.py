@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         "it at least a fifth faster with the same vectors, timed at start; else float32), float32 "
         "or bfloat16 (bench/README.md)",
     )
+    local_query_runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="what runs the local model for search queries: auto (ONNX Runtime, exported "
+        "from the model when it loads, about 2 s; PyTorch if that fails), onnx (fail if it "
+        "does) or torch; indexing always runs PyTorch (bench/README.md)",
+    )
     local_embedding_workers: int = Field(
         default=0,
         ge=0,
@@ -204,6 +210,12 @@ class Settings(BaseSettings):
         default=1.2, ge=0, le=10, description="BM25 term-frequency saturation, 0 to 10"
     )
     bm25_b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation, 0 to 1")
+    bm25_split_chunks: int = Field(
+        default=20_000,
+        ge=0,
+        description="project size (chunks) from which a BM25 query's postings are read by two "
+        "connections at once, each half of the chunk ids; 0 never splits",
+    )
     rrf_k: int = Field(
         default=60, ge=1, le=1000, description="reciprocal rank fusion's k, 1 to 1000"
     )

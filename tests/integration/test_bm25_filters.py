@@ -3,6 +3,8 @@ project's statistics (a filter narrows the candidates, it does not change how ra
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
 
 from quarry.ingest.documents import text_source
@@ -38,7 +40,7 @@ async def test_filtered_bm25_scores_as_the_project_does(
             ids = dict(conn.execute("SELECT external_id, id FROM documents").fetchall())
         terms = ["electr", "coal", "nowher"]  # a term no chunk has counts for nothing
 
-        everything = await rt.search._bm25(project.id, terms, None, 10)
+        everything = await rt.search._bm25(project.id, terms, None, 10, chunks=0)
         assert {c.document_id for c in everything} == {ids["d0"], ids["d1"], ids["d2"]}
         assert everything[0].document_id == ids["d2"]  # coal twice, and electricity
         score_of = {c.chunk_id: c.score for c in everything}
@@ -49,8 +51,17 @@ async def test_filtered_bm25_scores_as_the_project_does(
             (Filters(tags=["renewable"]), {ids["d0"], ids["d1"]}),
             (Filters(tags=["nothing-has-this"]), set()),
         ]:
-            narrowed = await rt.search._bm25(project.id, terms, compile_filters(filters), 10)
+            compiled = compile_filters(filters)
+            narrowed = await rt.search._bm25(project.id, terms, compiled, 10, chunks=0)
             assert {c.document_id for c in narrowed} == kept, filters
             # The same scores as unfiltered: N, df and the average length are the project's.
             assert all(c.score == score_of[c.chunk_id] for c in narrowed), filters
             assert [c.score for c in narrowed] == sorted((c.score for c in narrowed), reverse=True)
+            # Split between two connections, each counting df over its half of the chunks:
+            # the same answer to the last bit.
+            rt.search.config = replace(rt.search.config, bm25_split_chunks=1)
+            try:
+                split = await rt.search._bm25(project.id, terms, compiled, 10, chunks=1)
+            finally:
+                rt.search.config = replace(rt.search.config, bm25_split_chunks=0)
+            assert split == narrowed, filters

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import bm25s
@@ -75,7 +76,12 @@ async def test_bm25_ranks_and_scores_as_bm25s_does(
             terms = prep["terms"]
             if not terms:
                 continue
-            ours = await rt.search._bm25(project.id, terms, None, 1000)
+            ours = await rt.search._bm25(project.id, terms, None, 1000, chunks=0)
+            # Read by two connections, each half of the chunk ids: the same, to the last bit.
+            rt.search.config = replace(rt.search.config, bm25_split_chunks=1)
+            split = await rt.search._bm25(project.id, terms, None, 1000, chunks=1)
+            rt.search.config = replace(rt.search.config, bm25_split_chunks=0)
+            assert split == ours, query
             expected = reference.get_scores(terms) * (K1 + 1)
             matching = np.flatnonzero(expected > 0)
             # The same set of chunks is scored...

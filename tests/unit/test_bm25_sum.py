@@ -1,39 +1,85 @@
-"""BM25's per-chunk sum and top k (quarry.search.bm25) against a plain Python sum, and the
-reading of Postgres' binary arrays."""
+"""BM25's last steps in the service (quarry.search.bm25): reading the packed postings,
+Okapi's parts, merging parts read by several connections, and the per-chunk sum and top k
+against a plain Python sum."""
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 
 import numpy as np
 import pytest
 
-from quarry.search.bm25 import TermPostings, read_array, top_chunks
+from quarry.search.bm25 import (
+    TermPostings,
+    idf,
+    okapi_parts,
+    pack_shapes,
+    read_int8s,
+    term_postings,
+    top_chunks,
+)
 
 
-def _array_send(values: list, element: str, oid: int) -> bytes:
-    """What Postgres' array_send makes of a one-dimensional array without nulls."""
-    size = struct.calcsize(">" + element)
-    head = struct.pack(">iiiii", 1, 0, oid, len(values), 1)
-    return head + b"".join(struct.pack(">i" + element, size, v) for v in values)
+def test_read_int8s_reads_packed_big_endian_values() -> None:
+    values = [3, -1, 2**40, 0, 2**63 - 1]
+    assert read_int8s(struct.pack(">5q", *values)).tolist() == values
+    assert read_int8s(None).size == 0  # string_agg over no rows
+    assert read_int8s(b"").size == 0
+    with pytest.raises(ValueError, match="whole int8"):
+        read_int8s(b"\x00" * 12)
 
 
-def test_read_array_reads_int8_and_float8_and_empty() -> None:
-    ids = [3, -1, 2**40, 0]
-    assert read_array(_array_send(ids, "q", 20), "int64").tolist() == ids
-    parts = [0.5, 1e-300, 2.25]
-    assert read_array(_array_send(parts, "d", 701), "float64").tolist() == parts
-    assert read_array(None, "int64").size == 0  # array_agg over no rows
-    assert read_array(struct.pack(">iii", 0, 0, 20), "int64").size == 0  # '{}'
+def test_okapi_parts_are_the_formula_per_posting() -> None:
+    rng = random.Random(5)
+    tf = [rng.randint(1, 40) for _ in range(500)] + [2**31 - 1]
+    length = [rng.randint(1, 3000) for _ in range(500)] + [2**31 - 1]
+    shapes = pack_shapes(np.array(tf), np.array(length))
+    for k1, b, avgdl in [(1.2, 0.75, 118.3), (0.0, 0.0, 1.0), (2.0, 1.0, 7.5)]:
+        parts = okapi_parts(shapes, avgdl, k1, b)
+        # The scalar formula, evaluated in the order SQL evaluated it: equal to the last bit.
+        expected = [
+            t * (k1 + 1) / (t + k1 * (1 - b + b * n / avgdl))
+            for t, n in zip(tf, length, strict=True)
+        ]
+        assert parts.tolist() == expected
 
 
-def test_read_array_refuses_what_it_does_not_read() -> None:
-    two_dims = struct.pack(">iiiiiii", 2, 0, 20, 1, 1, 1, 1) + struct.pack(">iq", 8, 1)
-    with pytest.raises(ValueError, match="one-dimensional"):
-        read_array(two_dims, "int64")
-    with pytest.raises(ValueError, match="8 bytes"):  # int4 elements read as int8
-        read_array(_array_send([1, 2], "i", 23), "int64")
+def test_idf_is_lucenes() -> None:
+    assert idf(1000, 10) == math.log(1 + (1000 - 10 + 0.5) / (10 + 0.5))
+    assert idf(10, 10) > 0  # a term in every chunk still counts a little
+    assert math.isfinite(idf(3, 5))  # df above N (a write between two reads): no error
+
+
+def _row(ord_: int, df: int, chunks: list[int], tf: list[int], length: list[int]) -> dict:
+    return {
+        "ord": ord_,
+        "n": 1000.0,
+        "avgdl": 50.0,
+        "df": df,
+        "chunk_ids": struct.pack(f">{len(chunks)}q", *chunks) if chunks else None,
+        "shapes": pack_shapes(np.array(tf), np.array(length)).astype(">i8").tobytes()
+        if chunks
+        else None,
+    }
+
+
+def test_term_postings_merges_parts_read_by_several_connections() -> None:
+    whole = [[_row(1, 3, [5, 9, 70], [1, 2, 3], [10, 20, 30]), _row(2, 1, [9], [4], [20])]]
+    # The same postings read as two ranges of chunk ids, rows in any order; in the second
+    # range the filter kept none of term 2's postings although it has one there (df counts it).
+    halves = [
+        [_row(2, 1, [9], [4], [20]), _row(1, 2, [5, 9], [1, 2], [10, 20])],
+        [_row(1, 1, [70], [3], [30]), _row(2, 0, [], [], [])],
+    ]
+    merged = term_postings(halves, 1.2, 0.75)
+    expected = term_postings(whole, 1.2, 0.75)
+    assert [t.idf for t in merged] == [t.idf for t in expected]
+    assert [t.idf for t in merged] == [idf(1000.0, 3), idf(1000.0, 1)]
+    assert [t.chunk_ids.tolist() for t in merged] == [[5, 9, 70], [9]]
+    assert [t.tf_parts.tolist() for t in merged] == [t.tf_parts.tolist() for t in expected]
+    assert term_postings([], 1.2, 0.75) == []
 
 
 def _reference(terms: list[TermPostings], limit: int) -> list[tuple[int, float]]:

@@ -35,6 +35,7 @@ def load_local_model(settings: Settings) -> SentenceTransformerModel:
         model_id,
         batch_size=settings.local_embedding_batch_size,
         precision=settings.local_embedding_precision,
+        query_runtime=settings.local_query_runtime,
     )
 
 

@@ -1,53 +1,63 @@
-"""BM25's last step: each chunk's score summed over the query's terms, and the best chunks.
+"""BM25's last steps, in the service: each term's weights, each chunk's sum, the best chunks.
 
-Postgres computes BM25's parts (the bm25_postings query in db/queries/search.sql): each query
-term's idf and, per posting, the saturated and length-normalised term frequency. What is left
-is a sum per chunk over the terms it contains, then the top k. Postgres can do that too, with
-one aggregate row per posting, but for a query of common terms that was half of the
-statement's time (about 1 µs per posting); here it is a stable sort of the postings' chunk
-ids and one pass of additions (about 0.03 µs per posting). bench/README.md has the figures.
+Postgres reads each query term's posting list (the bm25_postings query in
+db/queries/search.sql) with the project's totals, and sends each list as two packed binary
+strings: the chunk ids, and each posting's term frequency with its chunk's length. Here they
+become Okapi BM25's parts (``term_postings``), then a sum per chunk over the terms it contains
+and the top k (``top_chunks``). Postgres can do all of that, with one aggregate row per
+posting and the formula evaluated per posting by its executor, but for a query of common
+terms those were most of the statement's time; here the formula is one vector operation over
+a term's list and the sum a stable sort and one pass of additions (about 0.03 µs per
+posting). bench/README.md has the figures.
 
-Each chunk's weights are added in the order of the query's terms, as Postgres' aggregate
-added them, and ties go to the lower chunk id.
+Each chunk's weights are added in the order of the query's terms, and ties go to the lower
+chunk id, as Postgres' aggregate did; the arithmetic is the same IEEE operations in the same
+order, so the scores are the SQL formula's to the last bit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-# The binary form of a one-dimensional array without nulls (Postgres' array_send): number of
-# dimensions, a has-nulls flag and the element type, then per dimension its length and lower
-# bound, then every element as its length in bytes and its value, all big-endian.
-_HEADER = np.dtype([("ndim", ">i4"), ("flags", ">i4"), ("oid", ">i4")])
-_DIMENSION = 8
+# A posting's shape: its chunk's length in terms in the high 32 bits, the term's frequency in
+# the chunk in the low 32 (both positive int4 in chunk_terms, so the pair fits an int8).
+_TF_BITS = 32
+_TF_MASK = (1 << _TF_BITS) - 1
 
 
-def read_array(data: bytes | None, dtype: str) -> npt.NDArray[Any]:
-    """A Postgres ``int8[]`` or ``float8[]`` sent by array_send, as a numpy array (NULL, the
-    aggregate of no rows, and an empty array read as empty)."""
-    kind = np.dtype(dtype)
+def read_int8s(data: bytes | None) -> npt.NDArray[np.int64]:
+    """Big-endian int8 values packed end to end (string_agg of int8send); NULL, the aggregate
+    of no rows, reads as empty."""
     if data is None:
-        return np.empty(0, kind)
-    if len(data) < _HEADER.itemsize:
-        raise ValueError("not an array: too short")
-    header = np.frombuffer(data, _HEADER, count=1)[0]
-    if header["ndim"] == 0:
-        return np.empty(0, kind)
-    if header["ndim"] != 1 or header["flags"] != 0:
-        raise ValueError("expected a one-dimensional array without nulls")
-    length = int(np.frombuffer(data, ">i4", count=1, offset=_HEADER.itemsize)[0])
-    element = np.dtype([("length", ">i4"), ("value", kind.newbyteorder(">"))])
-    body = len(data) - _HEADER.itemsize - _DIMENSION
-    if body != length * element.itemsize:
-        raise ValueError(f"expected {length} elements of {kind.itemsize} bytes")
-    values = np.frombuffer(data, element, offset=_HEADER.itemsize + _DIMENSION)
-    if not (values["length"] == kind.itemsize).all():
-        raise ValueError(f"expected {length} elements of {kind.itemsize} bytes")
-    return values["value"].astype(kind)
+        return np.empty(0, np.int64)
+    if len(data) % 8:
+        raise ValueError(f"expected whole int8 values, got {len(data)} bytes")
+    return np.frombuffer(data, ">i8").astype(np.int64)
+
+
+def idf(chunks: float, df: float) -> float:
+    """Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), which stays positive."""
+    return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
+
+
+def okapi_parts(
+    shapes: npt.NDArray[np.int64], avgdl: float, k1: float, b: float
+) -> npt.NDArray[np.float64]:
+    """Each posting's saturated, length-normalised term frequency,
+    tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)), from its packed shape."""
+    tf = (shapes & _TF_MASK).astype(np.float64)
+    length = (shapes >> _TF_BITS).astype(np.float64)
+    return tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))
+
+
+def pack_shapes(tf: npt.NDArray[np.int64], length: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """What the bm25_postings query packs per posting (for tests and tools)."""
+    return (length.astype(np.int64) << _TF_BITS) | tf.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,29 @@ class TermPostings:
     idf: float
     chunk_ids: npt.NDArray[np.int64]
     tf_parts: npt.NDArray[np.float64]
+
+
+def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> list[TermPostings]:
+    """The query's terms, in its order, from the rows of one or more bm25_postings calls
+    over disjoint ranges of chunk ids: each term's df summed over the parts, its postings
+    concatenated, and its idf and parts computed with the project's N and average length."""
+    by_term: dict[int, list[dict[str, Any]]] = {}
+    for rows in parts:
+        for row in rows:
+            by_term.setdefault(row["ord"], []).append(row)
+    terms = []
+    for _, rows in sorted(by_term.items()):
+        chunks, avgdl = float(rows[0]["n"]), float(rows[0]["avgdl"])
+        df = float(sum(row["df"] for row in rows))
+        shapes = np.concatenate([read_int8s(row["shapes"]) for row in rows])
+        terms.append(
+            TermPostings(
+                idf=idf(chunks, df),
+                chunk_ids=np.concatenate([read_int8s(row["chunk_ids"]) for row in rows]),
+                tf_parts=okapi_parts(shapes, avgdl, k1, b),
+            )
+        )
+    return terms
 
 
 def top_chunks(

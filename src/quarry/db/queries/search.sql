@@ -17,38 +17,37 @@ FROM projects p
 WHERE p.id = %(project_id)s;
 
 -- name: bm25_postings
--- Okapi BM25's parts, per query term: its idf (Lucene's, log(1 + (N - df + 0.5) / (df + 0.5)),
--- which stays positive) and its posting list as two arrays in the same order (the index's;
--- the sum does not rely on it): the chunks, and each one's saturated, length-normalised term
--- frequency, tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)). A chunk's score is
--- the sum over the query's terms of idf times that part; the caller adds them up per chunk
--- (quarry.search.bm25), which costs a fraction of Postgres' aggregation of one row per
--- posting (bench/README.md). N, df and the average length are the project's, whatever a
--- filter keeps: a filter (the filtered parameter, with its condition in place of the filters
--- fragment) narrows which chunks compete, the chunks that pass it forming one hashed set that
--- every posting probes; it does not change how rare a term is.
--- Arrays travel in their binary form (array_send) for the caller to read without a Python
--- object per posting.
+-- What Okapi BM25 needs of each query term, for the caller to score (quarry.search.bm25):
+-- the project's chunk count and average chunk length, the term's document frequency, and its
+-- posting list as two packed binary strings in the same order (the index's; the sum does not
+-- rely on it): the chunk ids (int8send, end to end), and each posting's shape, the chunk's
+-- length in terms shifted 32 bits above the term's frequency there. Packed bytes cost
+-- Postgres about two thirds of array_agg and array_send (per element a length word and the
+-- array's growth), and the formula is one vector operation in the caller instead of one
+-- expression per posting in the executor (bench/README.md).
+-- first_chunk..last_chunk bounds the chunk ids read (the index range scan is on
+-- project, term, chunk id), so the caller can split a large query between connections; df is
+-- then counted per part and summed. N, df and the average length are the project's, whatever
+-- a filter keeps: a filter (the filtered parameter, with its condition in place of the
+-- filters fragment) narrows which chunks compete, the chunks that pass it forming one hashed
+-- set that every posting probes; it does not change how rare a term is.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
            greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
 )
-SELECT q.ord, ln(1 + (s.n - a.df + 0.5) / (a.df + 0.5)) AS idf,
-       array_send(a.chunk_ids) AS chunk_ids, array_send(a.tf_parts) AS tf_parts
+SELECT q.ord, s.n, s.avgdl, a.df, a.chunk_ids, a.shapes
 FROM unnest(%(terms)s::text[]) WITH ORDINALITY AS q(term, ord)
 CROSS JOIN stats s
 CROSS JOIN LATERAL (
     -- One index range scan per term: its df and its postings together.
-    SELECT count(*)::float8 AS df,
-           array_agg(p.chunk_id) FILTER (WHERE p.competes) AS chunk_ids,
-           array_agg(p.tf * (%(k1)s::float8 + 1)
-                     / (p.tf + %(k1)s::float8
-                        * (1 - %(b)s::float8 + %(b)s::float8 * p.chunk_terms / s.avgdl)))
-               FILTER (WHERE p.competes) AS tf_parts
+    SELECT count(*) AS df,
+           string_agg(int8send(p.chunk_id), ''::bytea) FILTER (WHERE p.competes) AS chunk_ids,
+           string_agg(int8send((p.chunk_terms::int8 << 32) | p.tf), ''::bytea)
+               FILTER (WHERE p.competes) AS shapes
     FROM (
-        SELECT p.chunk_id, p.tf::float8 AS tf, p.chunk_terms::float8 AS chunk_terms,
+        SELECT p.chunk_id, p.tf, p.chunk_terms,
                -- Without a filter every chunk competes, and the set is never built.
                (NOT %(filtered)s::boolean OR p.chunk_id IN (
                     SELECT c.id FROM chunks c
@@ -57,9 +56,20 @@ CROSS JOIN LATERAL (
                )) AS competes
         FROM chunk_terms p
         WHERE p.project_id = %(project_id)s AND p.term = q.term
+          AND p.chunk_id BETWEEN %(first_chunk)s AND %(last_chunk)s
     ) p
 ) a
 ORDER BY q.ord;
+
+-- name: bm25_chunk_range
+-- The lowest and highest chunk ids among the query terms' postings (two index probes per
+-- term): where to split a large BM25 query between connections.
+SELECT min(r.lo) AS lo, max(r.hi) AS hi
+FROM unnest(%(terms)s::text[]) AS q(term)
+CROSS JOIN LATERAL (
+    SELECT min(p.chunk_id) AS lo, max(p.chunk_id) AS hi FROM chunk_terms p
+    WHERE p.project_id = %(project_id)s AND p.term = q.term
+) r;
 
 -- name: chunk_documents
 -- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
