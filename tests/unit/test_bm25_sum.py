@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from quarry.search.bm25 import (
+    DENSE_SLOTS_PER_POSTING,
     TermPostings,
     idf,
     okapi_parts,
@@ -92,11 +93,14 @@ def _reference(terms: list[TermPostings], limit: int) -> list[tuple[int, float]]
 
 def test_top_chunks_matches_a_plain_sum_exactly_over_random_postings() -> None:
     rng = random.Random(11)
+    dense = sparse = 0
     for _ in range(300):
         universe = rng.randint(1, 400)
+        spread = rng.choice([1, 1, 50])  # ids packed together, or far apart (sorted instead)
+        ids = range(10**6, 10**6 + universe * spread, spread)
         terms = []
         for _ in range(rng.randint(0, 12)):
-            chunks = sorted(rng.sample(range(10**6, 10**6 + universe), rng.randint(0, universe)))
+            chunks = sorted(rng.sample(ids, rng.randint(0, universe)))
             if rng.random() < 0.3:
                 rng.shuffle(chunks)  # the sum does not rely on chunk order
             # Coarse parts make equal scores common, so ties are exercised.
@@ -104,11 +108,18 @@ def test_top_chunks_matches_a_plain_sum_exactly_over_random_postings() -> None:
             idf = rng.choice([1.0, 2.0, rng.random() * 5])
             terms.append(TermPostings(idf, np.array(chunks, np.int64), np.array(parts)))
         limit = rng.choice([0, 1, 5, 10, 100, 1000])
+        postings = [c for t in terms for c in t.chunk_ids.tolist()]
+        if postings:
+            span = max(postings) - min(postings) + 1
+            dense += span <= DENSE_SLOTS_PER_POSTING * len(postings)
+            sparse += span > DENSE_SLOTS_PER_POSTING * len(postings)
         chunk_ids, scores = top_chunks(terms, limit)
         expected = _reference(terms, limit)
         # The same chunks, in the same order (ties to the lower id), with the same sums to
         # the last bit (each chunk's parts added in the order of the terms).
         assert list(zip(chunk_ids.tolist(), scores.tolist(), strict=True)) == expected
+    assert dense > 50  # both ways of summing were checked
+    assert sparse > 20
 
 
 def test_top_chunks_of_nothing() -> None:

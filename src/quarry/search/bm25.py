@@ -102,15 +102,7 @@ def top_chunks(
         return np.empty(0, np.int64), np.empty(0, np.float64)
     chunk_ids = np.concatenate([t.chunk_ids for t in present])
     weights = np.concatenate([t.idf * t.tf_parts for t in present])
-    # Stable, so each chunk's weights stay in the order of the query's terms (the order
-    # Postgres summed them in); concatenated sorted lists are runs that the sort merges.
-    order = np.argsort(chunk_ids, kind="stable")
-    chunk_ids, weights = chunk_ids[order], weights[order]
-    first = np.concatenate(([True], chunk_ids[1:] != chunk_ids[:-1]))
-    chunks = chunk_ids[first]
-    # bincount adds in input order, one weight after another (np.add.reduceat would add
-    # pairwise within long runs, a different rounding).
-    scores = np.bincount(np.cumsum(first) - 1, weights=weights).astype(np.float64, copy=False)
+    chunks, scores = _sum_per_chunk(chunk_ids, weights)
     if limit < scores.size:
         keep = np.argpartition(-scores, limit - 1)[:limit]
         # Scores equal to the limit-th may sit on either side of the partition: take them all
@@ -120,3 +112,33 @@ def top_chunks(
         chunks, scores = chunks[keep], scores[keep]
     best = np.lexsort((chunks, -scores))[:limit]
     return chunks[best], scores[best]
+
+
+# Up to this many slots per posting, a chunk's slot is its id's offset from the lowest (a dense
+# table; no sort). Sparser ids (a small project among many in one table) are sorted instead.
+DENSE_SLOTS_PER_POSTING = 4
+
+
+def _sum_per_chunk(
+    chunk_ids: npt.NDArray[np.int64], weights: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Each chunk once, in id order, with the sum of its weights added in the order given
+    (the query's terms': bincount adds in input order, one weight after another, as Postgres'
+    aggregate did; np.add.reduceat would add pairwise within long runs, a different rounding).
+    """
+    lowest = int(chunk_ids.min())
+    span = int(chunk_ids.max()) - lowest + 1
+    if span <= DENSE_SLOTS_PER_POSTING * chunk_ids.size:
+        offsets = chunk_ids - lowest
+        sums = np.bincount(offsets, weights=weights, minlength=span)
+        seen = np.zeros(span, dtype=bool)
+        seen[offsets] = True
+        slots = np.flatnonzero(seen)
+        return slots + lowest, sums[slots].astype(np.float64, copy=False)
+    # Stable, so each chunk's weights stay in the order of the query's terms; concatenated
+    # sorted lists are runs that the sort merges.
+    order = np.argsort(chunk_ids, kind="stable")
+    chunk_ids, weights = chunk_ids[order], weights[order]
+    first = np.concatenate(([True], chunk_ids[1:] != chunk_ids[:-1]))
+    sums = np.bincount(np.cumsum(first) - 1, weights=weights).astype(np.float64, copy=False)
+    return chunk_ids[first], sums
