@@ -140,5 +140,5 @@ def _sum_per_chunk(
     order = np.argsort(chunk_ids, kind="stable")
     chunk_ids, weights = chunk_ids[order], weights[order]
     first = np.concatenate(([True], chunk_ids[1:] != chunk_ids[:-1]))
-    sums = np.bincount(np.cumsum(first) - 1, weights=weights).astype(np.float64, copy=False)
-    return chunk_ids[first], sums
+    totals = np.bincount(np.cumsum(first) - 1, weights=weights).astype(np.float64, copy=False)
+    return chunk_ids[first], totals
