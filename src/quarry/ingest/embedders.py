@@ -110,7 +110,7 @@ class OnnxTransformer:
 
     A query is a few dozen tokens, where PyTorch's eager mode spends most of a forward pass
     dispatching operations one by one from Python; ONNX Runtime runs the same graph as one
-    call that holds no GIL. On the fourth session's AMD EPYC a SciFact query took 10 ms
+    call that holds no GIL. On an AMD EPYC core (AVX2) a SciFact query took 10 ms
     against 21 ms through sentence-transformers, with the same vectors (cosine 1.0 to six
     places; bench/README.md). The export is traced in memory when the model loads (about
     2 s) with a padded batch of two, so the traced graph keeps the attention mask's path for
@@ -138,7 +138,7 @@ class OnnxTransformer:
         graph = io.BytesIO()
         with warnings.catch_warnings(), torch.inference_mode():
             # The TorchScript exporter warns that it is deprecated and that traced shapes may
-            # be constants; the dynamic axes and the tests (test_embedding_precision.py)
+            # be constants; the dynamic axes and the tests (test_query_runtime.py)
             # answer the second, torch==2.13.0 is pinned for the first.
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -241,7 +241,7 @@ class SentenceTransformerModel:
 
     def encode_queries(self, texts: list[str]) -> Vectors:
         """Unit vectors of search queries: through ONNX Runtime when it is loaded, else as
-        ``encode``. The vectors are the same either way (to a cosine of 1e-6)."""
+        ``encode``. The vectors are the same either way (cosine above 0.99999)."""
         if self._onnx is None:
             return self.encode(texts)
         import torch
