@@ -7,8 +7,9 @@ become Okapi BM25's parts (``term_postings``), then a sum per chunk over the ter
 and the top k (``top_chunks``). Postgres can do all of that, with one aggregate row per
 posting and the formula evaluated per posting by its executor, but for a query of common
 terms those were most of the statement's time; here the formula is one vector operation over
-a term's list and the sum a stable sort and one pass of additions (about 0.03 µs per
-posting). bench/README.md has the figures.
+a term's list, and the sum one pass of additions into a table indexed by chunk id (or, for
+ids spread far apart, after a stable sort): a few hundredths of a µs per posting.
+bench/README.md has the figures.
 
 Each chunk's weights are added in the order of the query's terms, and ties go to the lower
 chunk id, as Postgres' aggregate did; the arithmetic is the same IEEE operations in the same
@@ -41,7 +42,8 @@ def read_int8s(data: bytes | None) -> npt.NDArray[np.int64]:
 
 
 def idf(chunks: float, df: float) -> float:
-    """Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), which stays positive."""
+    """Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), positive while df <= N (df and N
+    read by two connections a moment apart may disagree slightly; the log stays defined)."""
     return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
 
 
