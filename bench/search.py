@@ -41,7 +41,8 @@ from quarry.logs import configure_logging
 from quarry.runtime import freeze_startup_heap, open_runtime
 from quarry.search.evaluate import percentile
 from quarry.search.models import Mode, SearchRequest
-from quarry.search.service import MAX_CHUNK_ID
+from quarry.search.postings import pack
+from quarry.search.service import ALL_CHUNKS, MAX_CHUNK_ID
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
 
@@ -124,11 +125,14 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     SELECT i.id, %(p)s, %(model)s, a.v
                     FROM inserted i JOIN analysed a USING (document_id)
                 )
-                INSERT INTO lexical_stats (project_id, chunk_count, term_count)
-                SELECT %(p)s, count(*), sum(term_count) FROM inserted
+                INSERT INTO lexical_stats (project_id, chunk_count, term_count,
+                                           chunks_since_pack)
+                SELECT %(p)s, count(*), sum(term_count), count(*) FROM inserted
                 ON CONFLICT (project_id) DO UPDATE
                 SET chunk_count = lexical_stats.chunk_count + excluded.chunk_count,
-                    term_count = lexical_stats.term_count + excluded.term_count
+                    term_count = lexical_stats.term_count + excluded.term_count,
+                    chunks_since_pack = lexical_stats.chunks_since_pack
+                                        + excluded.chunks_since_pack
                 """,
                 {
                     "p": project_id,
@@ -140,10 +144,27 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
             )
     async with rt.db.pool.connection() as conn:
         await conn.set_autocommit(True)
+        await conn.execute("VACUUM ANALYZE term_blocks")
         await conn.execute("VACUUM ANALYZE chunk_terms")
         await conn.execute("VACUUM ANALYZE chunk_embeddings")
         await conn.execute("VACUUM ANALYZE chunks")
         await conn.execute("VACUUM ANALYZE documents")
+
+
+async def pack_if_due(rt, project_id: uuid.UUID) -> dict | None:
+    """What the indexing job would have queued by now: a pack of the project's postings once
+    QUARRY_BM25_PACK_CHUNKS chunks have been written since the last (quarry.search.postings)."""
+    since = await rt.db.fetch_one("postings.chunks_since_pack", project_id=project_id)
+    if not 0 < rt.settings.bm25_pack_chunks <= since["chunks"]:
+        return None
+    started = time.perf_counter()
+    done = await pack(rt.db, project_id, min_postings=rt.settings.bm25_pack_min_postings)
+    seconds = round(time.perf_counter() - started, 1)
+    async with rt.db.pool.connection() as conn:
+        await conn.set_autocommit(True)
+        await conn.execute("VACUUM ANALYZE term_blocks")
+        await conn.execute("VACUUM ANALYZE chunk_terms")
+    return {"postings_moved": done.moved, "blocks": done.blocks, "seconds": seconds}
 
 
 async def time_service(rt, project_id, queries, mode: Mode, clients: int) -> list[float]:
@@ -197,7 +218,9 @@ ORDER BY x.score DESC, x.chunk_id
 """
 
 
-async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[float]]:
+async def time_bare_sql(
+    rt, project_id, queries, embedder, all_in_sql_too: bool = True
+) -> dict[str, list[float]]:
     """The floor, each retriever's SQL alone on one connection with query vectors
     precomputed: the bm25_postings statement the service runs, over all chunk ids on one
     connection (``bm25``), the service's whole BM25 retriever (that statement, the sum per
@@ -239,15 +262,17 @@ async def time_bare_sql(rt, project_id, queries, embedder) -> dict[str, list[flo
             )
             times["bm25"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            await rt.search._bm25(project_id, terms, None, config.candidates, chunks=0)
+            await rt.search._bm25(project_id, terms, None, config.candidates, ALL_CHUNKS)
             times["bm25_retriever_one_connection"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            await rt.search._bm25(project_id, terms, None, config.candidates, prep["chunks"])
+            ranges = rt.search.bm25_ranges(prep)
+            await rt.search._bm25(project_id, terms, None, config.candidates, ranges)
             times["bm25_retriever"].append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            lexical = {"project_id": project_id, "terms": terms, "k1": config.k1, "b": config.b}
-            await rt.db.fetch_all(all_in_sql, conn, **lexical, limit=config.candidates)
-            times["bm25_all_in_sql"].append((time.perf_counter() - started) * 1000)
+            if all_in_sql_too:
+                started = time.perf_counter()
+                lexical = {"project_id": project_id, "terms": terms, "k1": config.k1, "b": config.b}
+                await rt.db.fetch_all(all_in_sql, conn, **lexical, limit=config.candidates)
+                times["bm25_all_in_sql"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             await rt.db.fetch_all(
                 knn, conn, project_id=project_id, embedding=vector, limit=config.candidates
@@ -310,8 +335,20 @@ async def run(sizes: list[int]) -> dict:
                 # Warm the caches and the model as a running service would be.
                 await time_service(rt, project.id, queries[:20], Mode.hybrid, 1)
                 row: dict = {"chunks": size, "build_seconds": round(built, 1)}
+                # The bare statements on the postings as written (rows in chunk_terms), then,
+                # if a pack is due, packed: the reference for what packing changes.
                 bare = await time_bare_sql(rt, project.id, queries, embedder)
                 row["bare_sql"] = {name: summary(v) for name, v in bare.items()}
+                row["pack"] = await pack_if_due(rt, project.id)
+                if row["pack"] is not None:
+                    row["bare_sql_unpacked"] = row["bare_sql"]
+                    # The old all-in-SQL statement reads chunk_terms alone: packed, it would
+                    # see only the rare terms. It stays the unpacked reference.
+                    bare = await time_bare_sql(rt, project.id, queries, embedder, False)
+                    row["bare_sql"] = {
+                        name: summary(v) if v else row["bare_sql_unpacked"][name]
+                        for name, v in bare.items()
+                    }
                 for clients in (1, 8):
                     for mode in Mode:
                         latencies = await time_service(rt, project.id, queries, mode, clients)
@@ -339,7 +376,8 @@ async def run(sizes: list[int]) -> dict:
                 sizes_mb = await (
                     await conn.execute(
                         "SELECT pg_relation_size(%s) / 1048576 AS hnsw_mb,"
-                        " pg_total_relation_size('chunk_terms') / 1048576 AS postings_mb",
+                        " pg_total_relation_size('chunk_terms') / 1048576 AS postings_mb,"
+                        " pg_total_relation_size('term_blocks') / 1048576 AS blocks_mb",
                         (index,),
                     )
                 ).fetchone()

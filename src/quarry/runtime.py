@@ -66,7 +66,13 @@ class Runtime:
 
     @property
     def task_deps(self) -> TaskDeps:
-        return TaskDeps(self.db, self.pipeline, self.gateway, self.settings.document_summaries)
+        return TaskDeps(
+            self.db,
+            self.pipeline,
+            self.gateway,
+            self.settings.document_summaries,
+            self.settings.bm25_pack_min_postings,
+        )
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
         await self.jobs.run_worker(
@@ -161,7 +167,9 @@ async def open_runtime(
         pipeline = None
         if embedder is not None:
             splitter = build_splitter(settings, embedder)
-            pipeline = Pipeline(db, blobs, registry, splitter, embedder, indexes)
+            pipeline = Pipeline(
+                db, blobs, registry, splitter, embedder, indexes, settings.bm25_pack_chunks
+            )
         try:
             gateway = build_gateway(settings, db)
         except ProviderConfigError as exc:

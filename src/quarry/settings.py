@@ -216,6 +216,19 @@ class Settings(BaseSettings):
         description="project size (chunks) from which a BM25 query's postings are read by two "
         "connections at once, each half of the chunk ids; 0 never splits",
     )
+    bm25_pack_chunks: int = Field(
+        default=20_000,
+        ge=0,
+        description="chunks written to a project since its postings were last packed into "
+        "blocks (quarry.search.postings) at which the indexing job queues the next pack; "
+        "0 never packs",
+    )
+    bm25_pack_min_postings: int = Field(
+        default=1024,
+        ge=1,
+        description="postings a term needs in the row table before a pack moves them into "
+        "blocks (rarer terms are cheap to read as rows)",
+    )
     rrf_k: int = Field(
         default=60, ge=1, le=1000, description="reciprocal rank fusion's k, 1 to 1000"
     )

@@ -11,6 +11,8 @@ from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
 from quarry.search.filters import compile_filters
 from quarry.search.models import Filters
+from quarry.search.postings import pack
+from quarry.search.service import ALL_CHUNKS
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
 from tests.support import settle
@@ -38,30 +40,57 @@ async def test_filtered_bm25_scores_as_the_project_does(
             await settle(rt, project.id)
         with psycopg.connect(fresh_database) as conn:
             ids = dict(conn.execute("SELECT external_id, id FROM documents").fetchall())
-        terms = ["electr", "coal", "nowher"]  # a term no chunk has counts for nothing
+        prep = await rt.db.fetch_one(
+            "search.prepare", project_id=project.id, query="Electricity, coal and nowhere"
+        )
+        assert prep is not None
+        terms = prep["terms"]
+        assert terms == ["electr", "coal", "nowher"]  # a term no chunk has counts for nothing
+        rt.search.config = replace(rt.search.config, bm25_split_chunks=1)
+        halves = rt.search.bm25_ranges(prep)
+        rt.search.config = replace(rt.search.config, bm25_split_chunks=0)
+        assert len(halves) == 2
 
-        everything = await rt.search._bm25(project.id, terms, None, 10, chunks=0)
-        assert {c.document_id for c in everything} == {ids["d0"], ids["d1"], ids["d2"]}
-        assert everything[0].document_id == ids["d2"]  # coal twice, and electricity
-        score_of = {c.chunk_id: c.score for c in everything}
-
-        for filters, kept in [
-            (Filters(document_ids=[ids["d2"]]), {ids["d2"]}),
-            (Filters(document_ids=[ids["d0"], ids["d3"]]), {ids["d0"]}),
-            (Filters(tags=["renewable"]), {ids["d0"], ids["d1"]}),
-            (Filters(tags=["nothing-has-this"]), set()),
-        ]:
-            compiled = compile_filters(filters)
-            narrowed = await rt.search._bm25(project.id, terms, compiled, 10, chunks=0)
-            assert {c.document_id for c in narrowed} == kept, filters
-            # The same scores as unfiltered: N, df and the average length are the project's.
-            assert all(c.score == score_of[c.chunk_id] for c in narrowed), filters
-            assert [c.score for c in narrowed] == sorted((c.score for c in narrowed), reverse=True)
-            # Split between two connections, each counting df over its half of the chunks:
-            # the same answer to the last bit.
-            rt.search.config = replace(rt.search.config, bm25_split_chunks=1)
-            try:
-                split = await rt.search._bm25(project.id, terms, compiled, 10, chunks=1)
-            finally:
+        # Every posting in chunk_terms, then every one packed into blocks (one term's in
+        # two, as a large project's would be): the same answers, to the last bit.
+        answers = []
+        for packed in (False, True):
+            if packed:
+                moved = await pack(rt.db, project.id, block_size=2, min_postings=1)
+                assert moved.moved > 0
+                with psycopg.connect(fresh_database) as conn:
+                    assert conn.execute("SELECT count(*) FROM chunk_terms").fetchone() == (0,)
+                rt.search.config = replace(rt.search.config, bm25_split_chunks=1)
+                halves = rt.search.bm25_ranges(
+                    await rt.db.fetch_one(
+                        "search.prepare", project_id=project.id, query="electricity"
+                    )
+                )
                 rt.search.config = replace(rt.search.config, bm25_split_chunks=0)
-            assert split == narrowed, filters
+                assert len(halves) == 2
+            answers.append([])
+            everything = await rt.search._bm25(project.id, terms, None, 10, ALL_CHUNKS)
+            assert {c.document_id for c in everything} == {ids["d0"], ids["d1"], ids["d2"]}
+            assert everything[0].document_id == ids["d2"]  # coal twice, and electricity
+            score_of = {c.chunk_id: c.score for c in everything}
+
+            for filters, kept in [
+                (Filters(document_ids=[ids["d2"]]), {ids["d2"]}),
+                (Filters(document_ids=[ids["d0"], ids["d3"]]), {ids["d0"]}),
+                (Filters(tags=["renewable"]), {ids["d0"], ids["d1"]}),
+                (Filters(tags=["nothing-has-this"]), set()),
+            ]:
+                compiled = compile_filters(filters)
+                narrowed = await rt.search._bm25(project.id, terms, compiled, 10, ALL_CHUNKS)
+                assert {c.document_id for c in narrowed} == kept, filters
+                # The same scores as unfiltered: N, df and the average length are the project's.
+                assert all(c.score == score_of[c.chunk_id] for c in narrowed), filters
+                assert [c.score for c in narrowed] == sorted(
+                    (c.score for c in narrowed), reverse=True
+                )
+                # Split between two connections, each counting df over its half of the chunks:
+                # the same answer to the last bit.
+                split = await rt.search._bm25(project.id, terms, compiled, 10, halves)
+                assert split == narrowed, filters
+                answers[-1].append(narrowed)
+        assert answers[0] == answers[1]

@@ -281,6 +281,33 @@ async def test_vector_search_uses_the_models_hnsw_index(
     assert name in "\n".join(row[0] for row in plan)
 
 
+async def test_ef_search_is_set_per_connection_as_deep_as_the_search_reads(
+    ingest_client: httpx.AsyncClient, corpus, ingest_runtime: Runtime
+) -> None:
+    project, key = corpus
+    search = ingest_runtime.search
+
+    async def ef_search(conn) -> str:
+        row = await (await conn.execute("SHOW hnsw.ef_search")).fetchone()
+        return str(row["hnsw.ef_search"])
+
+    async with ingest_runtime.db.pool.connection() as conn:
+        await search._set_ef_search(conn, 250)
+        assert await ef_search(conn) == "250"
+        await search._set_ef_search(conn, 100)
+        assert await ef_search(conn) == "100"
+        # Set in the session, not a transaction: it holds for the connection's next statement.
+        await conn.execute("SELECT 1")
+        assert await ef_search(conn) == "100"
+    # Searches of either depth, one after the other, over the API.
+    for depth in (300, 100, 300):
+        answer = await _search(
+            ingest_client, key, project, query="electricity", mode="vector", candidates=depth
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["search_metadata"]["candidates"]["vector"] == len(DOCUMENTS)
+
+
 async def test_the_analyzer_is_per_project_and_changing_it_reanalyses(
     ingest_client: httpx.AsyncClient, admin: NewUser, fresh_database: str
 ) -> None:

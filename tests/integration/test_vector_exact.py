@@ -83,9 +83,11 @@ async def test_a_small_project_beside_a_big_one_gets_its_exact_neighbours_every_
             query = f"query number {n} about topic {n % 7}"
             vector = await embedder.embed_query(query)
             nearest = [int(i) for i in np.argsort(-(mine @ vector))]
-            run = await rt.search._vector(small.id, query, None, 20, {})
+            run = await rt.search._vector(small.id, rt.search._embed(query, {}), None, 20, {})
             assert [c.chunk_id for c in run] == [chunk_of[f"v{i}"] for i in nearest[:20]], n
             assert [c.document_id for c in run] == [document_of[f"v{i}"] for i in nearest[:20]]
-            filtered = await rt.search._vector(small.id, query, only_kept, 12, {})
+            filtered = await rt.search._vector(
+                small.id, rt.search._embed(query, {}), only_kept, 12, {}
+            )
             expected = [chunk_of[f"v{i}"] for i in nearest if i in kept][:12]
             assert [c.chunk_id for c in filtered] == expected, n

@@ -83,6 +83,51 @@ def test_term_postings_merges_parts_read_by_several_connections() -> None:
     assert term_postings([], 1.2, 0.75) == []
 
 
+def _packed(row: dict, chunks: list[int], tf: list[int], length: list[int], **extra) -> dict:
+    """A row with a term's packed blocks beside its rows (bm25_postings' other columns)."""
+    return {
+        **row,
+        "packed_ids": struct.pack(f">{len(chunks)}q", *chunks),
+        "packed_shapes": pack_shapes(np.array(tf), np.array(length)).astype(">i8").tobytes(),
+        **extra,
+    }
+
+
+def _ids(values: list[int]) -> bytes:
+    return struct.pack(f">{len(values)}q", *values)
+
+
+def test_term_postings_reads_blocks_beside_rows() -> None:
+    # Term 1: chunk 5 in a row, chunks 9, 40 and 70 in a block; 40 deleted since packed.
+    rows = _row(1, 1, [5], [1], [10])
+    packed = _packed(rows, [9, 40, 70], [2, 5, 3], [20, 50, 30], deleted=_ids([40, 1000]))
+    (term,) = term_postings([[packed]], 1.2, 0.75)
+    assert term.chunk_ids.tolist() == [5, 9, 70]
+    assert term.idf == idf(1000.0, 3)  # the deleted chunk does not count towards df
+    assert (
+        term.tf_parts.tolist()
+        == okapi_parts(
+            pack_shapes(np.array([1, 2, 3]), np.array([10, 20, 30])), 50.0, 1.2, 0.75
+        ).tolist()
+    )
+    # Under a filter that lets chunks 5 and 70 compete: df is the same, 9 no longer competes.
+    allowed = {**packed, "allowed": _ids([5, 70])}
+    (filtered,) = term_postings([[allowed]], 1.2, 0.75)
+    assert filtered.idf == term.idf
+    assert filtered.chunk_ids.tolist() == [5, 70]  # the row was filtered by SQL already
+
+
+def test_a_block_straddling_two_parts_is_counted_once() -> None:
+    # Read by two connections, chunk ids 0-50 and 51-100; the block spans 9 to 70, so both
+    # are sent it, and each keeps the postings within its own bounds.
+    block = ([9, 40, 70], [2, 5, 3], [20, 50, 30])
+    low = _packed(_row(1, 0, [], [], []), *block, first_chunk=0, last_chunk=50)
+    high = _packed(_row(1, 1, [80], [1], [10]), *block, first_chunk=51, last_chunk=100)
+    (term,) = term_postings([[low], [high]], 1.2, 0.75)
+    assert sorted(term.chunk_ids.tolist()) == [9, 40, 70, 80]
+    assert term.idf == idf(1000.0, 4)
+
+
 def _reference(terms: list[TermPostings], limit: int) -> list[tuple[int, float]]:
     scores: dict[int, float] = {}
     for term in terms:

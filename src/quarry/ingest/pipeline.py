@@ -35,6 +35,7 @@ class Outcome:
     chunks: int = 0
     embedded: int = 0
     reused: int = 0
+    pack_due: bool = False  # the project's postings are due to be packed (search.postings)
 
 
 class Pipeline:
@@ -46,6 +47,7 @@ class Pipeline:
         splitter: Splitter,
         embedder: Embedder,
         indexes: VectorIndexes,
+        pack_after_chunks: int = 0,
     ) -> None:
         self.indexes = indexes
         self.db = db
@@ -53,7 +55,7 @@ class Pipeline:
         self.registry = registry
         self.splitter = splitter
         self.embedder = embedder
-        self.writer = ChunkWriter(db, embedder.model_id)
+        self.writer = ChunkWriter(db, embedder.model_id, pack_after_chunks=pack_after_chunks)
 
     async def index(self, project_id: uuid.UUID, document_id: uuid.UUID) -> Outcome:
         claimed = await self.db.fetch_one(
@@ -89,7 +91,8 @@ class Pipeline:
         )
         if not written:
             return Outcome("superseded")
-        return Outcome("indexed", len(chunks), len(chunks) - reused, reused)
+        pack_due = self.writer.take_pack_due(project_id)
+        return Outcome("indexed", len(chunks), len(chunks) - reused, reused, pack_due)
 
     def _parse_and_split(
         self, parse: Parser, data: bytes, title: str

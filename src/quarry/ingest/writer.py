@@ -52,11 +52,19 @@ class _Pending:
 
 class ChunkWriter:
     def __init__(
-        self, db: Database, model_id: str, max_batch: int = MAX_DOCUMENTS_PER_TRANSACTION
+        self,
+        db: Database,
+        model_id: str,
+        max_batch: int = MAX_DOCUMENTS_PER_TRANSACTION,
+        pack_after_chunks: int = 0,
     ) -> None:
         self.db = db
         self.model_id = model_id
         self.max_batch = max_batch
+        # Projects that have had this many chunks written since their postings were last
+        # packed (0: never), until a caller takes the news (take_pack_due).
+        self.pack_after_chunks = pack_after_chunks
+        self._pack_due: set[uuid.UUID] = set()
         self.transactions = 0  # committed, for tests and benchmarks
         self._pending: list[_Pending] = []
         self._runner: asyncio.Task[None] | None = None
@@ -81,6 +89,14 @@ class ChunkWriter:
                     if not pending.future.done():
                         pending.future.cancel()
                 raise
+
+    def take_pack_due(self, project_id: uuid.UUID) -> bool:
+        """Whether the project's postings became due to be packed since this was last asked
+        (True once: the caller queues the pack)."""
+        if project_id not in self._pack_due:
+            return False
+        self._pack_due.discard(project_id)
+        return True
 
     def _take(self) -> list[_Pending]:
         """The next batch: the oldest write's project, each document at most once, in the
@@ -170,7 +186,7 @@ class ChunkWriter:
             made = [counts.get(w.document_id, {"chunks": 0, "terms": 0}) for w in current]
             assert [row["chunks"] for row in made] == [len(w.chunks) for w in current]
             terms = [int(row["terms"]) for row in made]
-            await self.db.execute(
+            completed = await self.db.fetch_all(
                 "documents.complete",
                 conn,
                 project_id=project_id,
@@ -186,8 +202,12 @@ class ChunkWriter:
                     t - locked[w.document_id]["term_count"]
                     for w, t in zip(current, terms, strict=True)
                 ),
+                chunks_written=len(chunks),
             )
         self.transactions += 1
+        since_pack = int(completed[0]["chunks_since_pack"]) if completed else 0
+        if 0 < self.pack_after_chunks <= since_pack:
+            self._pack_due.add(project_id)
         written = {w.document_id for w in current}
         return [w.document_id in written for w in writes]
 

@@ -27,6 +27,7 @@ from quarry.db.database import Database
 from quarry.errors import DocumentError, QuarryError
 from quarry.gateway.gateway import Gateway
 from quarry.ingest.pipeline import Pipeline
+from quarry.search.postings import MIN_POSTINGS, pack
 
 log = structlog.get_logger(__name__)
 CONTEXT_KEY = "quarry"
@@ -35,6 +36,7 @@ INGEST = "quarry:ingest_document"
 REEMBED = "quarry:reembed_document"
 SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
 SUMMARISE_DOCUMENT = "quarry:summarise_document"
+PACK_POSTINGS = "quarry:pack_postings"
 MAINTENANCE_QUEUE = "maintenance"
 INGEST_QUEUE = "ingest"
 
@@ -45,6 +47,7 @@ class TaskDeps:
     pipeline: Pipeline | None
     gateway: Gateway | None = None
     document_summaries: bool = False  # queue a summary of each document once indexed
+    pack_min_postings: int = MIN_POSTINGS  # a term's postings packed from this many
 
 
 def deps_of(context: procrastinate.JobContext) -> TaskDeps:
@@ -115,6 +118,13 @@ async def ingest_document(
         embedded=outcome.embedded,
         reused=outcome.reused,
     )
+    if outcome.pack_due:
+        # One queued pack per project at a time; it packs whatever is there when it runs.
+        packer = context.app.configure_task(
+            PACK_POSTINGS, queueing_lock=f"{PACK_POSTINGS}:{project_id}"
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await packer.defer_async(project_id=project_id)
     if deps.document_summaries and outcome.status == "indexed":
         deferrer = context.app.configure_task(
             SUMMARISE_DOCUMENT, queueing_lock=f"{SUMMARISE_DOCUMENT}:{document_id}"
@@ -142,6 +152,12 @@ async def reembed_document(
 ) -> None:
     count = await pipeline_of(context).reembed(uuid.UUID(project_id), uuid.UUID(document_id))
     log.info("document re-embedded", document_id=document_id, chunks=count)
+
+
+async def pack_postings(context: procrastinate.JobContext, project_id: str) -> None:
+    """Pack the project's postings into blocks (quarry.search.postings)."""
+    deps = deps_of(context)
+    await pack(deps.db, uuid.UUID(project_id), min_postings=deps.pack_min_postings)
 
 
 async def summarise_conversation(
@@ -174,6 +190,9 @@ def register(app: procrastinate.App, *, max_attempts: int, retry_base: float) ->
     app.task(name=ECHO, pass_context=True, queue="default")(echo)
     app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
     app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)
+    app.task(name=PACK_POSTINGS, pass_context=True, queue=MAINTENANCE_QUEUE, retry=retry)(
+        pack_postings
+    )
     app.task(name=SUMMARISE_CONVERSATION, pass_context=True, queue=MAINTENANCE_QUEUE, retry=retry)(
         summarise_conversation
     )

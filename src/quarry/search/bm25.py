@@ -74,25 +74,69 @@ class TermPostings:
 
 def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> list[TermPostings]:
     """The query's terms, in its order, from the rows of one or more bm25_postings calls
-    over disjoint ranges of chunk ids: each term's df summed over the parts, its postings
-    concatenated, and its idf and parts computed with the project's N and average length."""
+    over disjoint ranges of chunk ids: each term's postings from chunk_terms and from its
+    packed blocks (those within the part's range, less the chunks deleted since they were
+    packed and, under a filter, the chunks it leaves out), concatenated; its df summed over
+    the parts; its idf and parts computed with the project's N and average length."""
     by_term: dict[int, list[dict[str, Any]]] = {}
     for rows in parts:
+        unpacked = _PartLists()
         for row in rows:
-            by_term.setdefault(row["ord"], []).append(row)
+            by_term.setdefault(row["ord"], []).append({**row, "lists": unpacked})
     terms = []
     for _, rows in sorted(by_term.items()):
         chunks, avgdl = float(rows[0]["n"]), float(rows[0]["avgdl"])
-        df = float(sum(row["df"] for row in rows))
-        shapes = np.concatenate([read_int8s(row["shapes"]) for row in rows])
+        df = 0
+        chunk_ids: list[npt.NDArray[np.int64]] = []
+        shapes: list[npt.NDArray[np.int64]] = []
+        for row in rows:
+            df += int(row["df"])
+            chunk_ids.append(read_int8s(row["chunk_ids"]))
+            shapes.append(read_int8s(row["shapes"]))
+            packed_ids = read_int8s(row.get("packed_ids"))
+            if not packed_ids.size:
+                continue
+            packed_shapes = read_int8s(row["packed_shapes"])
+            first, last = row.get("first_chunk"), row.get("last_chunk")
+            if first is not None and last is not None:
+                # A block that straddles the part's bounds is sent to both parts.
+                inside = (packed_ids >= first) & (packed_ids <= last)
+                if not inside.all():
+                    packed_ids, packed_shapes = packed_ids[inside], packed_shapes[inside]
+            lists: _PartLists = row["lists"]
+            deleted = lists.get("deleted", row)
+            if deleted is not None and deleted.size:
+                live = ~np.isin(packed_ids, deleted)
+                packed_ids, packed_shapes = packed_ids[live], packed_shapes[live]
+            df += packed_ids.size  # whatever a filter keeps, as for chunk_terms' rows
+            allowed = lists.get("allowed", row)
+            if allowed is not None:
+                competes = np.isin(packed_ids, allowed)
+                packed_ids, packed_shapes = packed_ids[competes], packed_shapes[competes]
+            chunk_ids.append(packed_ids)
+            shapes.append(packed_shapes)
         terms.append(
             TermPostings(
-                idf=idf(chunks, df),
-                chunk_ids=np.concatenate([read_int8s(row["chunk_ids"]) for row in rows]),
-                tf_parts=okapi_parts(shapes, avgdl, k1, b),
+                idf=idf(chunks, float(df)),
+                chunk_ids=np.concatenate(chunk_ids),
+                tf_parts=okapi_parts(np.concatenate(shapes), avgdl, k1, b),
             )
         )
     return terms
+
+
+class _PartLists:
+    """A part's lists of chunk ids that every term's row repeats (deleted, allowed), read
+    once: None where the column is NULL."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, npt.NDArray[np.int64] | None] = {}
+
+    def get(self, column: str, row: dict[str, Any]) -> npt.NDArray[np.int64] | None:
+        if column not in self._read:
+            data = row.get(column)
+            self._read[column] = None if data is None else read_int8s(data)
+        return self._read[column]
 
 
 def top_chunks(

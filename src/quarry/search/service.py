@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg import sql
 
-from quarry.db.database import Database
+from quarry.db.database import Conn, Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import NotFound, ServiceUnavailable
-from quarry.ingest.embedders import Embedder
+from quarry.ingest.embedders import Embedder, Vector
 from quarry.search.bm25 import term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
@@ -31,6 +32,7 @@ from quarry.settings import Settings
 
 T = TypeVar("T")
 MAX_CHUNK_ID = 2**63 - 1
+ALL_CHUNKS = ((0, MAX_CHUNK_ID),)  # postings read in one statement
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class SearchConfig:
     candidates: int = 100
     ef_search: int = 100
     rerank_depth: int = 50
-    bm25_split_chunks: int = 20_000  # 0: never split (see Search._bm25_ranges)
+    bm25_split_chunks: int = 20_000  # 0: never split (see Search.bm25_ranges)
 
 
 def search_config(settings: Settings) -> SearchConfig:
@@ -70,23 +72,39 @@ class Search:
         self.indexes = indexes
         self.config = config
         self.reranker = reranker
+        # What each pooled connection's hnsw.ef_search is (_set_ef_search); a connection the
+        # pool replaces is a new key.
+        self._ef_search: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
 
     async def search(self, project_id: uuid.UUID, request: SearchRequest) -> SearchResponse:
         began = time.perf_counter()
         timings: dict[str, float] = {}
-        prep = await _timed(
-            timings,
-            "prepare",
-            lambda: self.db.fetch_one("search.prepare", project_id=project_id, query=request.query),
-        )
-        if prep is None:
-            raise NotFound(f"no project {project_id}")
-        terms: list[str] = prep["terms"]
-        depth = request.candidates or self.config.candidates
         if request.rerank and self.reranker is None:
             raise ServiceUnavailable(
                 "reranking was asked for but no reranker is configured (QUARRY_RERANKER_MODEL)"
             )
+        # The query's vector needs nothing from the database: its encode (most of the vector
+        # retriever's time) starts at once and overlaps the prepare statement's round trip.
+        embedding: asyncio.Task[Vector] | None = None
+        if request.mode in (Mode.vector, Mode.hybrid):
+            embedding = asyncio.ensure_future(self._embed(request.query, timings))
+        try:
+            prep = await _timed(
+                timings,
+                "prepare",
+                lambda: self.db.fetch_one(
+                    "search.prepare", project_id=project_id, query=request.query
+                ),
+            )
+            if prep is None:
+                raise NotFound(f"no project {project_id}")
+        except BaseException:
+            if embedding is not None:
+                embedding.cancel()
+                await asyncio.gather(embedding, return_exceptions=True)
+            raise
+        terms: list[str] = prep["terms"]
+        depth = request.candidates or self.config.candidates
         rerank = self.reranker is not None and request.rerank is not False
         # Fusion and reranking look deeper than the page asked for.
         depth = max(depth, request.k, self.config.rerank_depth if rerank else 0)
@@ -97,10 +115,10 @@ class Search:
             tasks["bm25"] = _timed(
                 timings,
                 "bm25",
-                lambda: self._bm25(project_id, terms, filters, depth, prep["chunks"]),
+                lambda: self._bm25(project_id, terms, filters, depth, self.bm25_ranges(prep)),
             )
-        if request.mode in (Mode.vector, Mode.hybrid):
-            tasks["vector"] = self._vector(project_id, request.query, filters, depth, timings)
+        if embedding is not None:
+            tasks["vector"] = self._vector(project_id, embedding, filters, depth, timings)
         results = await asyncio.gather(*tasks.values())
         runs = dict(zip(tasks, results, strict=True))
 
@@ -148,10 +166,11 @@ class Search:
         terms: list[str],
         filters: sql.Composable | None,
         limit: int,
-        chunks: int,
+        ranges: Sequence[tuple[int, int]],
     ) -> Run:
+        """The ``limit`` best chunks by BM25, their postings read over ``ranges`` of chunk
+        ids, each range on its own connection (``bm25_ranges``)."""
         statement = self.db.render("search.bm25_postings", filters=filters or sql.SQL("TRUE"))
-        ranges = await self._bm25_ranges(project_id, terms, chunks)
         parts = await asyncio.gather(
             *(
                 self.db.fetch_all_binary(
@@ -178,39 +197,40 @@ class Search:
             if chunk_id in document_of
         ]
 
-    async def _bm25_ranges(
-        self, project_id: uuid.UUID, terms: list[str], chunks: int
-    ) -> list[tuple[int, int]]:
-        """The ranges of chunk ids whose postings are read, each on its own connection.
+    def bm25_ranges(self, prep: dict[str, Any]) -> Sequence[tuple[int, int]]:
+        """The ranges of chunk ids whose postings are read, each on its own connection, from
+        the prepare statement's row.
 
         A project of ``bm25_split_chunks`` chunks or more has its query split in two at the
-        middle of the terms' chunk ids, so two backends read the postings at once: most of a
-        hybrid search's time at 100k chunks, while the query's encode (the other retriever)
-        takes a fraction of the other core. Below that, one statement is faster than the
-        extra round trip."""
-        everything = [(0, MAX_CHUNK_ID)]
-        if not 0 < self.config.bm25_split_chunks <= chunks:
-            return everything
-        span = await self.db.fetch_one(
-            "search.bm25_chunk_range", project_id=project_id, terms=terms
-        )
-        if span is None or span["lo"] is None or span["hi"] <= span["lo"]:
-            return everything
-        middle = (span["lo"] + span["hi"]) // 2
-        return [(span["lo"], middle), (middle + 1, span["hi"])]
+        middle of the terms' chunk ids (``first_chunk`` to ``last_chunk``), so two backends
+        read the postings at once: most of a hybrid search's time at 100k chunks, while the
+        query's encode (the other retriever) takes a fraction of the other core. Below that,
+        one statement is faster than the extra round trip."""
+        lo, hi = prep["first_chunk"], prep["last_chunk"]
+        if not 0 < self.config.bm25_split_chunks <= prep["chunks"]:
+            return ALL_CHUNKS
+        if lo is None or hi is None or hi <= lo:
+            return ALL_CHUNKS
+        middle = (lo + hi) // 2
+        return [(lo, middle), (middle + 1, hi)]
+
+    async def _embed(self, query: str, timings: dict[str, float]) -> Vector:
+        if self.embedder is None:
+            raise ServiceUnavailable("vector search needs an embedding model; none is loaded")
+        embedder = self.embedder
+        return await _timed(timings, "embed", lambda: embedder.embed_query(query))
 
     async def _vector(
         self,
         project_id: uuid.UUID,
-        query: str,
+        embedding: Awaitable[Vector],
         filters: sql.Composable | None,
         limit: int,
         timings: dict[str, float],
     ) -> Run:
-        if self.embedder is None:
-            raise ServiceUnavailable("vector search needs an embedding model; none is loaded")
+        vector = await embedding
         embedder = self.embedder
-        vector = await _timed(timings, "embed", lambda: embedder.embed_query(query))
+        assert embedder is not None  # _embed made the vector
         await self.indexes.ensure(embedder.model_id, embedder.dimensions)
         parts = {
             "filters": filters or sql.SQL("TRUE"),
@@ -219,12 +239,8 @@ class Search:
         }
         statement = self.db.render("search.vector", **parts)
         started = time.perf_counter()
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                    sql.Literal(max(self.config.ef_search, limit))
-                )
-            )
+        async with self.db.pool.connection() as conn:
+            await self._set_ef_search(conn, max(self.config.ef_search, limit))
             rows = await self.db.fetch_all(
                 statement, conn, project_id=project_id, embedding=vector, limit=limit
             )
@@ -248,6 +264,16 @@ class Search:
                 )
         timings["vector"] = _ms(started)
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
+
+    async def _set_ef_search(self, conn: Conn, ef_search: int) -> None:
+        """The connection's ``hnsw.ef_search``, set for its session when it differs from what
+        this service last set there (HNSW scans are this service's alone). A search at the
+        default depth then runs its kNN as one statement, where ``SET LOCAL`` needed a
+        transaction around it: BEGIN, SET, the query and COMMIT, four round trips."""
+        if self._ef_search.get(conn) == ef_search:
+            return
+        await conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        self._ef_search[conn] = ef_search
 
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None

@@ -136,6 +136,9 @@ class Projects:
                 raise ProjectNameTaken(f"a project named {name!r} already exists") from None
             assert row is not None
             if analyzer is not None and analyzer != project.analyzer:
+                # Not beside a pack of this project (it moves the postings about to go).
+                await self.db.execute("postings.lock_project", conn, project_id=project.id)
+                await self.db.execute("postings.unpack", conn, project_id=project.id)
                 await self.db.execute("chunks.drop_postings", conn, project_id=project.id)
                 await self.db.fetch_one(
                     "chunks.reanalyse", conn, project_id=project.id, analyzer=analyzer

@@ -69,14 +69,18 @@ ORDER BY d.id
 FOR UPDATE OF d FOR SHARE OF p;
 
 -- name: complete
--- The documents are indexed; the project's lexical totals move by the change in their chunks.
+-- The documents are indexed; the project's lexical totals move by the change in their chunks,
+-- and its count of chunks written since the last pack by the chunks written. Returns that
+-- count (one row per document, all the same).
 WITH stats AS (
-    INSERT INTO lexical_stats (project_id, chunk_count, term_count)
+    INSERT INTO lexical_stats (project_id, chunk_count, term_count, chunks_since_pack)
     VALUES (%(project_id)s, greatest(%(chunk_delta)s::bigint, 0),
-            greatest(%(term_delta)s::bigint, 0))
+            greatest(%(term_delta)s::bigint, 0), %(chunks_written)s::bigint)
     ON CONFLICT (project_id) DO UPDATE
     SET chunk_count = lexical_stats.chunk_count + %(chunk_delta)s::bigint,
-        term_count = lexical_stats.term_count + %(term_delta)s::bigint
+        term_count = lexical_stats.term_count + %(term_delta)s::bigint,
+        chunks_since_pack = lexical_stats.chunks_since_pack + %(chunks_written)s::bigint
+    RETURNING chunks_since_pack
 )
 UPDATE documents d
 SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = d.content_hash,
@@ -86,7 +90,8 @@ SET status = 'complete', error = NULL, error_code = NULL, indexed_hash = d.conte
 FROM unnest(%(document_ids)s::uuid[], %(chunk_counts)s::int[], %(term_counts)s::bigint[],
             %(text_lengths)s::int[], %(titles)s::text[])
      AS x(id, chunk_count, term_count, text_length, title)
-WHERE d.project_id = %(project_id)s AND d.id = x.id;
+WHERE d.project_id = %(project_id)s AND d.id = x.id
+RETURNING (SELECT s.chunks_since_pack FROM stats s) AS chunks_since_pack;
 
 -- name: fail
 -- Only the run that holds the document (status indexing) records its failure: a version

@@ -5,39 +5,77 @@
 -- name: prepare
 -- What a search needs to know first: the project's analyzer, the query's distinct terms as
 -- that analyzer makes them (stop words dropped, stems kept, in order of first appearance),
--- how many documents are not searchable yet, and how many chunks are.
-SELECT p.analyzer::text AS analyzer,
-       array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t
-             ORDER BY t.positions[1]) AS terms,
+-- how many documents are not searchable yet, how many chunks are, and the lowest and highest
+-- chunk ids among the terms' postings, rows and blocks (a few index probes
+-- per term; NULL without postings), where a large project's BM25 query is split between
+-- connections (Search.bm25_ranges).
+WITH q AS (
+    SELECT p.id, p.analyzer,
+           array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t
+                 ORDER BY t.positions[1]) AS terms
+    FROM projects p
+    WHERE p.id = %(project_id)s
+)
+SELECT q.analyzer::text AS analyzer, q.terms,
        (SELECT count(*) FROM documents d
-         WHERE d.project_id = p.id AND d.status IN ('pending', 'indexing')) AS indexing,
-       coalesce((SELECT s.chunk_count FROM lexical_stats s WHERE s.project_id = p.id), 0)
-           AS chunks
-FROM projects p
-WHERE p.id = %(project_id)s;
+         WHERE d.project_id = q.id AND d.status IN ('pending', 'indexing')) AS indexing,
+       coalesce((SELECT s.chunk_count FROM lexical_stats s WHERE s.project_id = q.id), 0)
+           AS chunks,
+       r.lo AS first_chunk, r.hi AS last_chunk
+FROM q
+CROSS JOIN LATERAL (
+    SELECT least(min(x.lo), min(y.lo)) AS lo, greatest(max(x.hi), max(y.hi)) AS hi
+    FROM unnest(q.terms) AS t(term)
+    CROSS JOIN LATERAL (
+        SELECT min(p.chunk_id) AS lo, max(p.chunk_id) AS hi FROM chunk_terms p
+        WHERE p.project_id = q.id AND p.term = t.term
+    ) x
+    CROSS JOIN LATERAL (
+        SELECT min(b.first_chunk) AS lo, max(b.last_chunk) AS hi FROM term_blocks b
+        WHERE b.project_id = q.id AND b.term = t.term
+    ) y
+) r;
 
 -- name: bm25_postings
 -- What Okapi BM25 needs of each query term, for the caller to score (quarry.search.bm25):
--- the project's chunk count and average chunk length, the term's document frequency, and its
--- posting list as two packed binary strings in the same order (the index's; the sum does not
--- rely on it): the chunk ids (int8send, end to end), and each posting's shape, the chunk's
--- length in terms shifted 32 bits above the term's frequency there. Packed bytes cost
--- Postgres about two thirds of array_agg and array_send (per element a length word and the
--- array's growth), and the formula is one vector operation in the caller instead of one
--- expression per posting in the executor (bench/README.md).
+-- the project's chunk count and average chunk length, and the term's postings, each list as
+-- two packed binary strings in the same order (the sum does not rely on any order): the
+-- chunk ids (int8send, end to end), and each posting's shape, the chunk's length in terms
+-- shifted 32 bits above the term's frequency there. A term's postings are in two places
+-- (migration 0010): rows of chunk_terms, packed here with their count (df), and blocks
+-- already packed, joined as they are (packed_ids, packed_shapes); the caller drops from the
+-- blocks the chunks deleted since they were packed (deleted) and counts the rest into df.
+-- Packed bytes cost Postgres about two thirds of array_agg and array_send, and a block read
+-- is a copy (bench/README.md).
 -- first_chunk..last_chunk bounds the chunk ids read (the index range scan is on
--- project, term, chunk id), so the caller can split a large query between connections; df is
--- then counted per part and summed. N, df and the average length are the project's, whatever
--- a filter keeps: a filter (the filtered parameter, with its condition in place of the
--- filters fragment) narrows which chunks compete, the chunks that pass it forming one hashed
--- set that every posting probes; it does not change how rare a term is.
+-- project, term, chunk id), so the caller can split a large query between connections; df
+-- is then counted per part and summed. Blocks are sent whole where their range of ids meets
+-- the part's, with the part's bounds, and the caller keeps the postings within them: each
+-- posting is then counted by the one part whose range holds it, even by two connections
+-- reading a moment apart across a pack (one sees the rows, the other the block). N,
+-- df and the average length are the project's, whatever a filter keeps: a filter (the
+-- filtered parameter, with its condition in place of the filters fragment) narrows which
+-- chunks compete, the chunks that pass it forming one hashed set that every row of
+-- chunk_terms probes, and, where the project has blocks, sent as the list of ids that may
+-- compete (allowed), for the caller to apply to the blocks; it does not change how rare a
+-- term is.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
-           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl
+           greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl,
+           (SELECT string_agg(int8send(x.chunk_id), ''::bytea) FROM packed_deletions x
+             WHERE x.project_id = %(project_id)s) AS deleted,
+           CASE WHEN %(filtered)s::boolean
+                     AND EXISTS (SELECT 1 FROM term_blocks b WHERE b.project_id = %(project_id)s)
+                THEN coalesce((SELECT string_agg(int8send(c.id), ''::bytea) FROM chunks c
+                               JOIN documents d ON d.id = c.document_id
+                               WHERE c.project_id = %(project_id)s AND {filters}), ''::bytea)
+           END AS allowed
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
 )
-SELECT q.ord, s.n, s.avgdl, a.df, a.chunk_ids, a.shapes
+SELECT q.ord, s.n, s.avgdl, s.deleted, s.allowed, a.df, a.chunk_ids, a.shapes,
+       %(first_chunk)s::int8 AS first_chunk, %(last_chunk)s::int8 AS last_chunk,
+       k.chunk_ids AS packed_ids, k.shapes AS packed_shapes
 FROM unnest(%(terms)s::text[]) WITH ORDINALITY AS q(term, ord)
 CROSS JOIN stats s
 CROSS JOIN LATERAL (
@@ -59,17 +97,14 @@ CROSS JOIN LATERAL (
           AND p.chunk_id BETWEEN %(first_chunk)s AND %(last_chunk)s
     ) p
 ) a
-ORDER BY q.ord;
-
--- name: bm25_chunk_range
--- The lowest and highest chunk ids among the query terms' postings (two index probes per
--- term): where to split a large BM25 query between connections.
-SELECT min(r.lo) AS lo, max(r.hi) AS hi
-FROM unnest(%(terms)s::text[]) AS q(term)
 CROSS JOIN LATERAL (
-    SELECT min(p.chunk_id) AS lo, max(p.chunk_id) AS hi FROM chunk_terms p
-    WHERE p.project_id = %(project_id)s AND p.term = q.term
-) r;
+    SELECT string_agg(b.chunk_ids, ''::bytea ORDER BY b.first_chunk) AS chunk_ids,
+           string_agg(b.shapes, ''::bytea ORDER BY b.first_chunk) AS shapes
+    FROM term_blocks b
+    WHERE b.project_id = %(project_id)s AND b.term = q.term
+      AND b.first_chunk <= %(last_chunk)s AND b.last_chunk >= %(first_chunk)s
+) k
+ORDER BY q.ord;
 
 -- name: chunk_documents
 -- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
