@@ -145,6 +145,8 @@ async def open_runtime(
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             wait_s=settings.db_connect_timeout,
+            # The kNN's default breadth, so a search at the default depth needs no SET.
+            session_settings={"hnsw.ef_search": str(settings.hnsw_ef_search)},
         )
         stack.push_async_callback(pool.close)
         db = Database(pool, Queries.load())
@@ -180,7 +182,14 @@ async def open_runtime(
             reranker = LLMReranker(gateway)
         elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
-        search = Search(db, embedder, indexes, search_config(settings), reranker)
+        search = Search(
+            db,
+            embedder,
+            indexes,
+            search_config(settings),
+            reranker,
+            session_ef_search=settings.hnsw_ef_search,
+        )
         answers = Answers(
             db,
             search,

@@ -281,31 +281,33 @@ async def test_vector_search_uses_the_models_hnsw_index(
     assert name in "\n".join(row[0] for row in plan)
 
 
-async def test_ef_search_is_set_per_connection_as_deep_as_the_search_reads(
+async def test_ef_search_is_every_connections_default_and_set_for_deeper_searches(
     ingest_client: httpx.AsyncClient, corpus, ingest_runtime: Runtime
 ) -> None:
     project, key = corpus
-    search = ingest_runtime.search
+    configured = str(ingest_runtime.settings.hnsw_ef_search)
+    assert ingest_runtime.search.session_ef_search == ingest_runtime.settings.hnsw_ef_search
 
     async def ef_search(conn) -> str:
         row = await (await conn.execute("SHOW hnsw.ef_search")).fetchone()
         return str(row["hnsw.ef_search"])
 
     async with ingest_runtime.db.pool.connection() as conn:
-        await search._set_ef_search(conn, 250)
-        assert await ef_search(conn) == "250"
-        await search._set_ef_search(conn, 100)
-        assert await ef_search(conn) == "100"
-        # Set in the session, not a transaction: it holds for the connection's next statement.
-        await conn.execute("SELECT 1")
-        assert await ef_search(conn) == "100"
-    # Searches of either depth, one after the other, over the API.
+        # The session's default from the start, and what RESET returns to: a search at the
+        # default depth runs its kNN without setting it.
+        assert await ef_search(conn) == configured
+        await conn.execute("SET hnsw.ef_search = 7")
+        await conn.execute("RESET hnsw.ef_search")
+        assert await ef_search(conn) == configured
+    # Deeper than the default: set for that statement's transaction only.
     for depth in (300, 100, 300):
         answer = await _search(
             ingest_client, key, project, query="electricity", mode="vector", candidates=depth
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["search_metadata"]["candidates"]["vector"] == len(DOCUMENTS)
+    async with ingest_runtime.db.pool.connection() as conn:
+        assert await ef_search(conn) == configured
 
 
 async def test_the_analyzer_is_per_project_and_changing_it_reanalyses(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 from urllib.parse import parse_qs, urlsplit
@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -175,15 +176,24 @@ async def open_pool(
     max_size: int,
     wait_s: float,
     check_after_idle_s: float = CHECK_AFTER_IDLE_S,
+    session_settings: Mapping[str, str] | None = None,
 ) -> AsyncConnectionPool[Conn]:
+    """The pool every service shares. ``session_settings`` are given to every connection
+    when it starts (``-c name=value`` options, after any the URL has), so they are its
+    session's defaults: what ``RESET`` returns to, with no statement to run for them."""
     idle = _IdleCheck(check_after_idle_s)
+    kwargs: dict[str, Any] = {"row_factory": dict_row}
+    if session_settings:
+        given = conninfo_to_dict(url).get("options") or ""
+        added = " ".join(f"-c {name}={value}" for name, value in session_settings.items())
+        kwargs["options"] = f"{given} {added}".strip()
     pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
         timeout=wait_s,
-        kwargs={"row_factory": dict_row},
+        kwargs=kwargs,
         connection_class=AsyncConnection[DictRow],
         configure=_configure,
         check=idle.check,

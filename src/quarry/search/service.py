@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -66,15 +65,18 @@ class Search:
         indexes: VectorIndexes,
         config: SearchConfig,
         reranker: Reranker | None = None,
+        session_ef_search: int | None = None,
     ) -> None:
         self.db = db
         self.embedder = embedder
         self.indexes = indexes
         self.config = config
         self.reranker = reranker
-        # What each pooled connection's hnsw.ef_search is (_set_ef_search); a connection the
-        # pool replaces is a new key.
-        self._ef_search: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
+        # hnsw.ef_search as the pool's connections start with it (open_pool's session
+        # settings; None: not known, so every kNN sets its own for its transaction). A kNN at
+        # that breadth runs as one statement; BEGIN, SET LOCAL and COMMIT around it were three
+        # round trips more.
+        self.session_ef_search = session_ef_search
 
     async def search(self, project_id: uuid.UUID, request: SearchRequest) -> SearchResponse:
         began = time.perf_counter()
@@ -239,41 +241,46 @@ class Search:
         }
         statement = self.db.render("search.vector", **parts)
         started = time.perf_counter()
+        breadth = max(self.config.ef_search, limit)
         async with self.db.pool.connection() as conn:
-            await self._set_ef_search(conn, max(self.config.ef_search, limit))
-            rows = await self.db.fetch_all(
-                statement, conn, project_id=project_id, embedding=vector, limit=limit
-            )
-            if len(rows) < limit:
-                # HNSW filters after it searches: a small project in a big table, or a
-                # narrow filter, can leave fewer than asked although more exist. Then rank
-                # this project's vectors exactly: correct, and cheap for a small project (it
-                # reads every one; SciFact's 10k chunks beside a second project: vector mode
-                # p50 39.9 ms against 29.4 alone, bench/README.md).
-                exact = self.db.render(
-                    "search.vector_exact",
-                    prelimit=_prelimit(filters),
-                    **parts,
-                )
-                rows = await self.db.fetch_all(
-                    exact,
-                    conn,
-                    project_id=project_id,
-                    embedding=vector,
-                    limit=limit,
-                )
+            if breadth == self.session_ef_search:
+                rows = await self._knn(conn, statement, parts, project_id, vector, filters, limit)
+            else:
+                # Another breadth than the connections' own: for this statement only.
+                async with conn.transaction():
+                    await conn.execute(
+                        sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(breadth))
+                    )
+                    rows = await self._knn(
+                        conn, statement, parts, project_id, vector, filters, limit
+                    )
         timings["vector"] = _ms(started)
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
 
-    async def _set_ef_search(self, conn: Conn, ef_search: int) -> None:
-        """The connection's ``hnsw.ef_search``, set for its session when it differs from what
-        this service last set there (HNSW scans are this service's alone). A search at the
-        default depth then runs its kNN as one statement, where ``SET LOCAL`` needed a
-        transaction around it: BEGIN, SET, the query and COMMIT, four round trips."""
-        if self._ef_search.get(conn) == ef_search:
-            return
-        await conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
-        self._ef_search[conn] = ef_search
+    async def _knn(
+        self,
+        conn: Conn,
+        statement: sql.Composed,
+        parts: dict[str, sql.Composable],
+        project_id: uuid.UUID,
+        vector: Vector,
+        filters: sql.Composable | None,
+        limit: int,
+    ) -> list[Any]:
+        rows = await self.db.fetch_all(
+            statement, conn, project_id=project_id, embedding=vector, limit=limit
+        )
+        if len(rows) >= limit:
+            return rows
+        # HNSW filters after it searches: a small project in a big table, or a narrow
+        # filter, can leave fewer than asked although more exist. Then rank this project's
+        # vectors exactly: correct, and cheap for a small project (it reads every one;
+        # SciFact's 10k chunks beside a second project: vector mode p50 39.9 ms against 29.4
+        # alone, bench/README.md).
+        exact = self.db.render("search.vector_exact", prelimit=_prelimit(filters), **parts)
+        return await self.db.fetch_all(
+            exact, conn, project_id=project_id, embedding=vector, limit=limit
+        )
 
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None
