@@ -78,18 +78,22 @@ def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> lis
     packed blocks (those within the part's range, less the chunks deleted since they were
     packed and, under a filter, the chunks it leaves out), concatenated; its df summed over
     the parts; its idf and parts computed with the project's N and average length."""
-    by_term: dict[int, list[dict[str, Any]]] = {}
+    # Each row with its part's lists of deleted and allowed chunks, which every row of the
+    # part repeats: read once per part (None where the column is NULL).
+    by_term: dict[int, list[tuple[dict[str, Any], _Ids, _Ids]]] = {}
     for rows in parts:
-        unpacked = _PartLists()
+        if not rows:
+            continue
+        deleted, allowed = (_ids_or_none(rows[0].get(column)) for column in ("deleted", "allowed"))
         for row in rows:
-            by_term.setdefault(row["ord"], []).append({**row, "lists": unpacked})
+            by_term.setdefault(row["ord"], []).append((row, deleted, allowed))
     terms = []
-    for _, rows in sorted(by_term.items()):
-        chunks, avgdl = float(rows[0]["n"]), float(rows[0]["avgdl"])
+    for _, term_rows in sorted(by_term.items()):
+        chunks, avgdl = float(term_rows[0][0]["n"]), float(term_rows[0][0]["avgdl"])
         df = 0
         chunk_ids: list[npt.NDArray[np.int64]] = []
         shapes: list[npt.NDArray[np.int64]] = []
-        for row in rows:
+        for row, deleted, allowed in term_rows:
             df += int(row["df"])
             chunk_ids.append(read_int8s(row["chunk_ids"]))
             shapes.append(read_int8s(row["shapes"]))
@@ -103,13 +107,10 @@ def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> lis
                 inside = (packed_ids >= first) & (packed_ids <= last)
                 if not inside.all():
                     packed_ids, packed_shapes = packed_ids[inside], packed_shapes[inside]
-            lists: _PartLists = row["lists"]
-            deleted = lists.get("deleted", row)
             if deleted is not None and deleted.size:
                 live = ~np.isin(packed_ids, deleted)
                 packed_ids, packed_shapes = packed_ids[live], packed_shapes[live]
             df += packed_ids.size  # whatever a filter keeps, as for chunk_terms' rows
-            allowed = lists.get("allowed", row)
             if allowed is not None:
                 competes = np.isin(packed_ids, allowed)
                 packed_ids, packed_shapes = packed_ids[competes], packed_shapes[competes]
@@ -125,18 +126,11 @@ def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> lis
     return terms
 
 
-class _PartLists:
-    """A part's lists of chunk ids that every term's row repeats (deleted, allowed), read
-    once: None where the column is NULL."""
+_Ids = npt.NDArray[np.int64] | None
 
-    def __init__(self) -> None:
-        self._read: dict[str, npt.NDArray[np.int64] | None] = {}
 
-    def get(self, column: str, row: dict[str, Any]) -> npt.NDArray[np.int64] | None:
-        if column not in self._read:
-            data = row.get(column)
-            self._read[column] = None if data is None else read_int8s(data)
-        return self._read[column]
+def _ids_or_none(data: bytes | None) -> _Ids:
+    return None if data is None else read_int8s(data)
 
 
 def top_chunks(
