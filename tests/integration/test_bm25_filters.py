@@ -68,6 +68,21 @@ async def test_filtered_bm25_scores_as_the_project_does(
                 )
                 rt.search.config = replace(rt.search.config, bm25_split_chunks=0)
                 assert len(halves) == 2
+                # The list of chunks that may compete is the statement's: it travels once,
+                # on the first term's row, however many terms the query has.
+                compiled = compile_filters(Filters(tags=["renewable"]))
+                assert compiled is not None
+                rows = await rt.db.fetch_all_binary(
+                    rt.db.render("search.bm25_postings", filters=compiled),
+                    project_id=project.id,
+                    terms=terms,
+                    filtered=True,
+                    first_chunk=ALL_CHUNKS[0][0],
+                    last_chunk=ALL_CHUNKS[0][1],
+                )
+                assert [row["ord"] for row in rows] == [1, 2, 3]
+                assert len(rows[0]["allowed"]) == 8 * 3  # a chunk each of d0, d1 and d3
+                assert [row["allowed"] for row in rows[1:]] == [None, None]
             answers.append([])
             everything = await rt.search._bm25(project.id, terms, None, 10, ALL_CHUNKS)
             assert {c.document_id for c in everything} == {ids["d0"], ids["d1"], ids["d2"]}

@@ -117,6 +117,20 @@ def test_term_postings_reads_blocks_beside_rows() -> None:
     assert filtered.chunk_ids.tolist() == [5, 70]  # the row was filtered by SQL already
 
 
+def test_the_first_rows_lists_apply_to_every_term_of_its_part() -> None:
+    # The statement sends deleted and allowed once, on the first term's row; the second
+    # term's block holds the deleted chunk 40 and chunk 9, which the filter leaves out.
+    first = _packed(
+        _row(1, 1, [5], [1], [10]), [70], [3], [30], deleted=_ids([40]), allowed=_ids([5, 70])
+    )
+    second = _packed(_row(2, 0, [], [], []), [9, 40, 70], [2, 5, 3], [20, 50, 30])
+    second.update(deleted=None, allowed=None)
+    one, two = term_postings([[first, second]], 1.2, 0.75)
+    assert one.chunk_ids.tolist() == [5, 70]
+    assert two.chunk_ids.tolist() == [70]
+    assert two.idf == idf(1000.0, 2)  # 9 still counts towards df; the deleted 40 does not
+
+
 def test_a_block_straddling_two_parts_is_counted_once() -> None:
     # Read by two connections, chunk ids 0-50 and 51-100; the block spans 9 to 70, so both
     # are sent it, and each keeps the postings within its own bounds.

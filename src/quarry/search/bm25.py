@@ -78,8 +78,8 @@ def term_postings(parts: list[list[dict[str, Any]]], k1: float, b: float) -> lis
     packed blocks (those within the part's range, less the chunks deleted since they were
     packed and, under a filter, the chunks it leaves out), concatenated; its df summed over
     the parts; its idf and parts computed with the project's N and average length."""
-    # Each row with its part's lists of deleted and allowed chunks, which every row of the
-    # part repeats: read once per part (None where the column is NULL).
+    # Each row with its part's lists of deleted and allowed chunks, which only the part's
+    # first row (the query's first term) carries; None where the column is NULL.
     by_term: dict[int, list[tuple[dict[str, Any], _Ids, _Ids]]] = {}
     for rows in parts:
         if not rows:

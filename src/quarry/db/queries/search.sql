@@ -44,7 +44,8 @@ CROSS JOIN LATERAL (
 -- shifted 32 bits above the term's frequency there. A term's postings are in two places
 -- (migration 0010): rows of chunk_terms, packed here with their count (df), and blocks
 -- already packed, joined as they are (packed_ids, packed_shapes); the caller drops from the
--- blocks the chunks deleted since they were packed (deleted) and counts the rest into df.
+-- blocks the chunks deleted since they were packed (deleted, on the first term's row only)
+-- and counts the rest into df.
 -- Packed bytes cost Postgres about two thirds of array_agg and array_send, and a block read
 -- is a copy (bench/README.md).
 -- first_chunk..last_chunk bounds the chunk ids read (the index range scan is on
@@ -57,8 +58,8 @@ CROSS JOIN LATERAL (
 -- filtered parameter, with its condition in place of the filters fragment) narrows which
 -- chunks compete, the chunks that pass it forming one hashed set that every row of
 -- chunk_terms probes, and, where the project has blocks, sent as the list of ids that may
--- compete (allowed), for the caller to apply to the blocks; it does not change how rare a
--- term is.
+-- compete (allowed, on the first term's row only), for the caller to apply to the blocks;
+-- it does not change how rare a term is.
 WITH stats AS (
     SELECT s.chunk_count::float8 AS n,
            greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl,
@@ -73,7 +74,11 @@ WITH stats AS (
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
 )
-SELECT q.ord, s.n, s.avgdl, s.deleted, s.allowed, a.df, a.chunk_ids, a.shapes,
+SELECT q.ord, s.n, s.avgdl,
+       -- The lists are the statement's, not a term's: sent once, on the first term's row.
+       CASE WHEN q.ord = 1 THEN s.deleted END AS deleted,
+       CASE WHEN q.ord = 1 THEN s.allowed END AS allowed,
+       a.df, a.chunk_ids, a.shapes,
        %(first_chunk)s::int8 AS first_chunk, %(last_chunk)s::int8 AS last_chunk,
        k.chunk_ids AS packed_ids, k.shapes AS packed_shapes
 FROM unnest(%(terms)s::text[]) WITH ORDINALITY AS q(term, ord)
