@@ -60,16 +60,21 @@ CROSS JOIN LATERAL (
 -- chunk_terms probes, and, where the project has blocks, sent as the list of ids that may
 -- compete (allowed, on the first term's row only), for the caller to apply to the blocks;
 -- it does not change how rare a term is.
-WITH stats AS (
+WITH allowed_chunks AS MATERIALIZED (
+    -- The chunks a filter lets compete, found once for the whole statement (for every
+    -- term's rows and for the blocks); without a filter nothing reads it, and it is never run.
+    SELECT c.id FROM chunks c
+    JOIN documents d ON d.id = c.document_id
+    WHERE c.project_id = %(project_id)s AND {filters}
+), stats AS (
     SELECT s.chunk_count::float8 AS n,
            greatest(s.term_count::float8 / greatest(s.chunk_count, 1), 1) AS avgdl,
            (SELECT string_agg(int8send(x.chunk_id), ''::bytea) FROM packed_deletions x
              WHERE x.project_id = %(project_id)s) AS deleted,
            CASE WHEN %(filtered)s::boolean
                      AND EXISTS (SELECT 1 FROM term_blocks b WHERE b.project_id = %(project_id)s)
-                THEN coalesce((SELECT string_agg(int8send(c.id), ''::bytea) FROM chunks c
-                               JOIN documents d ON d.id = c.document_id
-                               WHERE c.project_id = %(project_id)s AND {filters}), ''::bytea)
+                THEN coalesce((SELECT string_agg(int8send(a.id), ''::bytea)
+                               FROM allowed_chunks a), ''::bytea)
            END AS allowed
     FROM lexical_stats s
     WHERE s.project_id = %(project_id)s
@@ -92,14 +97,12 @@ CROSS JOIN LATERAL (
     FROM (
         SELECT p.chunk_id, p.tf, p.chunk_terms,
                -- Without a filter every chunk competes, and the set is never built.
-               (NOT %(filtered)s::boolean OR p.chunk_id IN (
-                    SELECT c.id FROM chunks c
-                    JOIN documents d ON d.id = c.document_id
-                    WHERE c.project_id = %(project_id)s AND {filters}
-               )) AS competes
+               (NOT %(filtered)s::boolean
+                OR p.chunk_id IN (SELECT a.id FROM allowed_chunks a)) AS competes
         FROM chunk_terms p
         WHERE p.project_id = %(project_id)s AND p.term = q.term
           AND p.chunk_id BETWEEN %(first_chunk)s AND %(last_chunk)s
+        OFFSET 0  -- kept a subquery: competes is computed once per row, not per aggregate
     ) p
 ) a
 CROSS JOIN LATERAL (
