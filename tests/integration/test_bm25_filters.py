@@ -96,7 +96,16 @@ async def test_filtered_bm25_scores_as_the_project_does(
                 (Filters(tags=["nothing-has-this"]), set()),
             ]:
                 compiled = compile_filters(filters)
-                narrowed = await rt.search._bm25(project.id, terms, compiled, 10, ALL_CHUNKS)
+                # Read under the filter; then the unfiltered best checked against it (every
+                # scored chunk here, so always the answer): the same.
+                how: dict[str, str] = {}
+                narrowed = await rt.search._bm25(
+                    project.id, terms, compiled, 10, ALL_CHUNKS, post_filter=False, scans=how
+                )
+                assert how == {"bm25": "filtered"}
+                post = await rt.search._bm25(project.id, terms, compiled, 10, ALL_CHUNKS, scans=how)
+                assert how == {"bm25": "post_filter"}
+                assert post == narrowed, filters
                 assert {c.document_id for c in narrowed} == kept, filters
                 # The same scores as unfiltered: N, df and the average length are the project's.
                 assert all(c.score == score_of[c.chunk_id] for c in narrowed), filters
@@ -109,3 +118,17 @@ async def test_filtered_bm25_scores_as_the_project_does(
                 assert split == narrowed, filters
                 answers[-1].append(narrowed)
         assert answers[0] == answers[1]
+
+        # Only the unfiltered best two checked: enough pass for one hit, not for two.
+        rt.search.config = replace(rt.search.config, post_filter_depth=2)
+        renewable = compile_filters(Filters(tags=["renewable"]))
+        for limit, scan in ((1, "post_filter"), (2, "filtered")):
+            how = {}
+            run = await rt.search._bm25(project.id, terms, renewable, limit, ALL_CHUNKS, scans=how)
+            assert how == {"bm25": scan}, limit
+            expected = await rt.search._bm25(
+                project.id, terms, renewable, limit, ALL_CHUNKS, post_filter=False
+            )
+            assert run == expected, limit
+            assert len(run) == limit
+            assert {c.document_id for c in run} <= {ids["d0"], ids["d1"]}

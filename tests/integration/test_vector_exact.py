@@ -12,11 +12,14 @@ import numpy as np
 
 from quarry.runtime import open_runtime
 from quarry.search.filters import compile_filters
-from quarry.search.models import Filters
+from quarry.search.models import Filters, Mode, Range, SearchRequest
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
 
 DIMS = 64
+SIZE = (
+    20_000  # large enough that a search 3 to 6 times as wide compares fewer vectors than it holds
+)
 
 
 async def _load(rt, project_id, vectors: np.ndarray, model: str) -> None:
@@ -26,9 +29,9 @@ async def _load(rt, project_id, vectors: np.ndarray, model: str) -> None:
             """
             WITH docs AS (
                 INSERT INTO documents (project_id, external_id, source_kind, source, title,
-                                       format, content_hash, size_bytes, status)
+                                       format, content_hash, size_bytes, status, metadata)
                 SELECT %(p)s, 'v' || i, 'text', 'test', 'v' || i, 'txt', md5('v' || i), 1,
-                       'complete'
+                       'complete', jsonb_build_object('i', i)
                 FROM generate_series(0, %(n)s - 1) AS i
                 RETURNING id, external_id
             ), made AS (
@@ -91,3 +94,69 @@ async def test_a_small_project_beside_a_big_one_gets_its_exact_neighbours_every_
             )
             expected = [chunk_of[f"v{i}"] for i in nearest if i in kept][:12]
             assert [c.chunk_id for c in filtered] == expected, n
+
+
+async def test_a_filter_that_thins_the_nearest_widens_the_hnsw_search_before_any_exact_scan(
+    ingest_settings: Settings, admin_principal
+) -> None:
+    """Half of a large project passes the filter: HNSW's 100 nearest hold about 50 of the
+    100 asked for, so it searches again about three times as wide (cheaper than reading
+    every vector); a filter that passes 1% would need more than HNSW's widest search, and
+    is ranked exactly."""
+    embedder = HashEmbedder(dimensions=DIMS)
+    rng = np.random.default_rng(9)
+    # Clustered, as embeddings are: 200 topics, each vector near its topic's.
+    topics = rng.standard_normal((200, DIMS)).astype(np.float32)
+    vectors = topics[np.arange(SIZE) % 200] + 0.5 * rng.standard_normal((SIZE, DIMS)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    async with open_runtime(ingest_settings, embedder=embedder) as rt:
+        project = await rt.projects.create(admin_principal, "large")
+        await _load(rt, project.id, vectors, embedder.model_id)
+        async with rt.db.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO lexical_stats (project_id, chunk_count, term_count)"
+                " VALUES (%s, %s, %s)",
+                (project.id, SIZE, SIZE),
+            )
+        await rt.search.indexes.ensure(embedder.model_id, DIMS)
+        async with rt.db.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT id, text FROM chunks WHERE project_id = %s", (project.id,)
+                )
+            ).fetchall()
+            chunk_of = {row["id"]: row["text"] for row in rows}  # its text: v and its index
+            await conn.execute("ANALYZE chunk_embeddings")
+            await conn.execute("ANALYZE documents")
+            await conn.execute("ANALYZE chunks")
+        half = Filters(metadata={"i": Range(lt=SIZE // 2)})
+        narrow = Filters(metadata={"i": Range(lt=50)})
+        cases = ((None, SIZE, "hnsw"), (half, SIZE // 2, "hnsw_widened"), (narrow, 50, "exact"))
+        for topic in (3, 117):
+            query = topics[topic] / np.linalg.norm(topics[topic])
+            nearest = np.argsort(-(vectors @ query))
+            for filters, passing, scan in cases:
+                scans: dict[str, str] = {}
+                run = await rt.search._vector(
+                    project.id, _ready(query), compile_filters(filters), 100, {}, SIZE, scans
+                )
+                assert scans == {"vector": scan}, (topic, filters)
+                found = [int(chunk_of[c.chunk_id][1:]) for c in run]
+                exact = [int(i) for i in nearest if i < passing][:100]
+                assert len(found) == len(exact)
+                assert all(i < passing for i in found)
+                # HNSW is approximate: nearly all of the exact neighbours, either way.
+                assert len(set(found) & set(exact)) >= 0.9 * len(exact), (topic, filters)
+                if scan == "exact":
+                    assert found == exact
+        # The response says how the vector retriever answered.
+        for filters, scan in ((None, "hnsw"), (narrow, "exact")):
+            request = SearchRequest(query="any query", mode=Mode.vector, k=100, filters=filters)
+            response = await rt.search.search(project.id, request)
+            assert response.search_metadata.vector_scan == scan
+
+
+async def _ready(vector: np.ndarray) -> np.ndarray:
+    return vector

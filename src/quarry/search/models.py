@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -144,6 +144,18 @@ class SearchMetadata(BaseModel):
         description="share of each retriever's top 10 documents the other found (hybrid)"
     )
     reranked: bool
+    bm25_scan: Literal["unfiltered", "post_filter", "filtered"] | None = Field(
+        default=None,
+        description="how BM25 answered: without a filter; with one, by checking its "
+        "unfiltered best hits against the filter (enough passed); or by reading the postings "
+        "of the chunks the filter lets compete",
+    )
+    vector_scan: Literal["hnsw", "hnsw_widened", "exact"] | None = Field(
+        default=None,
+        description="how the vector retriever answered: its HNSW index; the index searched "
+        "again more widely, as a filter or other projects left too few of this project's "
+        "chunks among the nearest; or an exact scan of the project's vectors",
+    )
     timings_ms: dict[str, float]
     documents_indexing: int = Field(description="documents not yet searchable")
 

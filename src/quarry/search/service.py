@@ -10,19 +10,22 @@ timings travel back in ``search_metadata``.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from psycopg import sql
 
 from quarry.db.database import Conn, Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import NotFound, ServiceUnavailable
 from quarry.ingest.embedders import Embedder, Vector
-from quarry.search.bm25 import term_postings, top_chunks
+from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
@@ -32,6 +35,8 @@ from quarry.settings import Settings
 T = TypeVar("T")
 MAX_CHUNK_ID = 2**63 - 1
 ALL_CHUNKS = ((0, MAX_CHUNK_ID),)  # postings read in one statement
+MAX_EF_SEARCH = 1000  # pgvector's largest hnsw.ef_search
+WIDEN_MARGIN = 1.5  # a wider HNSW search asks for this much more than the share found promises
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class SearchConfig:
     ef_search: int = 100
     rerank_depth: int = 50
     bm25_split_chunks: int = 20_000  # 0: never split (see Search.bm25_ranges)
+    post_filter_depth: int = 1000  # unfiltered BM25 hits checked against a filter first
 
 
 def search_config(settings: Settings) -> SearchConfig:
@@ -113,14 +119,28 @@ class Search:
         filters = compile_filters(request.filters)
 
         tasks: dict[str, Awaitable[Run]] = {}
+        scans: dict[str, str] = {}  # how each retriever answered (search_metadata)
         if request.mode in (Mode.bm25, Mode.hybrid) and terms:
+            # A filter by document ids passes at most their chunks: read under the filter
+            # at once. Any other is checked against the unfiltered best first.
+            post_filter = not (request.filters and request.filters.document_ids)
             tasks["bm25"] = _timed(
                 timings,
                 "bm25",
-                lambda: self._bm25(project_id, terms, filters, depth, self.bm25_ranges(prep)),
+                lambda: self._bm25(
+                    project_id,
+                    terms,
+                    filters,
+                    depth,
+                    self.bm25_ranges(prep),
+                    post_filter=post_filter,
+                    scans=scans,
+                ),
             )
         if embedding is not None:
-            tasks["vector"] = self._vector(project_id, embedding, filters, depth, timings)
+            tasks["vector"] = self._vector(
+                project_id, embedding, filters, depth, timings, prep["chunks"], scans
+            )
         results = await asyncio.gather(*tasks.values())
         runs = dict(zip(tasks, results, strict=True))
 
@@ -157,6 +177,8 @@ class Search:
                 weights=fusion.weights,
                 agreement=fusion.agreement,
                 reranked=reranked,
+                bm25_scan=scans.get("bm25"),
+                vector_scan=scans.get("vector"),
                 timings_ms=timings,
                 documents_indexing=prep["indexing"],
             ),
@@ -169,9 +191,44 @@ class Search:
         filters: sql.Composable | None,
         limit: int,
         ranges: Sequence[tuple[int, int]],
+        *,
+        post_filter: bool = True,
+        scans: dict[str, str] | None = None,
     ) -> Run:
         """The ``limit`` best chunks by BM25, their postings read over ``ranges`` of chunk
-        ids, each range on its own connection (``bm25_ranges``)."""
+        ids, each range on its own connection (``bm25_ranges``).
+
+        A filter does not change a chunk's score (N, df and the average length are the
+        project's), so the best chunks that pass it are the first to pass it in the
+        unfiltered order. With ``post_filter``, the unfiltered best ``post_filter_depth``
+        (or ``limit``, if more) are checked against the filter first, one statement on
+        their ids: where at least ``limit`` pass (a broad filter), or every scored chunk was
+        checked, that is the exact answer, without finding every chunk of the project the
+        filter lets compete. Else the postings are read again under the filter. How it
+        answered goes into ``scans`` under "bm25": "unfiltered", "post_filter" or
+        "filtered"."""
+        scan = "unfiltered" if filters is None else "filtered"
+        run: Run | None = None
+        if filters is not None and post_filter:
+            depth = max(self.config.post_filter_depth, limit)
+            ranked = top_chunks(await self._postings(project_id, terms, None, ranges), depth)
+            kept = await self._documents_of(project_id, *ranked, filters)
+            if len(kept) >= limit or ranked[0].size < depth:
+                run, scan = kept[:limit], "post_filter"
+        if run is None:
+            ranked = top_chunks(await self._postings(project_id, terms, filters, ranges), limit)
+            run = await self._documents_of(project_id, *ranked, None)
+        if scans is not None:
+            scans["bm25"] = scan
+        return run
+
+    async def _postings(
+        self,
+        project_id: uuid.UUID,
+        terms: list[str],
+        filters: sql.Composable | None,
+        ranges: Sequence[tuple[int, int]],
+    ) -> list[TermPostings]:
         statement = self.db.render("search.bm25_postings", filters=filters or sql.SQL("TRUE"))
         parts = await asyncio.gather(
             *(
@@ -186,14 +243,26 @@ class Search:
                 for first, last in ranges
             )
         )
-        chunk_ids, scores = top_chunks(term_postings(parts, self.config.k1, self.config.b), limit)
+        return term_postings(parts, self.config.k1, self.config.b)
+
+    async def _documents_of(
+        self,
+        project_id: uuid.UUID,
+        chunk_ids: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float64],
+        filters: sql.Composable | None,
+    ) -> Run:
+        """Ranked chunks with their documents, in the order given, less those ``filters``
+        leaves out and those deleted since they were ranked."""
         if not chunk_ids.size:
             return []
         found = await self.db.fetch_all(
-            "search.chunk_documents", project_id=project_id, chunk_ids=chunk_ids.tolist()
+            self.db.render("search.chunk_documents", filters=filters or sql.SQL("TRUE")),
+            project_id=project_id,
+            chunk_ids=chunk_ids.tolist(),
         )
         document_of = {row["chunk_id"]: row["document_id"] for row in found}
-        return [  # a chunk deleted since the postings were read is left out
+        return [
             Candidate(chunk_id, document_of[chunk_id], score)
             for chunk_id, score in zip(chunk_ids.tolist(), scores.tolist(), strict=True)
             if chunk_id in document_of
@@ -229,7 +298,13 @@ class Search:
         filters: sql.Composable | None,
         limit: int,
         timings: dict[str, float],
+        project_chunks: int = 0,
+        scans: dict[str, str] | None = None,
     ) -> Run:
+        """The ``limit`` nearest chunks. HNSW first; where it leaves fewer rows than asked
+        (it filters after it searches) once more at a breadth that promises enough, if that is
+        cheaper than reading every vector of the project (``wider_breadth``); else, or if
+        still short, an exact scan. How it answered goes into ``scans`` under "vector"."""
         vector = await embedding
         embedder = self.embedder
         assert embedder is not None  # _embed made the vector
@@ -242,45 +317,37 @@ class Search:
         statement = self.db.render("search.vector", **parts)
         started = time.perf_counter()
         breadth = max(self.config.ef_search, limit)
+        params = {"project_id": project_id, "embedding": vector, "limit": limit}
+        scan = "hnsw"
         async with self.db.pool.connection() as conn:
-            if breadth == self.session_ef_search:
-                rows = await self._knn(conn, statement, parts, project_id, vector, filters, limit)
-            else:
-                # Another breadth than the connections' own: for this statement only.
-                async with conn.transaction():
-                    await conn.execute(
-                        sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(breadth))
-                    )
-                    rows = await self._knn(
-                        conn, statement, parts, project_id, vector, filters, limit
-                    )
+            rows = await self._hnsw(conn, statement, params, breadth)
+            wider = wider_breadth(len(rows), breadth, limit, project_chunks, self.indexes.m)
+            if wider is not None:
+                rows = await self._hnsw(conn, statement, params, wider)
+                scan = "hnsw_widened"
+            if len(rows) < limit:
+                # Still short: rank this project's vectors exactly. Correct, and cheap for a
+                # small project (it reads every one; SciFact's 10k chunks beside a second
+                # project: vector mode p50 39.9 ms against 29.4 alone, bench/README.md).
+                exact = self.db.render("search.vector_exact", prelimit=_prelimit(filters), **parts)
+                rows = await self.db.fetch_all(exact, conn, **params)
+                scan = "exact"
         timings["vector"] = _ms(started)
+        if scans is not None:
+            scans["vector"] = scan
         return [Candidate(row["chunk_id"], row["document_id"], float(row["score"])) for row in rows]
 
-    async def _knn(
-        self,
-        conn: Conn,
-        statement: sql.Composed,
-        parts: dict[str, sql.Composable],
-        project_id: uuid.UUID,
-        vector: Vector,
-        filters: sql.Composable | None,
-        limit: int,
+    async def _hnsw(
+        self, conn: Conn, statement: sql.Composed, params: dict[str, Any], breadth: int
     ) -> list[Any]:
-        rows = await self.db.fetch_all(
-            statement, conn, project_id=project_id, embedding=vector, limit=limit
-        )
-        if len(rows) >= limit:
-            return rows
-        # HNSW filters after it searches: a small project in a big table, or a narrow
-        # filter, can leave fewer than asked although more exist. Then rank this project's
-        # vectors exactly: correct, and cheap for a small project (it reads every one;
-        # SciFact's 10k chunks beside a second project: vector mode p50 39.9 ms against 29.4
-        # alone, bench/README.md).
-        exact = self.db.render("search.vector_exact", prelimit=_prelimit(filters), **parts)
-        return await self.db.fetch_all(
-            exact, conn, project_id=project_id, embedding=vector, limit=limit
-        )
+        if breadth == self.session_ef_search:
+            return await self.db.fetch_all(statement, conn, **params)
+        # Another breadth than the connections' own: for this statement only.
+        async with conn.transaction():
+            await conn.execute(
+                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(breadth))
+            )
+            return await self.db.fetch_all(statement, conn, **params)
 
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None
@@ -339,6 +406,24 @@ def _snippet(text: str, words: int = 30) -> str:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def wider_breadth(found: int, breadth: int, limit: int, project_chunks: int, m: int) -> int | None:
+    """The breadth of a second HNSW search when the first, ``breadth`` wide, left ``found`` of
+    ``limit`` rows; None where an exact scan is the better next step.
+
+    HNSW filters after it searches: of the ``breadth`` nearest vectors of the index, only
+    ``found`` belonged to the project and passed the filter. A search that much wider (with a
+    margin) should find ``limit`` of them, if pgvector allows that breadth (``MAX_EF_SEARCH``)
+    and it compares fewer vectors than the project holds: about breadth times the 2m links of
+    the graph's lowest layer (``m`` as the index was built). A small project beside a big
+    one, or a filter that passes few chunks, is ranked exactly instead."""
+    if found >= limit or found == 0:
+        return None
+    wider = math.ceil(limit * breadth / found * WIDEN_MARGIN)
+    if wider > MAX_EF_SEARCH or wider * 2 * m > project_chunks:
+        return None
+    return wider
 
 
 def _prelimit(filters: sql.Composable | None) -> sql.Composable:

@@ -115,9 +115,11 @@ CROSS JOIN LATERAL (
 ORDER BY q.ord;
 
 -- name: chunk_documents
--- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
+-- The documents of ranked chunks that pass {filters} (a chunk deleted since it was ranked is
+-- left out).
 SELECT c.id AS chunk_id, c.document_id FROM chunks c
-WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+JOIN documents d ON d.id = c.document_id
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]) AND {filters};
 
 -- name: vector
 -- Cosine kNN over one model's vectors in this project. {dims} and {model} are literals so the
