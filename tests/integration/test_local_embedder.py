@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from quarry.ingest.embedders import LocalEmbedder
+from quarry.ingest.embedders import BFLOAT16_MIN_AGREEMENT, LocalEmbedder
 
 PASSAGE = (
     "Tumour suppressor p53 halts the cell cycle after DNA damage, giving the cell time to "
@@ -14,14 +14,22 @@ PASSAGE = (
 )
 
 
-async def test_a_query_vector_is_the_models_own(embedder: LocalEmbedder) -> None:
+async def test_a_query_vector_is_the_models_own(embedder: LocalEmbedder, minilm_float32) -> None:
+    """The query lane gives the float32 model's vectors. The indexing lane runs in bfloat16
+    where this CPU does that faster, and then agrees with them as that precision was checked
+    to when the model loaded."""
     queries = ["p53 and the cell cycle", "  padded with spaces  ", "x " * 400]  # the last is cut
-    alone = await embedder.embed(queries)
-    for query, expected in zip(queries, alone, strict=True):
+    indexed = await embedder.embed(queries)
+    float32 = minilm_float32.encode(queries)
+    for query, as_indexed, expected in zip(queries, indexed, float32, strict=True):
         vector = await embedder.embed_query(query)
         assert vector.shape == (embedder.dimensions,)
         assert np.allclose(vector, expected, atol=1e-5)
         assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+        if embedder.model.precision == "float32":
+            assert np.allclose(vector, as_indexed, atol=1e-5)
+        else:
+            assert float(vector @ as_indexed) >= BFLOAT16_MIN_AGREEMENT
 
 
 async def test_concurrent_callers_share_the_model_threads_calls(minilm) -> None:
