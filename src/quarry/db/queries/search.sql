@@ -116,10 +116,13 @@ ORDER BY q.ord;
 
 -- name: chunk_documents
 -- The documents of ranked chunks that pass {filters} (a chunk deleted since it was ranked is
--- left out).
+-- left out). Each chunk's document is looked up by its key (the subquery is kept one by
+-- OFFSET 0): joined, Postgres may hash every document of the project for a thousand chunks.
 SELECT c.id AS chunk_id, c.document_id FROM chunks c
-JOIN documents d ON d.id = c.document_id
-WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]) AND {filters};
+CROSS JOIN LATERAL (
+    SELECT FROM documents d WHERE d.id = c.document_id AND {filters} OFFSET 0
+) passes
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 
 -- name: vector
 -- Cosine kNN over one model's vectors in this project. {dims} and {model} are literals so the
