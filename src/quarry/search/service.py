@@ -256,10 +256,13 @@ class Search:
         leaves out and those deleted since they were ranked."""
         if not chunk_ids.size:
             return []
+        statement = (
+            "search.chunk_documents"
+            if filters is None
+            else self.db.render("search.chunk_documents_passing", filters=filters)
+        )
         found = await self.db.fetch_all(
-            self.db.render("search.chunk_documents", filters=filters or sql.SQL("TRUE")),
-            project_id=project_id,
-            chunk_ids=chunk_ids.tolist(),
+            statement, project_id=project_id, chunk_ids=chunk_ids.tolist()
         )
         document_of = {row["chunk_id"]: row["document_id"] for row in found}
         return [

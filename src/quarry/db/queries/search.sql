@@ -115,9 +115,14 @@ CROSS JOIN LATERAL (
 ORDER BY q.ord;
 
 -- name: chunk_documents
--- The documents of ranked chunks that pass {filters} (a chunk deleted since it was ranked is
--- left out). Each chunk's document is looked up by its key (the subquery is kept one by
--- OFFSET 0): joined, Postgres may hash every document of the project for a thousand chunks.
+-- The documents of ranked chunks (a chunk deleted since it was ranked is left out).
+SELECT c.id AS chunk_id, c.document_id FROM chunks c
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+
+-- name: chunk_documents_passing
+-- The same, for the ranked chunks that pass {filters}. Each chunk's document is looked up by
+-- its key (the subquery is kept one by OFFSET 0): joined, Postgres may hash every document
+-- of the project to check a thousand chunks.
 SELECT c.id AS chunk_id, c.document_id FROM chunks c
 CROSS JOIN LATERAL (
     SELECT FROM documents d WHERE d.id = c.document_id AND {filters} OFFSET 0
