@@ -10,7 +10,7 @@ import psycopg
 from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
 from quarry.search.filters import compile_filters
-from quarry.search.models import Filters
+from quarry.search.models import Filters, Mode, SearchRequest
 from quarry.search.postings import pack
 from quarry.search.service import ALL_CHUNKS
 from quarry.settings import Settings
@@ -132,3 +132,15 @@ async def test_filtered_bm25_scores_as_the_project_does(
             assert run == expected, limit
             assert len(run) == limit
             assert {c.document_id for c in run} <= {ids["d0"], ids["d1"]}
+
+        # The response says which path BM25 took: a filter by document ids is read under the
+        # filter at once; any other is checked against the unfiltered best first.
+        rt.search.config = replace(rt.search.config, post_filter_depth=1000)
+        for filters, scan in [
+            (None, "unfiltered"),
+            (Filters(tags=["renewable"]), "post_filter"),
+            (Filters(document_ids=[ids["d0"]]), "filtered"),
+        ]:
+            request = SearchRequest(query="electricity and coal", mode=Mode.bm25, filters=filters)
+            metadata = (await rt.search.search(project.id, request)).search_metadata
+            assert (metadata.bm25_scan, metadata.vector_scan) == (scan, None), filters
