@@ -133,9 +133,21 @@ async def test_filtered_bm25_scores_as_the_project_does(
             assert len(run) == limit
             assert {c.document_id for c in run} <= {ids["d0"], ids["d1"]}
 
+        # Checked in two steps: the best chunk alone first (it is d2's, which the filter
+        # drops), then the rest; the answer is still the filtered read's.
+        rt.search.config = replace(rt.search.config, post_filter_depth=1000, post_filter_first=1)
+        how = {}
+        run = await rt.search._bm25(project.id, terms, renewable, 1, ALL_CHUNKS, scans=how)
+        assert how == {"bm25": "post_filter"}
+        assert everything[0].document_id == ids["d2"]
+        assert run == await rt.search._bm25(
+            project.id, terms, renewable, 1, ALL_CHUNKS, post_filter=False
+        )
+        assert run[0].document_id in {ids["d0"], ids["d1"]}
+
         # The response says which path BM25 took: a filter by document ids is read under the
         # filter at once; any other is checked against the unfiltered best first.
-        rt.search.config = replace(rt.search.config, post_filter_depth=1000)
+        rt.search.config = replace(rt.search.config, post_filter_depth=1000, post_filter_first=3)
         for filters, scan in [
             (None, "unfiltered"),
             (Filters(tags=["renewable"]), "post_filter"),
