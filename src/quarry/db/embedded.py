@@ -10,7 +10,8 @@ default glibc gives the top of a process's heap back to the kernel as soon as a 
 free, and takes it back at the next allocation a page at a time, each a fault and a page of
 zeros. A backend inserting a vector into an HNSW index loads the neighbours it compares into
 memory it frees at the end of the insert, so every insert paid those faults again. Keeping the
-memory took Postgres' CPU per ingested document down by about a third (bench/README.md).
+memory took Postgres' CPU per ingested document down by about a sixth with the bundled model,
+a third with random vectors (bench/README.md).
 """
 
 from __future__ import annotations
