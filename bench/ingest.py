@@ -36,7 +36,7 @@ import psutil
 import torch
 
 from quarry.ingest.documents import text_source
-from quarry.ingest.embedders import LocalEmbedder, _set_torch_threads
+from quarry.ingest.embedders import LocalEmbedder, set_torch_threads
 from quarry.ingest.factory import build_splitter, load_local_model
 from quarry.ingest.parsers import Parsed
 from quarry.logs import configure_logging
@@ -211,7 +211,7 @@ def run_bare_threads(model, texts: list[str], workers: int) -> float:
     default = torch.get_num_threads()
 
     def work() -> None:
-        _set_torch_threads(1)
+        set_torch_threads(1)
         while True:
             try:
                 block = blocks.get_nowait()

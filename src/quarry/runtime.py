@@ -38,7 +38,12 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
 from quarry.jobs.tasks import TaskDeps
-from quarry.search.rerank import LLMReranker, Reranker, load_reranker
+from quarry.search.rerank import (
+    LLMReranker,
+    Reranker,
+    late_interaction_reranker,
+    load_reranker,
+)
 from quarry.search.service import Search, search_config
 from quarry.settings import Settings
 from quarry.tenancy.projects import Projects
@@ -180,6 +185,11 @@ async def open_runtime(
         reranker: Reranker | None = None
         if settings.reranker_kind == "llm":
             reranker = LLMReranker(gateway)
+        elif settings.reranker_kind == "late_interaction":
+            if embedder is not None:  # without models loaded there is nothing to search with
+                late = late_interaction_reranker(embedder)
+                stack.push_async_callback(late.aclose)
+                reranker = late
         elif settings.reranker_model and (load_models or embedder is not None):
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         search = Search(

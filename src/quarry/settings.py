@@ -242,18 +242,23 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(
         default=64, ge=4, le=1000, description="HNSW build breadth, 4 to 1000"
     )
-    reranker: Literal["cross_encoder", "llm"] | None = Field(
+    reranker: Literal["late_interaction", "cross_encoder", "llm"] | None = Field(
         default=None,
-        description="cross_encoder (reranker_model), llm (the gateway's rerank role grades "
-        "each passage), or unset: cross_encoder when reranker_model is set, else no rerank",
+        description="late_interaction (the local embedding model's token vectors, MaxSim), "
+        "cross_encoder (reranker_model), llm (the gateway's rerank role grades each passage), "
+        "or unset: cross_encoder when reranker_model is set, else no rerank",
     )
     reranker_model: str | None = Field(
         default=None,
         description="a cross-encoder: a local directory or an id in the local Hugging Face "
         "cache (never downloaded); unset: no rerank stage",
     )
-    rerank_depth: int = Field(
-        default=50, ge=1, le=1000, description="fused candidates the reranker reads"
+    rerank_depth: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="fused candidates the reranker reads; unset: the reranker's own "
+        "(20 for late_interaction, 50 for cross_encoder and llm)",
     )
 
     models: dict[str, ModelConfig] = Field(
@@ -382,7 +387,7 @@ class Settings(BaseSettings):
         return {**default_roles(), **self.roles}
 
     @property
-    def reranker_kind(self) -> Literal["cross_encoder", "llm"] | None:
+    def reranker_kind(self) -> Literal["late_interaction", "cross_encoder", "llm"] | None:
         if self.reranker is not None:
             return self.reranker
         return "cross_encoder" if self.reranker_model else None

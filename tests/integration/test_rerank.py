@@ -1,18 +1,27 @@
-"""The rerank stage with a real (tiny) cross-encoder the test builds and saves itself."""
+"""The rerank stage: late interaction over the bundled model, and a real (tiny) cross-encoder
+the test builds and saves itself."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from quarry.db.database import StartupError
 from quarry.ingest.documents import text_source
 from quarry.runtime import background_worker, open_runtime
 from quarry.search.models import SearchRequest
-from quarry.search.rerank import CrossEncoderReranker, load_reranker
+from quarry.search.rerank import (
+    CrossEncoderReranker,
+    LateInteractionReranker,
+    blend,
+    late_interaction_reranker,
+    load_reranker,
+)
 from quarry.settings import Settings
+from quarry.testing import HashEmbedder
 from tests.support import settle
 
 PASSAGES = [
@@ -118,3 +127,72 @@ async def test_asking_for_a_rerank_without_a_reranker_is_503(
     )
     assert answer.status_code == 503
     assert answer.json()["code"] == "service_unavailable"
+
+
+def test_token_vectors_are_one_unit_row_per_token_the_model_reads(minilm_float32) -> None:
+    long = "sunlight " * 400  # past the model's 256-token limit
+    texts = ["solar power", PASSAGES[0], long]
+    vectors = minilm_float32.token_vectors(texts)
+    counts = [len(minilm_float32.tokenizer.encode(t).ids) for t in texts]
+    assert [len(v) for v in vectors] == [counts[0], counts[1], minilm_float32.max_tokens]
+    for v in vectors:
+        assert v.shape[1] == minilm_float32.dimensions
+        assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    # A text's vectors do not depend on what shares its pass (padding is masked out).
+    alone = minilm_float32.token_vectors([PASSAGES[0]])[0]
+    assert np.allclose(alone, vectors[1], atol=1e-4)
+
+
+async def test_late_interaction_ranks_the_matching_passage_first(minilm) -> None:
+    reranker = LateInteractionReranker(minilm)
+    try:
+        scores = await reranker.score("electricity from sunlight", PASSAGES)
+        assert len(scores) == len(PASSAGES)
+        assert max(range(len(PASSAGES)), key=scores.__getitem__) == 0
+        assert scores[0] > scores[2]  # photovoltaics over sourdough
+        assert await reranker.score("x", []) == []
+    finally:
+        await reranker.aclose()
+
+
+def test_late_interaction_needs_the_local_model() -> None:
+    with pytest.raises(StartupError, match="not local"):
+        late_interaction_reranker(HashEmbedder())
+
+
+async def test_search_blends_late_interaction_with_the_fused_scores(
+    ingest_settings: Settings, embedder, admin_principal
+) -> None:
+    settings = ingest_settings.model_copy(update={"reranker": "late_interaction"})
+    async with open_runtime(settings, embedder=embedder) as rt:
+        reranker = rt.search.reranker
+        assert isinstance(reranker, LateInteractionReranker)
+        project = await rt.projects.create(admin_principal, "late")
+        for i, text in enumerate(PASSAGES):
+            source = text_source(
+                text, external_id=str(i), title="", fmt="txt", metadata={}, tags=()
+            )
+            await rt.documents.submit(project.id, source)
+        async with background_worker(rt, "test"):
+            assert (await settle(rt, project.id))["failed"] == 0
+
+        query = "electricity from sunlight or wind"
+        plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
+        reranked = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranked.search_metadata.reranked is True
+        assert {hit.chunk_id for hit in reranked.hits} == {hit.chunk_id for hit in plain.hits}
+        # Every candidate (fewer than the depth of 20) was read: its MaxSim as 'rerank', its
+        # fused rank as 'fused', and as its score the blend of the two sets of scores.
+        fused = [hit.score for hit in plain.hits]
+        rerank = await reranker.score(query, [hit.text for hit in plain.hits])
+        expected = dict(
+            zip(
+                [hit.chunk_id for hit in plain.hits],
+                blend(rerank, fused, reranker.fused_weight),
+                strict=True,
+            )
+        )
+        for hit in reranked.hits:
+            assert hit.scores["rerank"] == pytest.approx(rerank[hit.ranks["fused"] - 1])
+            assert hit.score == pytest.approx(expected[hit.chunk_id])
+        assert [hit.score for hit in reranked.hits] == sorted(expected.values(), reverse=True)

@@ -153,5 +153,7 @@ def test_reranker_kind() -> None:
     assert load_settings().reranker_kind is None
     assert load_settings(reranker_model="/models/ce").reranker_kind == "cross_encoder"
     assert load_settings(reranker="llm").reranker_kind == "llm"
+    assert load_settings(reranker="late_interaction").reranker_kind == "late_interaction"
+    assert load_settings().rerank_depth is None  # each reranker's own depth
     with pytest.raises(SettingsError, match="reranker cross_encoder needs reranker_model"):
         load_settings(reranker="cross_encoder")

@@ -26,7 +26,7 @@ from quarry.cli.common import (
 )
 from quarry.errors import InvalidInput
 from quarry.runtime import Runtime, background_worker
-from quarry.search.beir import LoadProgress, evaluate, load_corpus
+from quarry.search.beir import LoadProgress, evaluate, load_corpus, variants
 from quarry.search.evaluate import BeirDataset, compare
 from quarry.search.models import MAX_K, Mode, SearchRequest, SearchResponse
 from quarry.tenancy.models import Role
@@ -160,7 +160,7 @@ def eval_beir(
                 TimeElapsedColumn(),
                 console=err,
             ) as progress:
-                names = [m.value for m in modes] + (["hybrid_rrf"] if Mode.hybrid in modes else [])
+                names = [v.name for v in variants(modes, reranker=rt.search.reranker is not None)]
                 bars = {name: progress.add_task(name, total=len(dataset.queries)) for name in names}
                 figures = await evaluate(
                     rt,

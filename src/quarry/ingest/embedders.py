@@ -287,7 +287,7 @@ class SentenceTransformerModel:
 
         default = torch.get_num_threads()
         with concurrent.futures.ThreadPoolExecutor(
-            1, initializer=_set_torch_threads, initargs=(1,)
+            1, initializer=set_torch_threads, initargs=(1,)
         ) as pool:
             pool.submit(timed, candidate).result()  # warm up
             fp32_s, fp32 = pool.submit(timed, self.model).result()
@@ -316,14 +316,38 @@ class SentenceTransformerModel:
         about the same per token whatever its size, so the extra passes are free."""
         if len(texts) <= 1:
             return self._encode_pass(texts)
-        lengths = [
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for indices in length_passes(self._lengths(texts), self.batch_size):
+            vectors[indices] = self._encode_pass([texts[i] for i in indices])
+        return vectors
+
+    def token_vectors(
+        self, texts: list[str], batch_size: int = 0, ratio: float = PASS_LENGTH_RATIO
+    ) -> list[Vectors]:
+        """Each text's token vectors as the transformer leaves them, before pooling: one unit
+        row per token the model read (special tokens included, padding left out). What late
+        interaction compares (``quarry.search.rerank.LateInteractionReranker``). In passes of
+        at most ``batch_size`` texts (default: the model's) cut by length as ``encode`` cuts
+        them; in bfloat16 where the model runs in it."""
+        import torch
+
+        out = [np.zeros((0, self.dimensions), dtype=np.float32) for _ in texts]
+        passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
+        for indices in passes:
+            features = self.model.preprocess([texts[i] for i in indices])
+            with torch.inference_mode():
+                tokens = self.model[0](features)["token_embeddings"].float().numpy()
+            mask = features["attention_mask"].numpy().astype(bool)
+            for row, i in enumerate(indices):
+                out[i] = normalize(tokens[row][mask[row]])
+        return out
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens as the model reads it (cut at its input limit)."""
+        return [
             min(len(encoding.ids), self.max_tokens)
             for encoding in self.tokenizer.encode_batch(texts)
         ]
-        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for indices in length_passes(lengths, self.batch_size):
-            vectors[indices] = self._encode_pass([texts[i] for i in indices])
-        return vectors
 
     def _encode_pass(self, texts: list[str], model: Any = None) -> Vectors:
         vectors = (self.model if model is None else model).encode(
@@ -361,7 +385,7 @@ class _Lane:
     thread is free, it takes its share of what is waiting: the pending texts divided among the
     free threads, at most ``window``; a request larger than that is split across calls (and
     threads) and answered when its last slice is done. Each thread runs torch with ``threads``
-    intra-op threads, set when it starts, which is at once (see ``_set_torch_threads``).
+    intra-op threads, set when it starts, which is at once (see ``set_torch_threads``).
     """
 
     def __init__(
@@ -385,7 +409,7 @@ class _Lane:
         self._wake: asyncio.Event | None = None
         self._name = name
         self.thread = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
+            workers, thread_name_prefix=name, initializer=set_torch_threads, initargs=(threads,)
         )
         started = threading.Barrier(workers)  # start every thread, and set its count, now
         for _ in range(workers):
@@ -502,7 +526,7 @@ def _shorten_gil_switch_interval() -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
-def _set_torch_threads(threads: int) -> None:
+def set_torch_threads(threads: int) -> None:
     """Set the calling thread's torch thread count, for good.
 
     torch keeps a thread count per thread, read once, at a thread's first parallel operation,

@@ -74,6 +74,27 @@ async def load_corpus(
     return progress
 
 
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    mode: Mode
+    fusion: Method
+    rerank: bool
+
+
+def variants(modes: Sequence[Mode], *, reranker: bool) -> list[Variant]:
+    """What an evaluation runs: each mode with its default fusion and no rerank stage; with
+    hybrid, also plain reciprocal rank fusion (``hybrid_rrf``), the reference the default
+    fusion must beat, and, where a reranker is configured, hybrid reranked
+    (``hybrid_rerank``)."""
+    runs = [Variant(mode.value, mode, Method.adaptive, False) for mode in modes]
+    if Mode.hybrid in modes:
+        runs.append(Variant("hybrid_rrf", Mode.hybrid, Method.rrf, False))
+        if reranker:
+            runs.append(Variant("hybrid_rerank", Mode.hybrid, Method.adaptive, True))
+    return runs
+
+
 async def evaluate(
     rt: Runtime,
     project_id: uuid.UUID,
@@ -83,24 +104,21 @@ async def evaluate(
     candidates: int | None = None,
     on_query: Callable[[str, int], None] = lambda _m, _i: None,
 ) -> dict[str, dict[str, float]]:
-    """Run every query of the split in each mode; metrics per mode. ``candidates`` is each
-    retriever's depth in chunks (default: the service's setting). Hybrid also runs with
-    plain reciprocal rank fusion (``hybrid_rrf``), the reference the default fusion must beat."""
+    """Run every query of the split in each of ``variants``; metrics per variant.
+    ``candidates`` is each retriever's depth in chunks (default: the service's setting)."""
     figures: dict[str, dict[str, float]] = {}
-    variants = [(mode.value, mode, Method.adaptive) for mode in modes]
-    if Mode.hybrid in modes:
-        variants.append(("hybrid_rrf", Mode.hybrid, Method.rrf))
-    for name, mode, method in variants:
+    for variant in variants(modes, reranker=rt.search.reranker is not None):
         runs: dict[str, list[str]] = {}
         latencies: list[float] = []
         for i, (query_id, text) in enumerate(dataset.queries.items()):
             request = SearchRequest(
                 query=text,
-                mode=mode,
-                fusion=method,
+                mode=variant.mode,
+                fusion=variant.fusion,
                 k=DEPTH,
                 candidates=candidates,
                 per_document=True,
+                rerank=variant.rerank,
             )
             started = time.perf_counter()
             response = await rt.search.search(project_id, request)
@@ -109,6 +127,6 @@ async def evaluate(
             if len(set(ranked)) != len(ranked):
                 raise RuntimeError(f"per-document search repeated a document for {query_id}")
             runs[query_id] = ranked
-            on_query(name, i + 1)
-        figures[name] = summarize(runs, dataset.qrels, latencies)
+            on_query(variant.name, i + 1)
+        figures[variant.name] = summarize(runs, dataset.qrels, latencies)
     return figures

@@ -124,9 +124,16 @@ class Hit(BaseModel):
     document_title: str
     external_id: str
     text: str
-    score: float = Field(description="the final score: fused, or the reranker's when reranked")
-    ranks: dict[str, int] = Field(description="1-based rank in each retriever that found it")
-    scores: dict[str, float] = Field(description="each retriever's own score")
+    score: float = Field(
+        description="the final score: fused, or when reranked the reranker's (for "
+        "late_interaction, blended with the fused score)"
+    )
+    ranks: dict[str, int] = Field(
+        description="1-based rank in each retriever that found it; when reranked, 'fused' too"
+    )
+    scores: dict[str, float] = Field(
+        description="each retriever's own score; when reranked, the reranker's as 'rerank'"
+    )
     page: int | None
     char_start: int
     char_end: int

@@ -29,7 +29,7 @@ from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
-from quarry.search.rerank import Reranker
+from quarry.search.rerank import Reranker, blend
 from quarry.settings import Settings
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ class SearchConfig:
     rrf_k: int = 60
     candidates: int = 100
     ef_search: int = 100
-    rerank_depth: int = 50
+    rerank_depth: int | None = None  # None: the reranker's own
     bm25_split_chunks: int = 20_000  # 0: never split (see Search.bm25_ranges)
     post_filter_depth: int = 1000  # unfiltered BM25 hits checked against a filter first
     post_filter_first: int = 3  # ...the first this many times the limit on their own
@@ -90,7 +90,8 @@ class Search:
         timings: dict[str, float] = {}
         if request.rerank and self.reranker is None:
             raise ServiceUnavailable(
-                "reranking was asked for but no reranker is configured (QUARRY_RERANKER_MODEL)"
+                "reranking was asked for but no reranker is configured (QUARRY_RERANKER, or "
+                "QUARRY_RERANKER_MODEL for a cross-encoder)"
             )
         # The query's vector needs nothing from the database: its encode (most of the vector
         # retriever's time) starts at once and overlaps the prepare statement's round trip.
@@ -116,7 +117,7 @@ class Search:
         depth = request.candidates or self.config.candidates
         rerank = self.reranker is not None and request.rerank is not False
         # Fusion and reranking look deeper than the page asked for.
-        depth = max(depth, request.k, self.config.rerank_depth if rerank else 0)
+        depth = max(depth, request.k, self._rerank_depth() if rerank else 0)
         filters = compile_filters(request.filters)
 
         tasks: dict[str, Awaitable[Run]] = {}
@@ -357,9 +358,13 @@ class Search:
             )
             return await self.db.fetch_all(statement, conn, **params)
 
+    def _rerank_depth(self) -> int:
+        assert self.reranker is not None
+        return self.config.rerank_depth or self.reranker.depth
+
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None
-        head = fused[: self.config.rerank_depth]
+        head = fused[: self._rerank_depth()]
         rows = await self.db.fetch_all(
             "search.chunk_texts", project_id=project_id, chunk_ids=[f.chunk_id for f in head]
         )
@@ -368,9 +373,11 @@ class Search:
         scores = await self.reranker.score(
             query, [text_of.get(f.chunk_id, "") for f in head], project_id=project_id
         )
-        for rank, (item, score) in enumerate(zip(head, scores, strict=True), start=1):
+        final = blend(scores, [item.score for item in head], self.reranker.fused_weight)
+        for rank, (item, score, blended) in enumerate(zip(head, scores, final, strict=True), 1):
             item.ranks["fused"] = rank
-            item.score = score
+            item.scores["rerank"] = score
+            item.score = blended
         # Equal rerank scores (an LLM's coarse grades) keep the fused order.
         return sorted(head, key=lambda f: (-f.score, f.ranks["fused"])) + fused[len(head) :]
 
