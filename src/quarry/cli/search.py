@@ -181,6 +181,8 @@ def eval_beir(
             "candidates": candidates or settings.search_candidates,
             "k1": settings.bm25_k1,
             "b": settings.bm25_b,
+            "reranker": rt.search.reranker.name if rt.search.reranker else None,
+            "rerank_depth": rt.search.rerank_depth,
             "modes": figures,
         }
 

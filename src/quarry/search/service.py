@@ -117,7 +117,7 @@ class Search:
         depth = request.candidates or self.config.candidates
         rerank = self.reranker is not None and request.rerank is not False
         # Fusion and reranking look deeper than the page asked for.
-        depth = max(depth, request.k, self._rerank_depth() if rerank else 0)
+        depth = max(depth, request.k, (self.rerank_depth or 0) if rerank else 0)
         filters = compile_filters(request.filters)
 
         tasks: dict[str, Awaitable[Run]] = {}
@@ -358,13 +358,16 @@ class Search:
             )
             return await self.db.fetch_all(statement, conn, **params)
 
-    def _rerank_depth(self) -> int:
-        assert self.reranker is not None
+    @property
+    def rerank_depth(self) -> int | None:
+        """How many fused candidates the reranker reads; None without one."""
+        if self.reranker is None:
+            return None
         return self.config.rerank_depth or self.reranker.depth
 
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None
-        head = fused[: self._rerank_depth()]
+        head = fused[: self.rerank_depth]
         rows = await self.db.fetch_all(
             "search.chunk_texts", project_id=project_id, chunk_ids=[f.chunk_id for f in head]
         )
