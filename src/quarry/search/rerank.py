@@ -103,10 +103,10 @@ class LateInteractionReranker:
 
     Token vectors are not stored (hundreds per chunk); each rerank encodes its candidates
     again, one forward pass each, as a cross-encoder of the same size would. Hence the
-    default depth of 20. One rerank at a time, on a thread of its own that runs torch on
-    ``threads`` threads (default: every core torch would use; a thread of the default pool
-    may have inherited the indexing lanes' single thread, which made a rerank half again as
-    slow).
+    default depth of 20. One rerank at a time, on a thread of its own whose torch thread
+    count is set when it starts (``threads``; default: every core torch would use), whatever
+    the process's other threads were left with. On two cores in bfloat16 one thread takes
+    about 1.5 times as long as two (bench/README.md).
     """
 
     name = "late_interaction"
