@@ -7,7 +7,7 @@ for 20 candidates on two cores), where the search without it takes tens. Three k
 - ``late_interaction`` (``QUARRY_RERANKER=late_interaction``): the bundled embedding model's
   own token vectors, compared token by token (ColBERT's MaxSim) instead of pooled into one
   vector each. Needs no other model, so it works offline out of the box. Its scores are
-  blended with the fused ones: on SciFact it lifts hybrid from 0.733 to 0.749 nDCG@10, while
+  blended with the fused ones: on SciFact it lifts hybrid from 0.732 to 0.750 nDCG@10, while
   alone it ranks about as well as the fusion (bench/README.md).
 - ``cross_encoder``: a sentence-transformers cross-encoder; ``QUARRY_RERANKER_MODEL`` names a
   local directory (or an id already in the local Hugging Face cache; nothing is downloaded).
