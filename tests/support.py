@@ -154,6 +154,21 @@ async def settle(rt, project_id, timeout: float = 300) -> dict[str, int]:
     return counts.documents_by_status
 
 
+async def index_texts(rt, principal, project_name: str, texts: list[str]):
+    """A new project with each text as a plain-text document (external ids "0", "1", ...),
+    indexed by a worker in this process; every document must index. Returns the project."""
+    from quarry.ingest.documents import text_source
+    from quarry.runtime import background_worker
+
+    project = await rt.projects.create(principal, project_name)
+    for i, text in enumerate(texts):
+        source = text_source(text, external_id=str(i), title="", fmt="txt", metadata={}, tags=())
+        await rt.documents.submit(project.id, source)
+    async with background_worker(rt, "test"):
+        assert (await settle(rt, project.id))["failed"] == 0
+    return project
+
+
 @contextmanager
 def serving_in_thread(app: Any, log_level: str = "error") -> Iterator[str]:
     """An ASGI app on a real uvicorn server in a thread of its own; yields its base URL."""

@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 import httpx2
 
 from quarry.gateway.accounting import usage_by_model_day
-from quarry.ingest.documents import text_source
-from quarry.runtime import background_worker, open_runtime
+from quarry.runtime import open_runtime
 from quarry.search.models import SearchRequest
 from quarry.search.rerank import UNGRADED, LLMReranker
 from quarry.settings import Settings
 from tests.gateway.support import gateway, openai_model, records
 from tests.gateway.wire import Script, openai_reply, status
-from tests.support import settle
+from tests.support import index_texts
 
 PASSAGES = [
     "Wind turbines convert the wind's energy into electricity.",
@@ -69,14 +68,7 @@ async def test_search_with_the_llm_reranker_on_the_bundled_model(
     settings = ingest_settings.model_copy(update={"reranker": "llm", "rerank_depth": 4})
     async with open_runtime(settings, embedder=embedder) as rt:
         assert isinstance(rt.search.reranker, LLMReranker)
-        project = await rt.projects.create(admin_principal, "llm-rerank")
-        for i, text in enumerate(PASSAGES):
-            source = text_source(
-                text, external_id=str(i), title="", fmt="txt", metadata={}, tags=()
-            )
-            await rt.documents.submit(project.id, source)
-        async with background_worker(rt, "test"):
-            assert (await settle(rt, project.id))["failed"] == 0
+        project = await index_texts(rt, admin_principal, "llm-rerank", PASSAGES)
         query = "electricity from sunlight or wind"
         plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
         reranked = await rt.search.search(project.id, SearchRequest(query=query))

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from quarry.db.database import StartupError
-from quarry.ingest.documents import text_source
-from quarry.runtime import background_worker, open_runtime
+from quarry.runtime import open_runtime
 from quarry.search.models import SearchRequest
 from quarry.search.rerank import (
     CrossEncoderReranker,
@@ -22,7 +21,7 @@ from quarry.search.rerank import (
 )
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
-from tests.support import settle
+from tests.support import index_texts
 
 PASSAGES = [
     "Photovoltaic panels convert sunlight into electricity.",
@@ -92,14 +91,7 @@ async def test_search_reranks_the_fused_candidates(
     settings = ingest_settings.model_copy(update={"reranker_model": str(tiny_cross_encoder)})
     async with open_runtime(settings, embedder=embedder) as rt:
         assert rt.search.reranker is not None
-        project = await rt.projects.create(admin_principal, "rerank")
-        for i, text in enumerate(PASSAGES):
-            source = text_source(
-                text, external_id=str(i), title="", fmt="txt", metadata={}, tags=()
-            )
-            await rt.documents.submit(project.id, source)
-        async with background_worker(rt, "test"):
-            assert (await settle(rt, project.id))["failed"] == 0
+        project = await index_texts(rt, admin_principal, "rerank", PASSAGES)
 
         query = "electricity from sunlight or wind"
         plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
@@ -167,14 +159,7 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
     async with open_runtime(settings, embedder=embedder) as rt:
         reranker = rt.search.reranker
         assert isinstance(reranker, LateInteractionReranker)
-        project = await rt.projects.create(admin_principal, "late")
-        for i, text in enumerate(PASSAGES):
-            source = text_source(
-                text, external_id=str(i), title="", fmt="txt", metadata={}, tags=()
-            )
-            await rt.documents.submit(project.id, source)
-        async with background_worker(rt, "test"):
-            assert (await settle(rt, project.id))["failed"] == 0
+        project = await index_texts(rt, admin_principal, "late", PASSAGES)
 
         query = "electricity from sunlight or wind"
         plain = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
