@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 
 import numpy as np
-import torch
 
-from quarry.ingest.embedders import BFLOAT16_MIN_AGREEMENT, LocalEmbedder, set_torch_threads
+from quarry.ingest.embedders import BFLOAT16_MIN_AGREEMENT, LocalEmbedder, torch_thread_pool
 
 PASSAGE = (
     "Tumour suppressor p53 halts the cell cycle after DNA damage, giving the cell time to "
@@ -46,12 +44,8 @@ async def test_concurrent_callers_share_the_model_threads_calls(minilm) -> None:
     assert np.allclose(np.concatenate(vectors), together, atol=1e-5)
     # As the model alone, on one torch thread as each lane runs: in bfloat16 the thread count
     # changes how a product is split and summed (on an Intel Xeon with AMX, by up to 1.4e-5).
-    default = torch.get_num_threads()
-    with concurrent.futures.ThreadPoolExecutor(
-        1, initializer=set_torch_threads, initargs=(1,)
-    ) as one:
+    with torch_thread_pool(1, 1) as one:
         alone = one.submit(minilm.encode, texts).result()
-    torch.set_num_threads(default)  # set_torch_threads moved the process default too
     assert np.allclose(together, alone, atol=1e-5)
 
 

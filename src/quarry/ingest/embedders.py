@@ -285,14 +285,10 @@ class SentenceTransformerModel:
                 best = min(best, time.perf_counter() - started)
             return best, np.vstack(vectors)
 
-        default = torch.get_num_threads()
-        with concurrent.futures.ThreadPoolExecutor(
-            1, initializer=set_torch_threads, initargs=(1,)
-        ) as pool:
+        with torch_thread_pool(1, 1) as pool:
             pool.submit(timed, candidate).result()  # warm up
             fp32_s, fp32 = pool.submit(timed, self.model).result()
             bf16_s, bf16 = pool.submit(timed, candidate).result()
-        torch.set_num_threads(default)
         agreement = float(np.min(np.sum(fp32 * bf16, axis=1)))
         self.calibration = {
             "float32_ms": round(fp32_s * 1000, 2),
@@ -385,7 +381,7 @@ class _Lane:
     thread is free, it takes its share of what is waiting: the pending texts divided among the
     free threads, at most ``window``; a request larger than that is split across calls (and
     threads) and answered when its last slice is done. Each thread runs torch with ``threads``
-    intra-op threads, set when it starts, which is at once (see ``set_torch_threads``).
+    intra-op threads, set when it starts, which is at once (``torch_thread_pool``).
     """
 
     def __init__(
@@ -408,13 +404,7 @@ class _Lane:
         self._calls: set[asyncio.Task[None]] = set()  # keeps running calls referenced
         self._wake: asyncio.Event | None = None
         self._name = name
-        self.thread = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix=name, initializer=set_torch_threads, initargs=(threads,)
-        )
-        started = threading.Barrier(workers)  # start every thread, and set its count, now
-        for _ in range(workers):
-            self.thread.submit(started.wait)
-        self.thread.submit(lambda: None).result()
+        self.thread = torch_thread_pool(workers, threads, name)
 
     async def submit(self, texts: Sequence[str]) -> Vectors:
         future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
@@ -532,12 +522,32 @@ def set_torch_threads(threads: int) -> None:
     torch keeps a thread count per thread, read once, at a thread's first parallel operation,
     from a process-wide default that every ``set_num_threads`` call also moves. So the count is
     set and then read here (fixing this thread's), and whoever started the thread puts the
-    default back afterwards, or threads started later (a reranker's, say) would inherit it.
+    default back afterwards, or threads started later (a reranker's, say) would inherit it:
+    ``torch_thread_pool`` does both.
     """
     import torch
 
     torch.set_num_threads(threads)
     torch.get_num_threads()
+
+
+def torch_thread_pool(
+    workers: int, threads: int, name: str = ""
+) -> concurrent.futures.ThreadPoolExecutor:
+    """``workers`` threads that run torch on ``threads`` threads each, all started (and their
+    counts fixed) before this returns, with the process default put back as it was."""
+    import torch
+
+    default = torch.get_num_threads()
+    pool = concurrent.futures.ThreadPoolExecutor(
+        workers, thread_name_prefix=name, initializer=set_torch_threads, initargs=(threads,)
+    )
+    started = threading.Barrier(workers)  # each waits for the others: every thread starts
+    for _ in range(workers):
+        pool.submit(started.wait)
+    pool.submit(lambda: None).result()
+    torch.set_num_threads(default)
+    return pool
 
 
 @dataclass
@@ -587,18 +597,17 @@ class LocalEmbedder:
         self.dimensions = self.model.dimensions
         self.max_tokens = self.model.max_tokens
         self.tokenizer = self.model.tokenizer
-        default = torch.get_num_threads()
+        cores = torch.get_num_threads()  # the process default, which the lanes leave as it was
         self.index_lane = _Lane(
             "embed",
             self.model.encode,
             self.window,
             self.index_threads,
-            workers=self.index_workers or default,
+            workers=self.index_workers or cores,
         )
         self.query_lane = _Lane(
             "embed-query", self.model.encode_queries, self.query_window, self.query_threads
         )
-        torch.set_num_threads(default)  # the lanes keep theirs; later threads get the default
 
     @property
     def busy_seconds(self) -> float:

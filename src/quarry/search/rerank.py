@@ -22,7 +22,6 @@ fused order still counts beside its scores (``fused_weight``, see ``blend``).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import threading
 from collections.abc import Sequence
@@ -122,18 +121,10 @@ class LateInteractionReranker:
     def __init__(self, model: SentenceTransformerModel, threads: int = 0) -> None:
         import torch
 
-        from quarry.ingest.embedders import set_torch_threads
+        from quarry.ingest.embedders import torch_thread_pool
 
         self.model = model
-        default = torch.get_num_threads()
-        self._thread = concurrent.futures.ThreadPoolExecutor(
-            1,
-            thread_name_prefix="rerank",
-            initializer=set_torch_threads,
-            initargs=(threads or default,),
-        )
-        self._thread.submit(lambda: None).result()  # start it, with its count, now
-        torch.set_num_threads(default)  # and leave the process default as it was
+        self._thread = torch_thread_pool(1, threads or torch.get_num_threads(), "rerank")
 
     async def score(
         self, query: str, passages: Sequence[str], *, project_id: UUID | None = None
