@@ -82,7 +82,9 @@ async def run_pipeline(
     submit_first: bool,
     samples: Counter[str] | None = None,
 ) -> dict:
-    embedder = LocalEmbedder(model)
+    # As build_embedder makes it: with QUARRY_RERANKER=late_interaction, token vectors kept.
+    keep = settings.reranker_kind == "late_interaction"
+    embedder = LocalEmbedder(model, keep_token_vectors=keep)
     async with open_runtime(settings, embedder=embedder) as rt:
         admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
         assert admin is not None
@@ -280,6 +282,7 @@ def main() -> None:
         "model_precision": model.precision,
         "precision_calibration": model.calibration,
         "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
+        "token_vectors_kept": settings.reranker_kind == "late_interaction",
         **pipeline,
         "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),
         "chunks_per_second": round(chunks / pipeline["seconds"], 2),

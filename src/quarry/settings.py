@@ -244,7 +244,8 @@ class Settings(BaseSettings):
     )
     reranker: Literal["late_interaction", "cross_encoder", "llm"] | None = Field(
         default=None,
-        description="late_interaction (the local embedding model's token vectors, MaxSim), "
+        description="late_interaction (the local embedding model's token vectors, MaxSim; "
+        "indexing then stores each chunk's, about 13 KB for 200 tokens), "
         "cross_encoder (reranker_model), llm (the gateway's rerank role grades each passage), "
         "or unset: cross_encoder when reranker_model is set, else no rerank",
     )

@@ -3,6 +3,8 @@ the test builds and saves itself."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -181,3 +183,106 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
             assert hit.scores["rerank"] == pytest.approx(rerank[hit.ranks["fused"] - 1])
             assert hit.score == pytest.approx(expected[hit.chunk_id])
         assert [hit.score for hit in reranked.hits] == sorted(expected.values(), reverse=True)
+
+
+def test_one_pass_gives_encodes_vectors_and_each_texts_stored_token_vectors(
+    minilm_float32,
+) -> None:
+    from quarry.ingest.token_vectors import DIMENSIONS
+
+    texts = [PASSAGES[0], "sunlight " * 400, PASSAGES[2]]
+    encoded = minilm_float32.encode_with_tokens(texts)
+    assert np.allclose(encoded.vectors, minilm_float32.encode(texts), atol=1e-5)
+    counts = [min(len(minilm_float32.tokenizer.encode(t).ids), 256) for t in texts]
+    assert encoded.token_vectors is not None
+    assert [len(v) for v in encoded.token_vectors] == [1 + n * DIMENSIONS for n in counts]
+
+
+async def stored_token_vectors(rt, project_id) -> list[bytes | None]:
+    async with rt.db.pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT e.token_vectors FROM chunk_embeddings e WHERE e.project_id = %s",
+                (project_id,),
+            )
+        ).fetchall()
+    return [row["token_vectors"] for row in rows]
+
+
+async def test_late_interaction_reads_the_token_vectors_indexing_kept(
+    ingest_settings: Settings, minilm, admin_principal
+) -> None:
+    from quarry.ingest.documents import text_source
+    from quarry.ingest.embedders import LocalEmbedder
+    from quarry.ingest.token_vectors import DIMENSIONS
+    from quarry.runtime import background_worker
+    from tests.support import settle
+
+    settings = ingest_settings.model_copy(update={"reranker": "late_interaction"})
+    embedder = LocalEmbedder(minilm, keep_token_vectors=True)
+    try:
+        async with open_runtime(settings, embedder=embedder) as rt:
+            reranker = rt.search.reranker
+            assert isinstance(reranker, LateInteractionReranker)
+            project = await index_texts(rt, admin_principal, "kept", PASSAGES)
+            stored = await stored_token_vectors(rt, project.id)
+            assert len(stored) == len(PASSAGES)
+            assert all(v is not None and (len(v) - 1) % DIMENSIONS == 0 for v in stored)
+
+            query = "electricity from sunlight or wind"
+            reranked = await rt.search.search(project.id, SearchRequest(query=query))
+            assert reranked.search_metadata.reranked is True
+            assert reranker.encoded == 0  # every candidate's token vectors were read
+            # The same scores as encoding the candidates on the spot (float rounding aside).
+            encoded = await reranker.score(query, [hit.text for hit in reranked.hits])
+            assert reranker.encoded == len(reranked.hits)
+            for hit, score in zip(reranked.hits, encoded, strict=True):
+                assert hit.scores["rerank"] == pytest.approx(score, abs=0.01)
+
+            # A new document with a known chunk text reuses its vector and token vectors.
+            calls = embedder.calls
+            source = text_source(
+                PASSAGES[0], external_id="again", title="", fmt="txt", metadata={}, tags=()
+            )
+            await rt.documents.submit(project.id, source)
+            async with background_worker(rt, "test"):
+                assert (await settle(rt, project.id))["failed"] == 0
+            assert embedder.calls == calls
+            again = await stored_token_vectors(rt, project.id)
+            assert len(again) == len(PASSAGES) + 1
+            assert None not in again
+    finally:
+        await embedder.aclose()
+
+
+async def test_reindex_fills_in_token_vectors_indexing_did_not_keep(
+    ingest_settings: Settings, minilm, embedder, admin_principal
+) -> None:
+    from quarry.ingest.embedders import LocalEmbedder
+    from quarry.runtime import background_worker
+
+    async with open_runtime(ingest_settings, embedder=embedder) as rt:
+        project = await index_texts(rt, admin_principal, "unkept", PASSAGES)
+        assert await stored_token_vectors(rt, project.id) == [None] * len(PASSAGES)
+
+    settings = ingest_settings.model_copy(update={"reranker": "late_interaction"})
+    keeping = LocalEmbedder(minilm, keep_token_vectors=True)
+    try:
+        async with open_runtime(settings, embedder=keeping) as rt:
+            reranker = rt.search.reranker
+            assert isinstance(reranker, LateInteractionReranker)
+            query = "electricity from sunlight"
+            before = await rt.search.search(project.id, SearchRequest(query=query))
+            assert reranker.encoded == len(before.hits)  # nothing stored: encoded on the spot
+            assert await rt.documents.reindex(project.id) == len(PASSAGES)
+            async with background_worker(rt, "test"):  # reembed jobs: no status to wait on
+                deadline = time.monotonic() + 60
+                while None in (stored := await stored_token_vectors(rt, project.id)):
+                    assert time.monotonic() < deadline, stored
+                    await asyncio.sleep(0.1)
+            assert len(stored) == len(PASSAGES)
+            after = await rt.search.search(project.id, SearchRequest(query=query))
+            assert reranker.encoded == len(before.hits)  # read, not encoded
+            assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]
+    finally:
+        await keeping.aclose()

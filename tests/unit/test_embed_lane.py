@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from quarry.ingest.embedders import Vectors, _Lane
+from quarry.ingest.embedders import Encoded, _Lane
 
 
 class Recorder:
-    """Encodes a text "n" as the vector [n, n]; records each call's size and thread."""
+    """Encodes a text "n" as the vector [n, n] with the token vectors b"n"; records each
+    call's size and thread."""
 
     def __init__(self, delay: float = 0.05, fail_on: str | None = None) -> None:
         self.delay = delay
@@ -24,7 +25,7 @@ class Recorder:
         self.inside = 0
         self.most_inside = 0
 
-    def __call__(self, texts: list[str]) -> Vectors:
+    def __call__(self, texts: list[str]) -> Encoded:
         with self.lock:
             self.calls.append((threading.current_thread().name, list(texts)))
             self.inside += 1
@@ -34,7 +35,8 @@ class Recorder:
             self.inside -= 1
         if self.fail_on in texts:
             raise ValueError(f"cannot encode {self.fail_on}")
-        return np.array([[float(t), float(t)] for t in texts], dtype=np.float32)
+        vectors = np.array([[float(t), float(t)] for t in texts], dtype=np.float32)
+        return Encoded(vectors, [t.encode() for t in texts])
 
 
 def texts(start: int, stop: int) -> list[str]:
@@ -45,10 +47,11 @@ async def test_a_large_request_is_split_across_the_threads_and_reassembled() -> 
     encode = Recorder()
     lane = _Lane("test-embed", encode, window=4, threads=1, workers=2)
     try:
-        vectors = await lane.submit(texts(0, 10))
+        encoded = await lane.submit(texts(0, 10))
     finally:
         await lane.aclose()
-    assert vectors[:, 0].tolist() == list(range(10))  # in the caller's order
+    assert encoded.vectors[:, 0].tolist() == list(range(10))  # in the caller's order
+    assert encoded.token_vectors == [t.encode() for t in texts(0, 10)]  # and so are these
     sizes = [len(call) for _, call in encode.calls]
     assert sizes[:2] == [4, 4]
     assert max(sizes) <= 4  # never more than the window
@@ -66,7 +69,7 @@ async def test_waiting_callers_are_shared_among_the_free_threads() -> None:
         results = await asyncio.gather(*(lane.submit([str(n)]) for n in range(6)))
     finally:
         await lane.aclose()
-    assert [float(v[0, 0]) for v in results] == [0, 1, 2, 3, 4, 5]
+    assert [float(v.vectors[0, 0]) for v in results] == [0, 1, 2, 3, 4, 5]
     assert sorted(len(call) for _, call in encode.calls) == [3, 3]  # two calls, not six
 
 
@@ -81,7 +84,7 @@ async def test_one_thread_gathers_every_waiting_caller_into_one_call() -> None:
     finally:
         await lane.aclose()
     assert [call for _, call in encode.calls] == [["0"], texts(1, 8)]
-    assert np.concatenate(results)[:, 0].tolist() == list(range(1, 8))
+    assert np.concatenate([r.vectors for r in results])[:, 0].tolist() == list(range(1, 8))
 
 
 async def test_a_failed_slice_fails_its_request_once_and_the_lane_goes_on() -> None:
@@ -93,7 +96,7 @@ async def test_a_failed_slice_fails_its_request_once_and_the_lane_goes_on() -> N
         after = await lane.submit(texts(20, 22))  # the lane still works
     finally:
         await lane.aclose()
-    assert after[:, 0].tolist() == [20, 21]
+    assert after.vectors[:, 0].tolist() == [20, 21]
     encoded = [t for _, call in encode.calls for t in call]
     assert len(encoded) < 12 + 2  # the failed request's later slices were dropped, not encoded
 
@@ -112,7 +115,17 @@ async def test_a_cancelled_caller_s_texts_are_not_encoded() -> None:
     finally:
         await lane.aclose()
     assert [call for _, call in encode.calls] == [["0"], ["2"]]
-    assert kept[:, 0].tolist() == [2]
+    assert kept.vectors[:, 0].tolist() == [2]
+
+
+def test_encoded_parts_join_back_in_order_and_lose_token_vectors_any_part_lacks() -> None:
+    whole = Encoded(np.arange(8, dtype=np.float32).reshape(4, 2), [b"a", b"b", b"c", b"d"])
+    parts = [whole.part(0, 1), whole.part(1, 3), whole.part(3, 4)]
+    assert [len(p) for p in parts] == [1, 2, 1]
+    joined = Encoded.join(parts)
+    assert joined.vectors.tolist() == whole.vectors.tolist()
+    assert joined.token_vectors == [b"a", b"b", b"c", b"d"]
+    assert Encoded.join([parts[0], Encoded(parts[1].vectors)]).token_vectors is None
 
 
 def test_passes_hold_texts_of_about_the_same_length() -> None:

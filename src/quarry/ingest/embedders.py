@@ -32,6 +32,30 @@ Vector = npt.NDArray[np.float32]  # one text's
 log = structlog.get_logger(__name__)
 
 
+@dataclass
+class Encoded:
+    """What an encode gives for a list of texts: a vector each, and, where the embedder keeps
+    them (``LocalEmbedder(keep_token_vectors=True)``), each text's token vectors in their
+    stored form (``quarry.ingest.token_vectors``)."""
+
+    vectors: Vectors
+    token_vectors: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def part(self, start: int, end: int) -> Encoded:
+        tokens = self.token_vectors
+        return Encoded(self.vectors[start:end], None if tokens is None else tokens[start:end])
+
+    @staticmethod
+    def join(parts: Sequence[Encoded]) -> Encoded:
+        vectors = np.concatenate([part.vectors for part in parts])
+        if any(part.token_vectors is None for part in parts):
+            return Encoded(vectors)
+        return Encoded(vectors, [t for part in parts for t in part.token_vectors or ()])
+
+
 class Embedder(Protocol):
     model_id: str
     dimensions: int
@@ -325,18 +349,51 @@ class SentenceTransformerModel:
         interaction compares (``quarry.search.rerank.LateInteractionReranker``). In passes of
         at most ``batch_size`` texts (default: the model's) cut by length as ``encode`` cuts
         them; in bfloat16 where the model runs in it."""
-        import torch
-
         out = [np.zeros((0, self.dimensions), dtype=np.float32) for _ in texts]
         passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
         for indices in passes:
-            features = self.model.preprocess([texts[i] for i in indices])
-            with torch.inference_mode():
-                tokens = self.model[0](features)["token_embeddings"].float().numpy()
-            mask = features["attention_mask"].numpy().astype(bool)
+            _, tokens = self._forward([texts[i] for i in indices])
             for row, i in enumerate(indices):
-                out[i] = normalize(tokens[row][mask[row]])
+                out[i] = tokens[row]
         return out
+
+    def encode_with_tokens(self, texts: list[str]) -> Encoded:
+        """``encode``'s vectors, and from the same passes each text's token vectors in the
+        form they are stored in (``quarry.ingest.token_vectors.pack``): for indexing where
+        late interaction is on. The vectors are ``encode``'s (same passes, same model)."""
+        from quarry.ingest.token_vectors import pack
+
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        stored: list[bytes] = [b""] * len(texts)
+        for indices in length_passes(self._lengths(texts), self.batch_size):
+            pooled, tokens = self._forward([texts[i] for i in indices])
+            vectors[indices] = pooled
+            for row, i in enumerate(indices):
+                stored[i] = pack(tokens[row])
+        return Encoded(vectors, stored)
+
+    def query_token_vectors(self, query: str) -> Vectors:
+        """A search query's token vectors (unit rows, as ``token_vectors``), through ONNX
+        Runtime where queries run there (one thread, no GIL; a few milliseconds)."""
+        if self._onnx is None:
+            return self.token_vectors([query])[0]
+        features = self.model.preprocess([query])
+        tokens = self._onnx(features["input_ids"].numpy(), features["attention_mask"].numpy())
+        mask = features["attention_mask"].numpy().astype(bool)
+        return normalize(tokens[0][mask[0]])
+
+    def _forward(self, texts: list[str]) -> tuple[Vectors, list[Vectors]]:
+        """One pass: the texts' unit vectors, and each text's unit token vectors (padding
+        left out)."""
+        import torch
+
+        features = self.model.preprocess(texts)
+        with torch.inference_mode():
+            out = self.model(features)
+            pooled = normalize(out["sentence_embedding"].float().numpy())
+            tokens = out["token_embeddings"].float().numpy()
+        mask = features["attention_mask"].numpy().astype(bool)
+        return pooled, [normalize(tokens[row][mask[row]]) for row in range(len(texts))]
 
     def _lengths(self, texts: list[str]) -> list[int]:
         """Each text's length in tokens as the model reads it (cut at its input limit)."""
@@ -359,8 +416,8 @@ class SentenceTransformerModel:
 @dataclass
 class _Request:
     texts: Sequence[str]
-    future: asyncio.Future[Vectors]
-    vectors: Vectors | None = None  # filled slice by slice when split across calls
+    future: asyncio.Future[Encoded]
+    parts: dict[int, Encoded] = field(default_factory=dict)  # by start, when split across calls
     remaining: int = 0  # texts not yet encoded
 
 
@@ -387,7 +444,7 @@ class _Lane:
     def __init__(
         self,
         name: str,
-        encode: Callable[[list[str]], Vectors],
+        encode: Callable[[list[str]], Encoded],
         window: int,
         threads: int,
         workers: int = 1,
@@ -406,8 +463,8 @@ class _Lane:
         self._name = name
         self.thread = torch_thread_pool(workers, threads, name)
 
-    async def submit(self, texts: Sequence[str]) -> Vectors:
-        future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
+    async def submit(self, texts: Sequence[str]) -> Encoded:
+        future: asyncio.Future[Encoded] = asyncio.get_running_loop().create_future()
         self._pending.append(_Slice(_Request(texts, future, remaining=len(texts)), 0, len(texts)))
         if self._runner is None or self._runner.done():
             self._wake = asyncio.Event()  # of this loop
@@ -461,36 +518,36 @@ class _Lane:
         texts = [text for piece in batch for text in piece.request.texts[piece.start : piece.end]]
         loop = asyncio.get_running_loop()
         try:
-            vectors = await loop.run_in_executor(self.thread, self.encode, texts)
+            encoded: Encoded | None = await loop.run_in_executor(self.thread, self.encode, texts)
         except Exception as exc:
             for piece in batch:
                 if not piece.request.future.done():
                     piece.request.future.set_exception(exc)
-            vectors = None
+            encoded = None
         finally:
             self._free += 1
             if self._free == self.workers:
                 self.busy_seconds += time.perf_counter() - self._busy_since
             wake.set()
-        if vectors is None:
+        if encoded is None:
             return
         self.calls += 1
         offset = 0
         for piece in batch:
             request = piece.request
-            part = vectors[offset : offset + len(piece)]
+            part = encoded.part(offset, offset + len(piece))
             offset += len(piece)
             if request.future.done():
                 continue
             if len(piece) == len(request.texts):
                 request.future.set_result(part)
                 continue
-            if request.vectors is None:
-                request.vectors = np.empty((len(request.texts), part.shape[1]), np.float32)
-            request.vectors[piece.start : piece.end] = part
+            request.parts[piece.start] = part
             request.remaining -= len(piece)
             if request.remaining == 0:
-                request.future.set_result(request.vectors)
+                request.future.set_result(
+                    Encoded.join([request.parts[start] for start in sorted(request.parts)])
+                )
 
     async def aclose(self) -> None:
         if self._runner is not None:
@@ -576,6 +633,10 @@ class LocalEmbedder:
     a few dozen tokens gains little from a second thread, and leaves a core to Postgres). All
     lanes run the same model, whose forward pass and tokenizer are safe to call from several
     threads once loaded; a text's vector does not depend on its lane or its batch.
+
+    With ``keep_token_vectors`` the indexing lane also returns each text's token vectors in
+    their stored form (``embed_for_index``), from the same forward pass, for late interaction
+    at search time (``quarry.search.rerank.LateInteractionReranker``).
     """
 
     model: SentenceTransformerModel
@@ -584,6 +645,7 @@ class LocalEmbedder:
     index_threads: int = 1
     query_window: int = 32
     query_threads: int = 1
+    keep_token_vectors: bool = False  # for late interaction (quarry.ingest.token_vectors)
     model_id: str = field(init=False)
     dimensions: int = field(init=False)
     max_tokens: int = field(init=False)
@@ -598,15 +660,24 @@ class LocalEmbedder:
         self.max_tokens = self.model.max_tokens
         self.tokenizer = self.model.tokenizer
         cores = torch.get_num_threads()  # the process default, which the lanes leave as it was
+        model = self.model
+        index_encode: Callable[[list[str]], Encoded] = (
+            model.encode_with_tokens
+            if self.keep_token_vectors
+            else lambda texts: Encoded(model.encode(texts))
+        )
         self.index_lane = _Lane(
             "embed",
-            self.model.encode,
+            index_encode,
             self.window,
             self.index_threads,
             workers=self.index_workers or cores,
         )
         self.query_lane = _Lane(
-            "embed-query", self.model.encode_queries, self.query_window, self.query_threads
+            "embed-query",
+            lambda texts: Encoded(model.encode_queries(texts)),
+            self.query_window,
+            self.query_threads,
         )
 
     @property
@@ -619,12 +690,17 @@ class LocalEmbedder:
         return self.index_lane.calls
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
+        return (await self.embed_for_index(texts)).vectors
+
+    async def embed_for_index(self, texts: Sequence[str]) -> Encoded:
+        """The texts' vectors, with their token vectors where this embedder keeps them."""
         if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
+            empty = np.zeros((0, self.dimensions), dtype=np.float32)
+            return Encoded(empty, [] if self.keep_token_vectors else None)
         return await self.index_lane.submit(texts)
 
     async def embed_query(self, query: str) -> Vector:
-        vector: Vector = (await self.query_lane.submit([query]))[0]
+        vector: Vector = (await self.query_lane.submit([query])).vectors[0]
         return vector
 
     async def aclose(self) -> None:
@@ -638,3 +714,15 @@ def normalize(vectors: Any) -> Vectors:
     norms[norms == 0] = 1.0
     result: Vectors = array / norms
     return result
+
+
+def keeps_token_vectors(embedder: Embedder) -> bool:
+    return isinstance(embedder, LocalEmbedder) and embedder.keep_token_vectors
+
+
+async def embed_for_index(embedder: Embedder, texts: Sequence[str]) -> Encoded:
+    """Vectors of texts to index, with their token vectors where the embedder keeps them (only
+    the local model has any: ``LocalEmbedder(keep_token_vectors=True)``)."""
+    if isinstance(embedder, LocalEmbedder):
+        return await embedder.embed_for_index(texts)
+    return Encoded(await embedder.embed(texts))

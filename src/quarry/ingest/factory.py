@@ -42,7 +42,10 @@ def load_local_model(settings: Settings) -> SentenceTransformerModel:
 def build_embedder(settings: Settings, model: SentenceTransformerModel | None = None) -> Embedder:
     if settings.embedding_provider == "local":
         return LocalEmbedder(
-            model or load_local_model(settings), index_workers=settings.local_embedding_workers
+            model or load_local_model(settings),
+            index_workers=settings.local_embedding_workers,
+            # Late interaction reads every chunk's token vectors at search time.
+            keep_token_vectors=settings.reranker_kind == "late_interaction",
         )
     assert settings.embedding_base_url
     assert settings.embedding_model

@@ -21,7 +21,13 @@ from quarry.db.database import Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import EmptyDocument
 from quarry.ingest.blobs import BlobStore
-from quarry.ingest.embedders import Embedder, Vectors
+from quarry.ingest.embedders import (
+    Embedder,
+    Vector,
+    Vectors,
+    embed_for_index,
+    keeps_token_vectors,
+)
 from quarry.ingest.parsers import Parsed, Parser, ParserRegistry
 from quarry.ingest.split import Chunk, Splitter
 from quarry.ingest.writer import ChunkWriter, DocumentWrite
@@ -73,7 +79,7 @@ class Pipeline:
         )
         if not chunks:
             raise EmptyDocument("the document has no words to index, only punctuation or symbols")
-        vectors, reused = await self._vectors(project_id, chunks)
+        vectors, token_vectors, reused = await self._vectors(project_id, chunks)
         # Search needs the model's HNSW index. It is made before the model's first write
         # (outside any transaction: it is built concurrently), so that a document is
         # complete only once its vectors are searchable through the index.
@@ -87,6 +93,7 @@ class Pipeline:
                 title=parsed.title,
                 chunks=chunks,
                 vectors=vectors,
+                token_vectors=token_vectors,
             )
         )
         if not written:
@@ -102,8 +109,12 @@ class Pipeline:
         parsed = parse(data)
         return parsed, self.splitter.split(parsed, title or parsed.title or "")
 
-    async def _vectors(self, project_id: uuid.UUID, chunks: list[Chunk]) -> tuple[Vectors, int]:
-        """A vector per chunk: reused where the project has one for the same text and model."""
+    async def _vectors(
+        self, project_id: uuid.UUID, chunks: list[Chunk]
+    ) -> tuple[Vectors, list[bytes | None] | None, int]:
+        """A vector per chunk, reused where the project has one for the same text and model;
+        with token vectors where the embedder keeps them (a reused vector whose token vectors
+        were not kept is made again, so every chunk gets both)."""
         hashes = list({chunk.content_hash for chunk in chunks})
         rows = await self.db.fetch_all(
             "chunks.reusable_embeddings",
@@ -111,36 +122,51 @@ class Pipeline:
             model=self.embedder.model_id,
             hashes=hashes,
         )
-        known: dict[bytes, Vectors] = {
-            bytes(row["content_hash"]): row["embedding"].to_numpy().astype(np.float32)
+        keep = keeps_token_vectors(self.embedder)
+        known: dict[bytes, tuple[Vector, bytes | None]] = {
+            bytes(row["content_hash"]): (
+                row["embedding"].to_numpy().astype(np.float32),
+                None if row["token_vectors"] is None else bytes(row["token_vectors"]),
+            )
             for row in rows
+            if row["token_vectors"] is not None or not keep
         }
         todo = {c.content_hash: c.indexed_text for c in chunks if c.content_hash not in known}
         if todo:
-            fresh = await self.embedder.embed(list(todo.values()))
-            known.update(zip(todo.keys(), fresh, strict=True))
+            fresh = await embed_for_index(self.embedder, list(todo.values()))
+            tokens: list[bytes | None] = (
+                list(fresh.token_vectors) if fresh.token_vectors else [None] * len(todo)
+            )
+            known.update(zip(todo.keys(), zip(fresh.vectors, tokens, strict=True), strict=True))
         reused = sum(1 for c in chunks if c.content_hash not in todo)
-        return np.stack([known[c.content_hash] for c in chunks]), reused
+        vectors = np.stack([known[c.content_hash][0] for c in chunks])
+        stored = [known[c.content_hash][1] for c in chunks]
+        return vectors, (stored if any(t is not None for t in stored) else None), reused
 
     async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
-        """Give a document's chunks vectors from the configured model, then drop the others."""
+        """Give a document's chunks vectors from the configured model (and token vectors,
+        where it keeps them and a chunk has none), then drop the other models' vectors."""
+        keep = keeps_token_vectors(self.embedder)
         rows = await self.db.fetch_all(
             "chunks.texts_missing_model",
             project_id=project_id,
             document_id=document_id,
             model=self.embedder.model_id,
+            token_vectors=keep,
         )
-        vectors = await self.embedder.embed([row["text"] for row in rows]) if rows else None
+        texts = [row["text"] for row in rows]
+        encoded = await embed_for_index(self.embedder, texts) if rows else None
         await self.indexes.ensure(self.embedder.model_id, self.embedder.dimensions)
         async with self.db.transaction() as conn:
-            if rows and vectors is not None:
+            if rows and encoded is not None:
                 await self.db.execute(
                     "chunks.insert_embeddings",
                     conn,
                     project_id=project_id,
                     model=self.embedder.model_id,
                     chunk_ids=[row["id"] for row in rows],
-                    embeddings=list(vectors),
+                    embeddings=list(encoded.vectors),
+                    token_vectors=encoded.token_vectors or [None] * len(rows),
                 )
             await self.db.execute(
                 "chunks.drop_other_models",

@@ -1,17 +1,19 @@
 """The rerank stage: a second opinion on the fused candidates, from a model that reads the
 query and each passage more closely than the retrievers did.
 
-Off by default: it costs a forward pass of a model per candidate (a few hundred milliseconds
-for 20 candidates on two cores), where the search without it takes tens. Three kinds:
+Off by default. Three kinds:
 
 - ``late_interaction`` (``QUARRY_RERANKER=late_interaction``): the bundled embedding model's
   own token vectors, compared token by token (ColBERT's MaxSim) instead of pooled into one
-  vector each. Needs no other model, so it works offline out of the box. Its scores are
-  blended with the fused ones: on SciFact it lifts hybrid from 0.732 to 0.750 nDCG@10, while
-  alone it ranks about as well as the fusion (bench/README.md).
+  vector each. Needs no other model, so it works offline out of the box. Indexing keeps every
+  chunk's token vectors in a compact form, so a rerank costs milliseconds, not a forward pass
+  per candidate. Its scores are blended with the fused ones: on SciFact it lifts hybrid from
+  0.732 to about 0.745 nDCG@10, while alone it ranks about as well as the fusion
+  (bench/README.md).
 - ``cross_encoder``: a sentence-transformers cross-encoder; ``QUARRY_RERANKER_MODEL`` names a
   local directory (or an id already in the local Hugging Face cache; nothing is downloaded).
-  None ships in a wheel.
+  None ships in a wheel. A forward pass per candidate: hundreds of milliseconds for 50 on
+  two cores, where the search without it takes tens.
 - ``llm``: whatever model serves the gateway's ``rerank`` role grades each passage
   (``LLMReranker``).
 
@@ -45,12 +47,21 @@ class Reranker(Protocol):
     name: str
     depth: int  # fused candidates read unless QUARRY_RERANK_DEPTH says otherwise
     fused_weight: float  # the fused score's share beside the reranker's (``blend``); 0: none
+    # The embedding model whose stored token vectors the reranker reads beside each passage's
+    # text (late interaction); None: text only.
+    token_vectors_model: str | None
 
     async def score(
-        self, query: str, passages: Sequence[str], *, project_id: UUID | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        project_id: UUID | None = None,
+        token_vectors: Sequence[bytes | None] | None = None,
     ) -> list[float]:
         """One relevance score per passage, higher is better. ``project_id`` is for the
-        accounting of rerankers that call models."""
+        accounting of rerankers that call models; ``token_vectors``, each passage's stored
+        token vectors (or None) under ``token_vectors_model``, for those that read them."""
         ...
 
 
@@ -83,7 +94,8 @@ def _zscores(scores: Sequence[float]) -> list[float]:
 def maxsim(query: Vectors, passage: Vectors) -> float:
     """Late interaction's score: each query token's best cosine among the passage's tokens,
     averaged over the query's tokens (ColBERT's MaxSim, as a mean so that it reads the same
-    for queries of any length). Rows are unit vectors; no tokens on either side scores 0."""
+    for queries of any length). Rows are (about) unit vectors; no tokens on either side
+    scores 0."""
     if len(query) == 0 or len(passage) == 0:
         return 0.0
     return float((query @ passage.T).max(axis=1).mean())
@@ -97,15 +109,19 @@ class LateInteractionReranker:
     query's words found a counterpart in the passage and how closely: a finer signal from the
     same model. It ranks no better than the fusion alone, but it errs differently, so the two
     are blended (``fused_weight`` 1: equal z-scores). On SciFact's train queries, over the
-    fused top 20 by each document's best chunk: 0.7293 to 0.7406 nDCG@10; test 0.7324 to
-    0.7493 (bench/README.md, with the sweep over depth and weight).
+    fused top 20 by each document's best chunk: 0.7293 to 0.7390 nDCG@10; test 0.7324 to
+    0.7445 (bench/README.md, with the sweep over depth and weight).
 
-    Token vectors are not stored (hundreds per chunk); each rerank encodes its candidates
-    again, one forward pass each, as a cross-encoder of the same size would. Hence the
-    default depth of 20. One rerank at a time, on a thread of its own whose torch thread
-    count is set when it starts (``threads``; default: every core torch would use), whatever
-    the process's other threads were left with. On two cores in bfloat16 one thread takes
-    about 1.5 times as long as two (bench/README.md).
+    Token vectors are compared in the compact form they are stored in
+    (``quarry.ingest.token_vectors``: 64 dimensions, a byte each). Where late interaction is
+    on, indexing keeps every chunk's (``LocalEmbedder(keep_token_vectors=True)``), so a
+    rerank reads its candidates' from the database, encodes only the query (through ONNX
+    Runtime where queries run there) and compares: milliseconds. A candidate without them
+    (indexed before, or by a worker that did not keep them) is encoded again, one forward
+    pass each, as a cross-encoder of the same size would: hundreds of milliseconds for 20
+    on two cores. Encodes run one rerank at a time, on a thread of its own whose torch
+    thread count is set when it starts (``threads``; default: every core torch would use),
+    whatever the process's other threads were left with.
     """
 
     name = "late_interaction"
@@ -124,21 +140,40 @@ class LateInteractionReranker:
         from quarry.ingest.embedders import torch_thread_pool
 
         self.model = model
+        self.token_vectors_model: str | None = model.model_id
+        self.encoded = 0  # candidates encoded because nothing was stored, for tests and logs
         self._thread = torch_thread_pool(1, threads or torch.get_num_threads(), "rerank")
 
     async def score(
-        self, query: str, passages: Sequence[str], *, project_id: UUID | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        project_id: UUID | None = None,
+        token_vectors: Sequence[bytes | None] | None = None,
     ) -> list[float]:
         if not passages:
             return []
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._score, query, list(passages))
-
-    def _score(self, query: str, passages: list[str]) -> list[float]:
-        vectors = self.model.token_vectors(
-            [query, *passages], self.pass_size, self.pass_length_ratio
+        stored: list[bytes | None] = (
+            list(token_vectors) if token_vectors is not None else [None] * len(passages)
         )
-        return [maxsim(vectors[0], passage) for passage in vectors[1:]]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._score, query, list(passages), stored)
+
+    def _score(self, query: str, passages: list[str], stored: list[bytes | None]) -> list[float]:
+        from quarry.ingest.token_vectors import pack, project, unpack
+
+        query_tokens = project(self.model.query_token_vectors(query))
+        tokens = [unpack(value) for value in stored]
+        missing = [i for i, found in enumerate(tokens) if found is None]
+        if missing:
+            self.encoded += len(missing)
+            fresh = self.model.token_vectors(
+                [passages[i] for i in missing], self.pass_size, self.pass_length_ratio
+            )
+            for i, vectors in zip(missing, fresh, strict=True):
+                tokens[i] = unpack(pack(vectors))  # as if stored: every candidate alike
+        return [0.0 if found is None else maxsim(query_tokens, found) for found in tokens]
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._thread.shutdown)
@@ -149,6 +184,7 @@ class CrossEncoderReranker:
 
     depth = 50
     fused_weight = 0.0
+    token_vectors_model: str | None = None
 
     def __init__(self, model: str | Path, *, batch_size: int = 32, max_length: int = 512) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -164,7 +200,12 @@ class CrossEncoderReranker:
         self._lock = threading.Lock()  # one forward pass at a time; torch uses every core
 
     async def score(
-        self, query: str, passages: Sequence[str], *, project_id: UUID | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        project_id: UUID | None = None,
+        token_vectors: Sequence[bytes | None] | None = None,
     ) -> list[float]:
         if not passages:
             return []
@@ -206,6 +247,7 @@ class LLMReranker:
 
     depth = 50
     fused_weight = 0.0
+    token_vectors_model: str | None = None
 
     def __init__(
         self,
@@ -222,7 +264,12 @@ class LLMReranker:
         self.max_passage_chars = max_passage_chars
 
     async def score(
-        self, query: str, passages: Sequence[str], *, project_id: UUID | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        project_id: UUID | None = None,
+        token_vectors: Sequence[bytes | None] | None = None,
     ) -> list[float]:
         limit = asyncio.Semaphore(self.concurrency)
 

@@ -368,13 +368,28 @@ class Search:
     async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
         assert self.reranker is not None
         head = fused[: self.rerank_depth]
-        rows = await self.db.fetch_all(
-            "search.chunk_texts", project_id=project_id, chunk_ids=[f.chunk_id for f in head]
-        )
-        text_of = {row["id"]: row["text"] for row in rows}
+        chunk_ids = [f.chunk_id for f in head]
+        model = self.reranker.token_vectors_model
+        if model is None:
+            rows = await self.db.fetch_all(
+                "search.chunk_texts", project_id=project_id, chunk_ids=chunk_ids
+            )
+        else:  # in binary: a chunk's token vectors are kilobytes, twice that as hex text
+            rows = await self.db.fetch_all_binary(
+                "search.chunk_token_vectors",
+                project_id=project_id,
+                chunk_ids=chunk_ids,
+                model=model,
+            )
+        found = {row["id"]: row for row in rows}
         # A chunk deleted since retrieval reads as empty; _hits drops it afterwards.
         scores = await self.reranker.score(
-            query, [text_of.get(f.chunk_id, "") for f in head], project_id=project_id
+            query,
+            [found[i]["text"] if i in found else "" for i in chunk_ids],
+            project_id=project_id,
+            token_vectors=None
+            if model is None
+            else [found[i]["token_vectors"] if i in found else None for i in chunk_ids],
         )
         final = blend(scores, [item.score for item in head], self.reranker.fused_weight)
         for rank, (item, score, blended) in enumerate(zip(head, scores, final, strict=True), 1):

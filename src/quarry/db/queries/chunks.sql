@@ -1,6 +1,7 @@
 -- name: reusable_embeddings
--- Vectors this project already has for these chunk texts, made by this model.
-SELECT DISTINCT ON (c.content_hash) c.content_hash, e.embedding
+-- Vectors this project already has for these chunk texts, made by this model, with their
+-- token vectors where kept (NULL where not).
+SELECT DISTINCT ON (c.content_hash) c.content_hash, e.embedding, e.token_vectors
 FROM chunks c
 JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = %(model)s
 WHERE c.project_id = %(project_id)s AND c.content_hash = ANY(%(hashes)s::bytea[]);
@@ -15,7 +16,8 @@ WHERE project_id = %(project_id)s AND document_id = ANY(%(document_ids)s::uuid[]
 -- its text) is analysed here with the project's analyzer (read under the lock
 -- documents.lock_for_write holds), so the query side analyses text the same way. Vectors
 -- travel in binary (%(embeddings)b): as text, each of 384 floats would be formatted by Python
--- and parsed again by Postgres. Returns each document's chunk and term counts.
+-- and parsed again by Postgres, and so do token vectors (NULL where not kept). Returns each
+-- document's chunk and term counts.
 WITH analysed AS (
     SELECT c.*,
            to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
@@ -23,9 +25,9 @@ WITH analysed AS (
     FROM unnest(%(document_id)s::uuid[], %(chunk_index)s::int[], %(text)s::text[],
                 %(context)s::text[], %(char_start)s::int[], %(char_end)s::int[],
                 %(page)s::int[], %(token_count)s::int[], %(content_hash)s::bytea[],
-                %(embeddings)b::vector[])
+                %(embeddings)b::vector[], %(token_vectors)b::bytea[])
          AS c(document_id, chunk_index, text, context, char_start, char_end, page,
-              token_count, content_hash, embedding)
+              token_count, content_hash, embedding, token_vectors)
 ), inserted AS (
     INSERT INTO chunks (project_id, document_id, chunk_index, text, context, char_start,
                         char_end, page, token_count, content_hash, term_count)
@@ -40,8 +42,8 @@ WITH analysed AS (
     JOIN analysed a USING (document_id, chunk_index)
     CROSS JOIN LATERAL postings(a.terms) AS t
 ), vectors AS (
-    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
-    SELECT i.id, %(project_id)s, %(model)s, a.embedding
+    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding, token_vectors)
+    SELECT i.id, %(project_id)s, %(model)s, a.embedding, a.token_vectors
     FROM inserted i
     JOIN analysed a USING (document_id, chunk_index)
 )
@@ -50,10 +52,12 @@ FROM inserted
 GROUP BY document_id;
 
 -- name: insert_embeddings
-INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
-SELECT chunk_id, %(project_id)s, %(model)s, embedding
-FROM unnest(%(chunk_ids)s::bigint[], %(embeddings)b::vector[]) AS e(chunk_id, embedding)
-ON CONFLICT (chunk_id, model) DO UPDATE SET embedding = excluded.embedding;
+INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding, token_vectors)
+SELECT chunk_id, %(project_id)s, %(model)s, embedding, token_vectors
+FROM unnest(%(chunk_ids)s::bigint[], %(embeddings)b::vector[], %(token_vectors)b::bytea[])
+     AS e(chunk_id, embedding, token_vectors)
+ON CONFLICT (chunk_id, model)
+DO UPDATE SET embedding = excluded.embedding, token_vectors = excluded.token_vectors;
 
 -- name: add_stats
 -- Deltas may be negative. CHECK constraints apply to the proposed row before ON CONFLICT
@@ -74,11 +78,13 @@ WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
 ORDER BY c.chunk_index;
 
 -- name: texts_missing_model
--- What the model embeds of each chunk that has no vector of this model yet.
+-- What the model embeds of each chunk that has no vector of this model yet, or, where token
+-- vectors are kept (%(token_vectors)s), none of those.
 SELECT c.id, indexed_text(c.context, c.text) AS text FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
   AND NOT EXISTS (SELECT 1 FROM chunk_embeddings e
-                  WHERE e.chunk_id = c.id AND e.model = %(model)s)
+                  WHERE e.chunk_id = c.id AND e.model = %(model)s
+                    AND (e.token_vectors IS NOT NULL OR NOT %(token_vectors)s))
 ORDER BY c.chunk_index;
 
 -- name: drop_other_models

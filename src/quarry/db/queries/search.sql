@@ -182,6 +182,14 @@ WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 SELECT c.id, indexed_text(c.context, c.text) AS text FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
 
+-- name: chunk_token_vectors
+-- What late interaction reads of each chunk: its stored token vectors under the model (NULL
+-- where not kept), and the text it encodes where they are missing.
+SELECT c.id, indexed_text(c.context, c.text) AS text, e.token_vectors
+FROM chunks c
+LEFT JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = %(model)s
+WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
+
 -- name: chunk_vectors
 -- The vectors of given chunks under one embedding model (the context builder's near-duplicate
 -- check).
