@@ -238,6 +238,10 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
             assert reranker.encoded == len(reranked.hits)
             for hit, score in zip(reranked.hits, encoded, strict=True):
                 assert hit.scores["rerank"] == pytest.approx(score, abs=0.01)
+            # BM25 alone embeds no query: the reranker encodes it, and reads the rest.
+            lexical = await rt.search.search(project.id, SearchRequest(query=query, mode="bm25"))
+            assert lexical.search_metadata.reranked is True
+            assert reranker.encoded == len(reranked.hits)
 
             # A new document with a known chunk text reuses its vector and token vectors.
             calls = embedder.calls

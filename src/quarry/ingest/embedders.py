@@ -268,16 +268,37 @@ class SentenceTransformerModel:
         ``encode``. The vectors are the same either way (cosine above 0.99999)."""
         if self._onnx is None:
             return self.encode(texts)
+        return self._encode_queries_onnx(texts)[0]
+
+    def encode_queries_with_tokens(self, texts: list[str]) -> Encoded:
+        """``encode_queries``' vectors, and from the same pass each query's token vectors in
+        the stored form (``quarry.ingest.token_vectors.pack``), so late interaction needs no
+        pass of its own and rounds both sides alike."""
+        if self._onnx is None:
+            return self.encode_with_tokens(texts)
+        from quarry.ingest.token_vectors import pack
+
+        vectors, tokens = self._encode_queries_onnx(texts)
+        return Encoded(vectors, [pack(t) for t in tokens])
+
+    def _encode_queries_onnx(self, texts: list[str]) -> tuple[Vectors, list[Vectors]]:
+        """Unit vectors and unit token vectors (padding left out) of queries through ONNX
+        Runtime, pooled by the model's own modules."""
         import torch
 
         features = self.model.preprocess(texts)
-        features["token_embeddings"] = torch.from_numpy(
-            self._onnx(features["input_ids"].numpy(), features["attention_mask"].numpy())
-        )
+        tokens = self._onnx_tokens(features)
+        mask = features["attention_mask"].numpy().astype(bool)
+        features["token_embeddings"] = torch.from_numpy(tokens)
         with torch.inference_mode():
             for module in list(self.model)[1:]:  # pooling and whatever follows it
                 features = module(features)
-        return normalize(features["sentence_embedding"].float().numpy())
+        pooled = normalize(features["sentence_embedding"].float().numpy())
+        return pooled, [normalize(tokens[row][mask[row]]) for row in range(len(texts))]
+
+    def _onnx_tokens(self, features: dict[str, Any]) -> Any:
+        assert self._onnx is not None
+        return self._onnx(features["input_ids"].numpy(), features["attention_mask"].numpy())
 
     def _choose_precision(self, forced: bool) -> None:
         """Run the transformer in bfloat16 if this CPU does it faster with the same vectors.
@@ -371,16 +392,6 @@ class SentenceTransformerModel:
             for row, i in enumerate(indices):
                 stored[i] = pack(tokens[row])
         return Encoded(vectors, stored)
-
-    def query_token_vectors(self, query: str) -> Vectors:
-        """A search query's token vectors (unit rows, as ``token_vectors``), through ONNX
-        Runtime where queries run there (one thread, no GIL; a few milliseconds)."""
-        if self._onnx is None:
-            return self.token_vectors([query])[0]
-        features = self.model.preprocess([query])
-        tokens = self._onnx(features["input_ids"].numpy(), features["attention_mask"].numpy())
-        mask = features["attention_mask"].numpy().astype(bool)
-        return normalize(tokens[0][mask[0]])
 
     def _forward(self, texts: list[str]) -> tuple[Vectors, list[Vectors]]:
         """One pass: the texts' unit vectors, and each text's unit token vectors (padding
@@ -634,9 +645,9 @@ class LocalEmbedder:
     lanes run the same model, whose forward pass and tokenizer are safe to call from several
     threads once loaded; a text's vector does not depend on its lane or its batch.
 
-    With ``keep_token_vectors`` the indexing lane also returns each text's token vectors in
-    their stored form (``embed_for_index``), from the same forward pass, for late interaction
-    at search time (``quarry.search.rerank.LateInteractionReranker``).
+    With ``keep_token_vectors`` both lanes also return each text's token vectors in their
+    stored form (``embed_for_index``, ``embed_query_with_tokens``), from the same forward
+    pass, for late interaction at search time (``quarry.search.rerank``).
     """
 
     model: SentenceTransformerModel
@@ -673,9 +684,14 @@ class LocalEmbedder:
             self.index_threads,
             workers=self.index_workers or cores,
         )
+        query_encode: Callable[[list[str]], Encoded] = (
+            model.encode_queries_with_tokens
+            if self.keep_token_vectors
+            else lambda texts: Encoded(model.encode_queries(texts))
+        )
         self.query_lane = _Lane(
             "embed-query",
-            lambda texts: Encoded(model.encode_queries(texts)),
+            query_encode,
             self.query_window,
             self.query_threads,
         )
@@ -702,6 +718,12 @@ class LocalEmbedder:
     async def embed_query(self, query: str) -> Vector:
         vector: Vector = (await self.query_lane.submit([query])).vectors[0]
         return vector
+
+    async def embed_query_with_tokens(self, query: str) -> tuple[Vector, bytes | None]:
+        """The query's vector and, where this embedder keeps token vectors, its own in the
+        stored form, from one pass (late interaction reads them)."""
+        encoded = await self.query_lane.submit([query])
+        return encoded.vectors[0], encoded.token_vectors[0] if encoded.token_vectors else None
 
     async def aclose(self) -> None:
         await self.index_lane.aclose()

@@ -6,10 +6,10 @@ Off by default. Three kinds:
 - ``late_interaction`` (``QUARRY_RERANKER=late_interaction``): the bundled embedding model's
   own token vectors, compared token by token (ColBERT's MaxSim) instead of pooled into one
   vector each. Needs no other model, so it works offline out of the box. Indexing keeps every
-  chunk's token vectors in a compact form, so a rerank costs milliseconds, not a forward pass
-  per candidate. Its scores are blended with the fused ones: on SciFact it lifts hybrid from
-  0.732 to about 0.745 nDCG@10, while alone it ranks about as well as the fusion
-  (bench/README.md).
+  chunk's token vectors in a compact form, and the query's come from the pass that embeds it,
+  so a rerank costs milliseconds, not a forward pass per candidate. Its scores are blended
+  with the fused ones: on SciFact it lifts hybrid from 0.732 to about 0.745 nDCG@10, while
+  alone it ranks about as well as the fusion (bench/README.md).
 - ``cross_encoder``: a sentence-transformers cross-encoder; ``QUARRY_RERANKER_MODEL`` names a
   local directory (or an id already in the local Hugging Face cache; nothing is downloaded).
   None ships in a wheel. A forward pass per candidate: hundreds of milliseconds for 50 on
@@ -58,10 +58,13 @@ class Reranker(Protocol):
         *,
         project_id: UUID | None = None,
         token_vectors: Sequence[bytes | None] | None = None,
+        query_token_vectors: bytes | None = None,
     ) -> list[float]:
         """One relevance score per passage, higher is better. ``project_id`` is for the
         accounting of rerankers that call models; ``token_vectors``, each passage's stored
-        token vectors (or None) under ``token_vectors_model``, for those that read them."""
+        token vectors (or None) under ``token_vectors_model``, and ``query_token_vectors``,
+        the query's in the same form where its embedding pass gave them, for those that read
+        them."""
         ...
 
 
@@ -113,15 +116,16 @@ class LateInteractionReranker:
     0.7445 (bench/README.md, with the sweep over depth and weight).
 
     Token vectors are compared in the compact form they are stored in
-    (``quarry.ingest.token_vectors``: 64 dimensions, a byte each). Where late interaction is
-    on, indexing keeps every chunk's (``LocalEmbedder(keep_token_vectors=True)``), so a
-    rerank reads its candidates' from the database, encodes only the query (through ONNX
-    Runtime where queries run there) and compares: milliseconds. A candidate without them
-    (indexed before, or by a worker that did not keep them) is encoded again, one forward
-    pass each, as a cross-encoder of the same size would: hundreds of milliseconds for 20
-    on two cores. Encodes run one rerank at a time, on a thread of its own whose torch
-    thread count is set when it starts (``threads``; default: every core torch would use),
-    whatever the process's other threads were left with.
+    (``quarry.ingest.token_vectors``: 64 dimensions, a byte each), the query's too. Where late
+    interaction is on, indexing keeps every chunk's (``LocalEmbedder(keep_token_vectors=True)``)
+    and the search's query pass gives the query's, so a rerank reads its candidates' from the
+    database and compares: milliseconds (the query is encoded here only where the search did
+    not embed it, in bm25 mode). A candidate without them (indexed before, or by a worker
+    that did not keep them) is encoded again, one forward pass each, as a cross-encoder of the
+    same size would: hundreds of milliseconds for 20 on two cores. Encodes run one rerank at
+    a time, on a thread of its own whose torch thread count is set when it starts
+    (``threads``; default: every core torch would use), whatever the process's other threads
+    were left with.
     """
 
     name = "late_interaction"
@@ -151,6 +155,7 @@ class LateInteractionReranker:
         *,
         project_id: UUID | None = None,
         token_vectors: Sequence[bytes | None] | None = None,
+        query_token_vectors: bytes | None = None,
     ) -> list[float]:
         if not passages:
             return []
@@ -158,12 +163,24 @@ class LateInteractionReranker:
             list(token_vectors) if token_vectors is not None else [None] * len(passages)
         )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._score, query, list(passages), stored)
+        return await loop.run_in_executor(
+            self._thread, self._score, query, list(passages), stored, query_token_vectors
+        )
 
-    def _score(self, query: str, passages: list[str], stored: list[bytes | None]) -> list[float]:
-        from quarry.ingest.token_vectors import pack, project, unpack
+    def _score(
+        self,
+        query: str,
+        passages: list[str],
+        stored: list[bytes | None],
+        query_stored: bytes | None,
+    ) -> list[float]:
+        from quarry.ingest.token_vectors import pack, unpack
 
-        query_tokens = project(self.model.query_token_vectors(query))
+        query_tokens = unpack(query_stored)
+        if query_tokens is None:
+            encoded = self.model.encode_queries_with_tokens([query]).token_vectors
+            query_tokens = unpack(encoded[0] if encoded else None)
+        assert query_tokens is not None
         tokens = [unpack(value) for value in stored]
         missing = [i for i, found in enumerate(tokens) if found is None]
         if missing:
@@ -206,6 +223,7 @@ class CrossEncoderReranker:
         *,
         project_id: UUID | None = None,
         token_vectors: Sequence[bytes | None] | None = None,
+        query_token_vectors: bytes | None = None,
     ) -> list[float]:
         if not passages:
             return []
@@ -270,6 +288,7 @@ class LLMReranker:
         *,
         project_id: UUID | None = None,
         token_vectors: Sequence[bytes | None] | None = None,
+        query_token_vectors: bytes | None = None,
     ) -> list[float]:
         limit = asyncio.Semaphore(self.concurrency)
 

@@ -24,7 +24,7 @@ from psycopg import sql
 from quarry.db.database import Conn, Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import NotFound, ServiceUnavailable
-from quarry.ingest.embedders import Embedder, Vector
+from quarry.ingest.embedders import Embedder, LocalEmbedder, Vector
 from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
@@ -95,9 +95,14 @@ class Search:
             )
         # The query's vector needs nothing from the database: its encode (most of the vector
         # retriever's time) starts at once and overlaps the prepare statement's round trip.
+        rerank = self.reranker is not None and request.rerank is not False
+        # Late interaction reads the query's token vectors, which its embedding pass can give.
+        query_tokens: list[bytes] | None = (
+            [] if rerank and self.reranker and self.reranker.token_vectors_model else None
+        )
         embedding: asyncio.Task[Vector] | None = None
         if request.mode in (Mode.vector, Mode.hybrid):
-            embedding = asyncio.ensure_future(self._embed(request.query, timings))
+            embedding = asyncio.ensure_future(self._embed(request.query, timings, query_tokens))
         try:
             prep = await _timed(
                 timings,
@@ -115,7 +120,6 @@ class Search:
             raise
         terms: list[str] = prep["terms"]
         depth = request.candidates or self.config.candidates
-        rerank = self.reranker is not None and request.rerank is not False
         # Fusion and reranking look deeper than the page asked for.
         depth = max(depth, request.k, (self.rerank_depth or 0) if rerank else 0)
         filters = compile_filters(request.filters)
@@ -160,8 +164,11 @@ class Search:
 
         reranked = False
         if rerank and fused:
+            query_stored = query_tokens[0] if query_tokens else None
             fused = await _timed(
-                timings, "rerank", lambda: self._rerank(project_id, request.query, fused)
+                timings,
+                "rerank",
+                lambda: self._rerank(project_id, request.query, fused, query_stored),
             )
             reranked = True
         page = fused[: request.k]
@@ -294,11 +301,23 @@ class Search:
         middle = (lo + hi) // 2
         return [(lo, middle), (middle + 1, hi)]
 
-    async def _embed(self, query: str, timings: dict[str, float]) -> Vector:
+    async def _embed(
+        self, query: str, timings: dict[str, float], tokens: list[bytes] | None = None
+    ) -> Vector:
+        """The query's vector; with ``tokens``, its token vectors are added there where the
+        embedder keeps them (``LocalEmbedder.embed_query_with_tokens``: the same pass)."""
         if self.embedder is None:
             raise ServiceUnavailable("vector search needs an embedding model; none is loaded")
         embedder = self.embedder
-        return await _timed(timings, "embed", lambda: embedder.embed_query(query))
+        if tokens is None or not isinstance(embedder, LocalEmbedder):
+            return await _timed(timings, "embed", lambda: embedder.embed_query(query))
+        local = embedder
+        vector, stored = await _timed(
+            timings, "embed", lambda: local.embed_query_with_tokens(query)
+        )
+        if stored is not None:
+            tokens.append(stored)
+        return vector
 
     async def _vector(
         self,
@@ -365,7 +384,13 @@ class Search:
             return None
         return self.config.rerank_depth or self.reranker.depth
 
-    async def _rerank(self, project_id: uuid.UUID, query: str, fused: list[Fused]) -> list[Fused]:
+    async def _rerank(
+        self,
+        project_id: uuid.UUID,
+        query: str,
+        fused: list[Fused],
+        query_token_vectors: bytes | None = None,
+    ) -> list[Fused]:
         assert self.reranker is not None
         head = fused[: self.rerank_depth]
         chunk_ids = [f.chunk_id for f in head]
@@ -390,6 +415,7 @@ class Search:
             token_vectors=None
             if model is None
             else [found[i]["token_vectors"] if i in found else None for i in chunk_ids],
+            query_token_vectors=query_token_vectors,
         )
         final = blend(scores, [item.score for item in head], self.reranker.fused_weight)
         for rank, (item, score, blended) in enumerate(zip(head, scores, final, strict=True), 1):
