@@ -23,6 +23,7 @@ Queries are projected but not rounded: their vectors are never stored.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,13 +47,18 @@ def projection(model_dimensions: int) -> npt.NDArray[np.float32]:
 
 
 def project(tokens: Vectors) -> Vectors:
-    """Token vectors (one row each, the model's width) projected and made unit length."""
+    """Token vectors (one row each, the model's width) projected and made unit length.
+
+    In torch, on the calling thread's own torch threads (one in an indexing lane): numpy's
+    BLAS would start threads of its own, which spin beside the model's and took about a
+    fifth more CPU than the encode itself in a lane (bench/README.md)."""
+    import torch
+
     if len(tokens) == 0:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    projected = np.asarray(tokens, dtype=np.float32) @ projection(tokens.shape[1])
-    norms = np.linalg.norm(projected, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    result: Vectors = projected / norms
+    rows = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))
+    projected = torch.nn.functional.normalize(rows @ _projection_tensor(rows.shape[1]), dim=1)
+    result: Vectors = projected.numpy()
     return result
 
 
@@ -62,6 +68,13 @@ def pack(tokens: Vectors) -> bytes:
     rounded = np.clip(np.rint(project(tokens) * _SCALE), -127, 127).astype(np.int8)
     data: bytes = rounded.tobytes()
     return bytes([FORMAT]) + data
+
+
+@cache
+def _projection_tensor(model_dimensions: int) -> Any:
+    import torch
+
+    return torch.from_numpy(projection(model_dimensions))
 
 
 def unpack(stored: bytes | memoryview | None) -> Vectors | None:
