@@ -10,7 +10,10 @@ are SciFact's own, embedded at query time by the bundled model, as a user's woul
 At each size the script times the search service end to end (analysis, query embedding,
 BM25 and kNN concurrently, fusion, highlights) and, as the reference in the same run, the
 bare SQL of each retriever on one connection; it prints service over bare-SQL ratios, so the
-figures compare across machines. No rerank. It also records how many of the cores two busy
+figures compare across machines. No rerank, but for one row: hybrid with the late-interaction
+stage (``QUARRY_RERANKER=late_interaction``) reading stored token vectors, synthetic like the
+vectors (random bytes of the stored form's size, a row per token of the chunk), with the
+query's from the real model. It also records how many of the cores two busy
 backends got (``cores_seen``, 1.0 to 2.0, at the start and after each size): on a shared VM
 that varies, and the concurrent figures move with it.
 
@@ -37,6 +40,7 @@ from psycopg import sql
 from quarry.db.vector_index import index_name
 from quarry.ingest.embedders import LocalEmbedder
 from quarry.ingest.factory import load_local_model
+from quarry.ingest.token_vectors import DIMENSIONS, FORMAT
 from quarry.logs import configure_logging
 from quarry.runtime import freeze_startup_heap, open_runtime
 from quarry.search.evaluate import percentile
@@ -87,12 +91,16 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
     batch = 5000
     for lo in range(start, end, batch):
         hi = min(lo + batch, end)
-        texts, vectors = [], []
+        texts, vectors, token_vectors = [], [], []
         for n in range(lo, hi):
             i, copy = n % len(chunks), n // len(chunks)
             texts.append(variant(chunks, i, copy))
             v = base_vectors[i] + 0.35 * rng.standard_normal(dims).astype("f4")
             vectors.append(v / np.linalg.norm(v))
+            tokens = min(256, 2 + int(1.3 * len(texts[-1].split())))  # word pieces, about
+            token_vectors.append(
+                bytes([FORMAT]) + rng.integers(-127, 128, (tokens, DIMENSIONS), np.int8).tobytes()
+            )
         async with rt.db.transaction() as conn:
             await conn.execute(
                 """
@@ -104,8 +112,10 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     FROM unnest(%(n)s::int[], %(t)s::text[]) AS x(n, t)
                     RETURNING id, external_id
                 ), analysed AS (
-                    SELECT d.id AS document_id, x.t, x.v, to_tsvector('english', x.t) AS terms
-                    FROM unnest(%(n)s::int[], %(t)s::text[], %(v)s::vector[]) AS x(n, t, v)
+                    SELECT d.id AS document_id, x.t, x.v, x.tv,
+                           to_tsvector('english', x.t) AS terms
+                    FROM unnest(%(n)s::int[], %(t)s::text[], %(v)s::vector[], %(tv)b::bytea[])
+                         AS x(n, t, v, tv)
                     JOIN docs d ON d.external_id = 'bench-' || x.n
                 ), inserted AS (
                     INSERT INTO chunks (project_id, document_id, chunk_index, text, char_start,
@@ -121,8 +131,9 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     CROSS JOIN LATERAL postings(a.terms) AS t
                     WHERE i.term_count > 0
                 ), vectors AS (
-                    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)
-                    SELECT i.id, %(p)s, %(model)s, a.v
+                    INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding,
+                                                  token_vectors)
+                    SELECT i.id, %(p)s, %(model)s, a.v, a.tv
                     FROM inserted i JOIN analysed a USING (document_id)
                 )
                 INSERT INTO lexical_stats (project_id, chunk_count, term_count,
@@ -139,6 +150,7 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     "n": list(range(lo, hi)),
                     "t": texts,
                     "v": vectors,
+                    "tv": token_vectors,
                     "model": model_id,
                 },
             )
@@ -168,7 +180,13 @@ async def pack_if_due(rt, project_id: uuid.UUID) -> dict | None:
 
 
 async def time_service(
-    rt, project_id, queries, mode: Mode, clients: int, filters: Filters | None = None
+    rt,
+    project_id,
+    queries,
+    mode: Mode,
+    clients: int,
+    filters: Filters | None = None,
+    rerank: bool = False,
 ) -> list[float]:
     latencies: list[float] = []
     pending = list(queries)
@@ -177,7 +195,7 @@ async def time_service(
         while pending:
             query = pending.pop()
             started = time.perf_counter()
-            request = SearchRequest(query=query, mode=mode, k=10, filters=filters)
+            request = SearchRequest(query=query, mode=mode, k=10, filters=filters, rerank=rerank)
             await rt.search.search(project_id, request)
             latencies.append((time.perf_counter() - started) * 1000)
 
@@ -315,10 +333,14 @@ async def run(sizes: list[int]) -> dict:
     queries = load_queries()
     with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
         settings = Settings(
-            data_dir=Path(tmp), log_level="warning", bootstrap_admin=False, db_pool_max_size=20
+            data_dir=Path(tmp),
+            log_level="warning",
+            bootstrap_admin=False,
+            db_pool_max_size=20,
+            reranker="late_interaction",  # only the late-interaction row asks for it
         )
         configure_logging(settings)
-        embedder = LocalEmbedder(load_local_model(settings))
+        embedder = LocalEmbedder(load_local_model(settings), keep_token_vectors=True)
         async with open_runtime(settings, embedder=embedder) as rt:
             admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
             assert admin is not None
@@ -356,6 +378,10 @@ async def run(sizes: list[int]) -> dict:
                     for mode in Mode:
                         latencies = await time_service(rt, project.id, queries, mode, clients)
                         row[f"{mode.value}_{clients}_client"] = summary(latencies)
+                    latencies = await time_service(
+                        rt, project.id, queries, Mode.hybrid, clients, rerank=True
+                    )
+                    row[f"hybrid_late_interaction_{clients}_client"] = summary(latencies)
                 # A broad filter (metadata, half the project's documents pass): BM25 checks
                 # its unfiltered best against it, and HNSW's nearest hold about half of what
                 # was asked for (search_metadata's bm25_scan and vector_scan say the paths).
@@ -387,7 +413,9 @@ async def run(sizes: list[int]) -> dict:
                     await conn.execute(
                         "SELECT pg_relation_size(%s) / 1048576 AS hnsw_mb,"
                         " pg_total_relation_size('chunk_terms') / 1048576 AS postings_mb,"
-                        " pg_total_relation_size('term_blocks') / 1048576 AS blocks_mb",
+                        " pg_total_relation_size('term_blocks') / 1048576 AS blocks_mb,"
+                        " pg_total_relation_size('chunk_embeddings') / 1048576"
+                        "   AS embeddings_with_token_vectors_mb",
                         (index,),
                     )
                 ).fetchone()
@@ -414,12 +442,12 @@ def main() -> None:
     result = asyncio.run(run(sizes))
     largest = result["sizes"][-1]
     p95 = largest["hybrid_1_client"]["p95_ms"]
-    print(f"\n{'chunks':>8} {'mode':>7} {'1 client p50/p95':>20} {'8 clients p50/p95':>20}")
+    print(f"\n{'chunks':>8} {'mode':>23} {'1 client p50/p95':>20} {'8 clients p50/p95':>20}")
     for row in result["sizes"]:
-        for mode in Mode:
-            one, eight = row[f"{mode.value}_1_client"], row[f"{mode.value}_8_client"]
+        for name in [mode.value for mode in Mode] + ["hybrid_late_interaction"]:
+            one, eight = row[f"{name}_1_client"], row[f"{name}_8_client"]
             print(
-                f"{row['chunks']:>8} {mode.value:>7} "
+                f"{row['chunks']:>8} {name:>23} "
                 f"{one['p50_ms']:>9.1f} / {one['p95_ms']:<8.1f} "
                 f"{eight['p50_ms']:>9.1f} / {eight['p95_ms']:<8.1f}"
             )
