@@ -20,6 +20,7 @@ from quarry.search.rerank import (
     blend,
     late_interaction_reranker,
     load_reranker,
+    rerank_weight,
 )
 from quarry.settings import Settings
 from quarry.testing import HashEmbedder
@@ -172,10 +173,13 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
         # fused rank as 'fused', and as its score the blend of the two sets of scores.
         fused = [hit.score for hit in plain.hits]
         rerank = await reranker.score(query, [hit.text for hit in plain.hits])
+        # The MaxSim counts as much as the fusion trusted the dense side for this query.
+        weight = rerank_weight(reranker, plain.search_metadata.agreement)
+        assert reranked.search_metadata.weights["rerank"] == pytest.approx(weight, abs=1e-4)
         expected = dict(
             zip(
                 [hit.chunk_id for hit in plain.hits],
-                blend(rerank, fused, reranker.fused_weight),
+                blend(rerank, fused, reranker.fused_weight, weight),
                 strict=True,
             )
         )

@@ -65,3 +65,32 @@ def test_the_eval_runs_hybrid_reranked_only_with_a_reranker() -> None:
     assert [v.name for v in reranked] == ["bm25", "vector", "hybrid", "hybrid_rrf", "hybrid_rerank"]
     assert [v.rerank for v in reranked] == [False, False, False, False, True]
     assert [v.name for v in variants([Mode.bm25], reranker=True)] == ["bm25"]
+
+
+def test_the_reranker_s_weight_scales_its_share_of_the_blend() -> None:
+    rerank, fused = [3.0, 1.0, 2.0], [1.0, 2.0, 3.0]
+    # Without weight the fused order stands; with a small one it barely moves.
+    assert blend(rerank, fused, 1.0, 0.0) == pytest.approx(blend([0, 0, 0], fused, 1.0))
+    rerank_z = blend(rerank, [0, 0, 0], 1.0)  # a set with no spread adds nothing
+    fused_z = blend([0, 0, 0], fused, 1.0)
+    half = blend(rerank, fused, 1.0, 0.5)
+    assert half == pytest.approx([0.5 * r + f for r, f in zip(rerank_z, fused_z, strict=True)])
+
+
+def test_late_interaction_follows_the_fusions_trust_in_the_dense_side() -> None:
+    from quarry.search.fusion import AGREEMENT_FOR_FULL_WEIGHT, dense_trust
+    from quarry.search.rerank import CrossEncoderReranker, LateInteractionReranker, rerank_weight
+
+    class Late:
+        trust_power = LateInteractionReranker.trust_power
+
+    class Cross:
+        trust_power = CrossEncoderReranker.trust_power
+
+    assert dense_trust(None) == 1.0
+    assert dense_trust(AGREEMENT_FOR_FULL_WEIGHT) == 1.0
+    assert dense_trust(0.0) == 0.0
+    low = AGREEMENT_FOR_FULL_WEIGHT / 2
+    assert rerank_weight(Late(), low) == pytest.approx(dense_trust(low) ** 0.5)  # type: ignore[arg-type]
+    assert 0 < dense_trust(low) < rerank_weight(Late(), low) < 1  # type: ignore[arg-type]
+    assert rerank_weight(Cross(), 0.0) == 1.0  # type: ignore[arg-type]

@@ -96,11 +96,22 @@ def fuse(
         used = {name: 1.0 for name in runs}
     else:
         used = {name: DEFAULT_WEIGHTS.get(name, 0.5) for name in runs}
-        if agreement is not None and DENSE in used:
-            used[DENSE] *= min(1.0, agreement / AGREEMENT_FOR_FULL_WEIGHT) ** AGREEMENT_POWER
+        if DENSE in used:
+            used[DENSE] *= dense_trust(agreement)
     items = _collect(present, per_document)
     fused = _rrf(items, used, rrf_k) if method is Method.rrf else _zscore(items, present, used)
     return Fusion(fused, {name: round(w, 4) for name, w in used.items()}, agreement)
+
+
+def dense_trust(agreement: float | None) -> float:
+    """The share of its weight the dense side keeps for a query, from how much the two
+    retrievers agree (``_agreement``): all of it at ``AGREEMENT_FOR_FULL_WEIGHT`` or more,
+    falling off as a power below; all of it where agreement was not measured (one retriever).
+    The late-interaction rerank stage, which reads the same model, follows it too
+    (``quarry.search.rerank``)."""
+    if agreement is None:
+        return 1.0
+    return min(1.0, agreement / AGREEMENT_FOR_FULL_WEIGHT) ** AGREEMENT_POWER
 
 
 def best_per_document(run: Run) -> list[Candidate]:

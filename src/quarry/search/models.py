@@ -146,7 +146,10 @@ class SearchMetadata(BaseModel):
     query_terms: list[str] = Field(description="the query as BM25 saw it, after analysis")
     candidates: dict[str, int] = Field(description="hits each retriever returned")
     fusion: Method
-    weights: dict[str, float] = Field(description="the fusion weights used")
+    weights: dict[str, float] = Field(
+        description="the fusion weights used, and under 'rerank' the weight of a reranker "
+        "whose scores were blended with the fused ones (late_interaction)"
+    )
     agreement: float | None = Field(
         description="share of each retriever's top 10 documents the other found (hybrid)"
     )

@@ -29,7 +29,7 @@ from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
-from quarry.search.rerank import Reranker, blend
+from quarry.search.rerank import Reranker, blend, rerank_weight
 from quarry.settings import Settings
 
 T = TypeVar("T")
@@ -163,14 +163,18 @@ class Search:
         timings["fuse"] = _ms(started)
 
         reranked = False
-        if rerank and fused:
+        weights = fusion.weights
+        if rerank and fused and self.reranker is not None:
             query_stored = query_tokens[0] if query_tokens else None
+            weight = rerank_weight(self.reranker, fusion.agreement)
             fused = await _timed(
                 timings,
                 "rerank",
-                lambda: self._rerank(project_id, request.query, fused, query_stored),
+                lambda: self._rerank(project_id, request.query, fused, query_stored, weight),
             )
             reranked = True
+            if self.reranker.fused_weight:  # blended: the reranker's weight beside the fusion's
+                weights = {**weights, "rerank": round(weight, 4)}
         page = fused[: request.k]
         hits = await _timed(
             timings, "hits", lambda: self._hits(project_id, prep["analyzer"], terms, page)
@@ -183,7 +187,7 @@ class Search:
                 query_terms=terms,
                 candidates={name: len(run) for name, run in runs.items()},
                 fusion=request.fusion,
-                weights=fusion.weights,
+                weights=weights,
                 agreement=fusion.agreement,
                 reranked=reranked,
                 bm25_scan=scans.get("bm25"),
@@ -390,6 +394,7 @@ class Search:
         query: str,
         fused: list[Fused],
         query_token_vectors: bytes | None = None,
+        weight: float = 1.0,
     ) -> list[Fused]:
         assert self.reranker is not None
         head = fused[: self.rerank_depth]
@@ -417,7 +422,7 @@ class Search:
             else [found[i]["token_vectors"] if i in found else None for i in chunk_ids],
             query_token_vectors=query_token_vectors,
         )
-        final = blend(scores, [item.score for item in head], self.reranker.fused_weight)
+        final = blend(scores, [item.score for item in head], self.reranker.fused_weight, weight)
         for rank, (item, score, blended) in enumerate(zip(head, scores, final, strict=True), 1):
             item.ranks["fused"] = rank
             item.scores["rerank"] = score
