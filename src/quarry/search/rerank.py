@@ -8,8 +8,9 @@ Off by default. Three kinds:
   vector each. Needs no other model, so it works offline out of the box. Indexing keeps every
   chunk's token vectors in a compact form, and the query's come from the pass that embeds it,
   so a rerank costs milliseconds, not a forward pass per candidate. Its scores are blended
-  with the fused ones: on SciFact it lifts hybrid from 0.732 to about 0.745 nDCG@10, while
-  alone it ranks about as well as the fusion (bench/README.md).
+  with the fused ones, as far as the fusion trusts the model for the query: on SciFact it lifts
+  hybrid from 0.7335 to about 0.742 nDCG@10, while alone it ranks about as well as the fusion
+  (bench/README.md).
 - ``cross_encoder``: a sentence-transformers cross-encoder; ``QUARRY_RERANKER_MODEL`` names a
   local directory (or an id already in the local Hugging Face cache; nothing is downloaded).
   None ships in a wheel. A forward pass per candidate: hundreds of milliseconds for 50 on
@@ -129,9 +130,10 @@ class LateInteractionReranker:
     vector retriever compares those. Before pooling, its token vectors say which of the
     query's words found a counterpart in the passage and how closely: a finer signal from the
     same model. It ranks no better than the fusion alone, but it errs differently, so the two
-    are blended (``fused_weight`` 1: equal z-scores). On SciFact's train queries, over the
-    fused top 20 by each document's best chunk: 0.7293 to 0.7390 nDCG@10; test 0.7324 to
-    0.7445 (bench/README.md, with the sweep over depth and weight).
+    are blended (``fused_weight`` 1, and the MaxSim's weight ``trust_power`` below). On
+    SciFact's train queries, over the fused top 20 by each document's best chunk: 0.7307 to
+    0.7389 nDCG@10; test 0.7335 to 0.7423 (bench/README.md, with the sweeps over depth and
+    weight).
 
     Token vectors are compared in the compact form they are stored in
     (``quarry.ingest.token_vectors``: 64 dimensions, a byte each), the query's too. Where late
