@@ -4,6 +4,7 @@ the test builds and saves itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -202,6 +203,23 @@ def test_one_pass_gives_encodes_vectors_and_each_texts_stored_token_vectors(
     assert [len(v) for v in encoded.token_vectors] == [1 + n * DIMENSIONS for n in counts]
 
 
+@contextlib.asynccontextmanager
+async def keeping_token_vectors(settings: Settings, minilm):
+    """A runtime whose local embedder keeps token vectors and whose reranker reads them, as
+    QUARRY_RERANKER=late_interaction makes them; yields it with its reranker."""
+    from quarry.ingest.embedders import LocalEmbedder
+
+    settings = settings.model_copy(update={"reranker": "late_interaction"})
+    embedder = LocalEmbedder(minilm, keep_token_vectors=True)
+    try:
+        async with open_runtime(settings, embedder=embedder) as rt:
+            reranker = rt.search.reranker
+            assert isinstance(reranker, LateInteractionReranker)
+            yield rt, reranker
+    finally:
+        await embedder.aclose()
+
+
 async def stored_token_vectors(rt, project_id) -> list[bytes | None]:
     async with rt.db.pool.connection() as conn:
         rows = await (
@@ -217,80 +235,64 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
     ingest_settings: Settings, minilm, admin_principal
 ) -> None:
     from quarry.ingest.documents import text_source
-    from quarry.ingest.embedders import LocalEmbedder
     from quarry.ingest.token_vectors import DIMENSIONS
     from quarry.runtime import background_worker
     from tests.support import settle
 
-    settings = ingest_settings.model_copy(update={"reranker": "late_interaction"})
-    embedder = LocalEmbedder(minilm, keep_token_vectors=True)
-    try:
-        async with open_runtime(settings, embedder=embedder) as rt:
-            reranker = rt.search.reranker
-            assert isinstance(reranker, LateInteractionReranker)
-            project = await index_texts(rt, admin_principal, "kept", PASSAGES)
-            stored = await stored_token_vectors(rt, project.id)
-            assert len(stored) == len(PASSAGES)
-            assert all(v is not None and (len(v) - 1) % DIMENSIONS == 0 for v in stored)
+    async with keeping_token_vectors(ingest_settings, minilm) as (rt, reranker):
+        project = await index_texts(rt, admin_principal, "kept", PASSAGES)
+        stored = await stored_token_vectors(rt, project.id)
+        assert len(stored) == len(PASSAGES)
+        assert all(v is not None and (len(v) - 1) % DIMENSIONS == 0 for v in stored)
 
-            query = "electricity from sunlight or wind"
-            reranked = await rt.search.search(project.id, SearchRequest(query=query))
-            assert reranked.search_metadata.reranked is True
-            assert reranker.encoded == 0  # every candidate's token vectors were read
-            # The same scores as encoding the candidates on the spot (float rounding aside).
-            encoded = await reranker.score(query, [hit.text for hit in reranked.hits])
-            assert reranker.encoded == len(reranked.hits)
-            for hit, score in zip(reranked.hits, encoded, strict=True):
-                assert hit.scores["rerank"] == pytest.approx(score, abs=0.01)
-            # BM25 alone embeds no query: the reranker encodes it, and reads the rest.
-            lexical = await rt.search.search(project.id, SearchRequest(query=query, mode="bm25"))
-            assert lexical.search_metadata.reranked is True
-            assert reranker.encoded == len(reranked.hits)
+        query = "electricity from sunlight or wind"
+        reranked = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranked.search_metadata.reranked is True
+        assert reranker.encoded == 0  # every candidate's token vectors were read
+        # The same scores as encoding the candidates on the spot (float rounding aside).
+        encoded = await reranker.score(query, [hit.text for hit in reranked.hits])
+        assert reranker.encoded == len(reranked.hits)
+        for hit, score in zip(reranked.hits, encoded, strict=True):
+            assert hit.scores["rerank"] == pytest.approx(score, abs=0.01)
+        # BM25 alone embeds no query: the reranker encodes it, and reads the rest.
+        lexical = await rt.search.search(project.id, SearchRequest(query=query, mode="bm25"))
+        assert lexical.search_metadata.reranked is True
+        assert reranker.encoded == len(reranked.hits)
 
-            # A new document with a known chunk text reuses its vector and token vectors.
-            calls = embedder.calls
-            source = text_source(
-                PASSAGES[0], external_id="again", title="", fmt="txt", metadata={}, tags=()
-            )
-            await rt.documents.submit(project.id, source)
-            async with background_worker(rt, "test"):
-                assert (await settle(rt, project.id))["failed"] == 0
-            assert embedder.calls == calls
-            again = await stored_token_vectors(rt, project.id)
-            assert len(again) == len(PASSAGES) + 1
-            assert None not in again
-    finally:
-        await embedder.aclose()
+        # A new document with a known chunk text reuses its vector and token vectors.
+        calls = rt.embedder.calls
+        source = text_source(
+            PASSAGES[0], external_id="again", title="", fmt="txt", metadata={}, tags=()
+        )
+        await rt.documents.submit(project.id, source)
+        async with background_worker(rt, "test"):
+            assert (await settle(rt, project.id))["failed"] == 0
+        assert rt.embedder.calls == calls
+        again = await stored_token_vectors(rt, project.id)
+        assert len(again) == len(PASSAGES) + 1
+        assert None not in again
 
 
 async def test_reindex_fills_in_token_vectors_indexing_did_not_keep(
     ingest_settings: Settings, minilm, embedder, admin_principal
 ) -> None:
-    from quarry.ingest.embedders import LocalEmbedder
     from quarry.runtime import background_worker
 
     async with open_runtime(ingest_settings, embedder=embedder) as rt:
         project = await index_texts(rt, admin_principal, "unkept", PASSAGES)
         assert await stored_token_vectors(rt, project.id) == [None] * len(PASSAGES)
 
-    settings = ingest_settings.model_copy(update={"reranker": "late_interaction"})
-    keeping = LocalEmbedder(minilm, keep_token_vectors=True)
-    try:
-        async with open_runtime(settings, embedder=keeping) as rt:
-            reranker = rt.search.reranker
-            assert isinstance(reranker, LateInteractionReranker)
-            query = "electricity from sunlight"
-            before = await rt.search.search(project.id, SearchRequest(query=query))
-            assert reranker.encoded == len(before.hits)  # nothing stored: encoded on the spot
-            assert await rt.documents.reindex(project.id) == len(PASSAGES)
-            async with background_worker(rt, "test"):  # reembed jobs: no status to wait on
-                deadline = time.monotonic() + 60
-                while None in (stored := await stored_token_vectors(rt, project.id)):
-                    assert time.monotonic() < deadline, stored
-                    await asyncio.sleep(0.1)
-            assert len(stored) == len(PASSAGES)
-            after = await rt.search.search(project.id, SearchRequest(query=query))
-            assert reranker.encoded == len(before.hits)  # read, not encoded
-            assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]
-    finally:
-        await keeping.aclose()
+    async with keeping_token_vectors(ingest_settings, minilm) as (rt, reranker):
+        query = "electricity from sunlight"
+        before = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranker.encoded == len(before.hits)  # nothing stored: encoded on the spot
+        assert await rt.documents.reindex(project.id) == len(PASSAGES)
+        async with background_worker(rt, "test"):  # reembed jobs: no status to wait on
+            deadline = time.monotonic() + 60
+            while None in (stored := await stored_token_vectors(rt, project.id)):
+                assert time.monotonic() < deadline, stored
+                await asyncio.sleep(0.1)
+        assert len(stored) == len(PASSAGES)
+        after = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranker.encoded == len(before.hits)  # read, not encoded
+        assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]

@@ -93,13 +93,13 @@ class Search:
                 "reranking was asked for but no reranker is configured (QUARRY_RERANKER, or "
                 "QUARRY_RERANKER_MODEL for a cross-encoder)"
             )
-        # The query's vector needs nothing from the database: its encode (most of the vector
-        # retriever's time) starts at once and overlaps the prepare statement's round trip.
         rerank = self.reranker is not None and request.rerank is not False
         # Late interaction reads the query's token vectors, which its embedding pass can give.
         query_tokens: list[bytes] | None = (
             [] if rerank and self.reranker and self.reranker.token_vectors_model else None
         )
+        # The query's vector needs nothing from the database: its encode (most of the vector
+        # retriever's time) starts at once and overlaps the prepare statement's round trip.
         embedding: asyncio.Task[Vector] | None = None
         if request.mode in (Mode.vector, Mode.hybrid):
             embedding = asyncio.ensure_future(self._embed(request.query, timings, query_tokens))
