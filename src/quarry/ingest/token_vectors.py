@@ -6,9 +6,10 @@ vectors with a passage's, token by token. Stored as the model leaves them they w
 about 150 KB per chunk in float16; here each token's vector is projected to ``DIMENSIONS``
 dimensions by a fixed random orthogonal matrix, made unit length again and rounded to one
 signed byte per dimension: about 13 KB for a chunk of 200 tokens. On SciFact the rerank ranks
-as well from these as from the full vectors (train / test nDCG@10 0.7390 / 0.7445 against
-0.7406 / 0.7493, bench/README.md): cosines between tokens survive a random projection to 64
-dimensions well enough for the best match of each query token to stay the best.
+about as well from these as from the full vectors (offline, train / test nDCG@10 0.7390 /
+0.7445 against 0.7406 / 0.7493, bench/README.md): cosines between tokens survive a random
+projection to 64 dimensions well enough for the best match of each query token to stay the
+best.
 
 The projection is random rather than fitted (PCA on a collection's own tokens was no better on
 SciFact's train queries), so it is the same for every collection and needs nothing stored
@@ -17,7 +18,8 @@ orthonormalised), not from a floating-point sampler whose stream a numpy release
 stored vectors and the query's must be projected alike. The stored form starts with a format
 byte, so that a later change of form can tell old rows from new.
 
-Queries are projected but not rounded: their vectors are never stored.
+A query's token vectors take the same form (``LocalEmbedder.embed_query_with_tokens``), so
+both sides of a comparison are rounded alike; they are never stored.
 """
 
 from __future__ import annotations
