@@ -126,6 +126,8 @@ def test_encoded_parts_join_back_in_order_and_lose_token_vectors_any_part_lacks(
     assert joined.vectors.tolist() == whole.vectors.tolist()
     assert joined.token_vectors == [b"a", b"b", b"c", b"d"]
     assert Encoded.join([parts[0], Encoded(parts[1].vectors)]).token_vectors is None
+    assert joined.stored() == [b"a", b"b", b"c", b"d"]
+    assert Encoded(parts[1].vectors).stored() == [None, None]  # one per text, none kept
 
 
 def test_passes_hold_texts_of_about_the_same_length() -> None:

@@ -44,6 +44,12 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def stored(self) -> list[bytes | None]:
+        """Each text's token vectors in their stored form, None where not kept."""
+        if self.token_vectors is None:
+            return [None] * len(self.vectors)
+        return list(self.token_vectors)
+
     def part(self, start: int, end: int) -> Encoded:
         tokens = self.token_vectors
         return Encoded(self.vectors[start:end], None if tokens is None else tokens[start:end])

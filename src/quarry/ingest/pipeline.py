@@ -111,7 +111,7 @@ class Pipeline:
 
     async def _vectors(
         self, project_id: uuid.UUID, chunks: list[Chunk]
-    ) -> tuple[Vectors, list[bytes | None] | None, int]:
+    ) -> tuple[Vectors, list[bytes | None], int]:
         """A vector per chunk, reused where the project has one for the same text and model;
         with token vectors where the embedder keeps them (a reused vector whose token vectors
         were not kept is made again, so every chunk gets both)."""
@@ -134,14 +134,10 @@ class Pipeline:
         todo = {c.content_hash: c.indexed_text for c in chunks if c.content_hash not in known}
         if todo:
             fresh = await embed_for_index(self.embedder, list(todo.values()))
-            tokens: list[bytes | None] = (
-                list(fresh.token_vectors) if fresh.token_vectors else [None] * len(todo)
-            )
-            known.update(zip(todo.keys(), zip(fresh.vectors, tokens, strict=True), strict=True))
+            known.update(zip(todo, zip(fresh.vectors, fresh.stored(), strict=True), strict=True))
         reused = sum(1 for c in chunks if c.content_hash not in todo)
         vectors = np.stack([known[c.content_hash][0] for c in chunks])
-        stored = [known[c.content_hash][1] for c in chunks]
-        return vectors, (stored if any(t is not None for t in stored) else None), reused
+        return vectors, [known[c.content_hash][1] for c in chunks], reused
 
     async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
         """Give a document's chunks vectors from the configured model (and token vectors,
@@ -166,7 +162,7 @@ class Pipeline:
                     model=self.embedder.model_id,
                     chunk_ids=[row["id"] for row in rows],
                     embeddings=list(encoded.vectors),
-                    token_vectors=encoded.token_vectors or [None] * len(rows),
+                    token_vectors=encoded.stored(),
                 )
             await self.db.execute(
                 "chunks.drop_other_models",

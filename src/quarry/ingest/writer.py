@@ -42,12 +42,9 @@ class DocumentWrite:
     title: str | None  # found by the parser; kept only where the document has none
     chunks: list[Chunk]
     vectors: Vectors  # one row per chunk
-    # Per chunk, its token vectors in their stored form (quarry.ingest.token_vectors), or None
-    # where not kept; None for the whole document where none are.
-    token_vectors: list[bytes | None] | None = None
-
-    def stored_token_vectors(self) -> list[bytes | None]:
-        return list(self.token_vectors) if self.token_vectors else [None] * len(self.chunks)
+    # One per chunk: its token vectors in their stored form (quarry.ingest.token_vectors), or
+    # None where not kept.
+    token_vectors: list[bytes | None]
 
 
 @dataclass
@@ -187,7 +184,7 @@ class ChunkWriter:
                     token_count=[c.token_count for _, c in chunks],
                     content_hash=[c.content_hash for _, c in chunks],
                     embeddings=[v for w in current for v in w.vectors],
-                    token_vectors=[t for w in current for t in w.stored_token_vectors()],
+                    token_vectors=[t for w in current for t in w.token_vectors],
                 )
             }
             made = [counts.get(w.document_id, {"chunks": 0, "terms": 0}) for w in current]
