@@ -82,7 +82,7 @@ async def run_pipeline(
     submit_first: bool,
     samples: Counter[str] | None = None,
 ) -> dict:
-    # As build_embedder makes it: with QUARRY_RERANKER=late_interaction, token vectors kept.
+    # As build_embedder makes it: token vectors kept for late interaction (the default).
     keep = settings.reranker_kind == "late_interaction"
     embedder = LocalEmbedder(model, keep_token_vectors=keep)
     async with open_runtime(settings, embedder=embedder) as rt:

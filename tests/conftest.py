@@ -162,7 +162,8 @@ def minilm_float32():
 async def embedder(minilm):
     from quarry.ingest.embedders import LocalEmbedder
 
-    local = LocalEmbedder(minilm)
+    # Keeping token vectors, as the default settings make it (late interaction reranks hybrid).
+    local = LocalEmbedder(minilm, keep_token_vectors=True)
     yield local
     await local.aclose()
 

@@ -41,6 +41,7 @@ from quarry.jobs.tasks import TaskDeps
 from quarry.search.rerank import (
     LLMReranker,
     Reranker,
+    late_interaction_possible,
     late_interaction_reranker,
     load_reranker,
 )
@@ -186,7 +187,9 @@ async def open_runtime(
         if settings.reranker_kind == "llm":
             reranker = LLMReranker(gateway)
         elif settings.reranker_kind == "late_interaction":
-            if embedder is not None:  # without models loaded there is nothing to search with
+            # Without models loaded there is nothing to search with. Unset, the stage follows
+            # the embedder: an embedder passed in that is not local simply has none.
+            if embedder is not None and (settings.reranker or late_interaction_possible(embedder)):
                 late = late_interaction_reranker(embedder)
                 stack.push_async_callback(late.aclose)
                 reranker = late

@@ -242,17 +242,18 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(
         default=64, ge=4, le=1000, description="HNSW build breadth, 4 to 1000"
     )
-    reranker: Literal["late_interaction", "cross_encoder", "llm"] | None = Field(
+    reranker: Literal["late_interaction", "cross_encoder", "llm", "none"] | None = Field(
         default=None,
-        description="late_interaction (the local embedding model's token vectors, MaxSim; "
-        "indexing then stores each chunk's, about 13 KB for 200 tokens), "
-        "cross_encoder (reranker_model), llm (the gateway's rerank role grades each passage), "
-        "or unset: cross_encoder when reranker_model is set, else no rerank",
+        description="the rerank stage of hybrid searches: late_interaction (the local "
+        "embedding model's token vectors, MaxSim; indexing then stores each chunk's, about "
+        "13 KB for 200 tokens), cross_encoder (reranker_model), llm (the gateway's rerank role "
+        "grades each passage), none, or unset: cross_encoder when reranker_model is set, "
+        "late_interaction with the local embedder, else none",
     )
     reranker_model: str | None = Field(
         default=None,
         description="a cross-encoder: a local directory or an id in the local Hugging Face "
-        "cache (never downloaded); unset: no rerank stage",
+        "cache (never downloaded); unset: no cross-encoder",
     )
     rerank_depth: int | None = Field(
         default=None,
@@ -389,9 +390,16 @@ class Settings(BaseSettings):
 
     @property
     def reranker_kind(self) -> Literal["late_interaction", "cross_encoder", "llm"] | None:
+        """The rerank stage to run, None for none. Unset, late interaction wherever the
+        embedder is local: it needs no other model, costs a few milliseconds per search and
+        lifts hybrid's nDCG@10 on SciFact from 0.733 to 0.743 (bench/README.md)."""
+        if self.reranker == "none":
+            return None
         if self.reranker is not None:
             return self.reranker
-        return "cross_encoder" if self.reranker_model else None
+        if self.reranker_model:
+            return "cross_encoder"
+        return "late_interaction" if self.embedding_provider == "local" else None
 
     @property
     def blob_store_kind(self) -> Literal["file", "postgres"]:

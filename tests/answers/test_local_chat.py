@@ -63,7 +63,7 @@ async def test_a_conversation_of_several_turns_stays_under_budget(local: Served)
         "How do wind turbines make electricity?",
         "Why do tides rise and fall?",
     ]
-    left_out = 0
+    left_out = most_turns = 0
     for content in turns:
         sent = await http.post(
             f"/projects/energy/conversations/{cid}/messages",
@@ -74,9 +74,12 @@ async def test_a_conversation_of_several_turns_stays_under_budget(local: Served)
         assert body["history"]["tokens"] <= body["history"]["budget_tokens"] <= BUDGET["history"]
         assert body["context"]["tokens"] <= body["context"]["budget_tokens"]
         left_out = max(left_out, body["history"]["left_out"])
+        most_turns = max(most_turns, body["history"]["turns"])
         if body["usage"] is not None:  # the prompt, counted by the model itself, fits
             assert body["usage"]["input_tokens"] + BUDGET["answer_reserve"] <= BUDGET["total"]
-    assert body["history"]["turns"] >= 1
+    # Earlier turns rode along where they fitted (whether the last one does depends on how
+    # long the model's previous answer was).
+    assert most_turns >= 1
     assert left_out > 0  # the budget could not hold every earlier turn
     # The turns that no longer fit are folded into a summary by the worker (SmolLM2 again).
     for _ in range(600):

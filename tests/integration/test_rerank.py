@@ -112,17 +112,71 @@ async def test_search_reranks_the_fused_candidates(
 
 
 async def test_asking_for_a_rerank_without_a_reranker_is_503(
-    ingest_client: httpx.AsyncClient, admin
+    ingest_settings: Settings, embedder, tmp_path: Path
 ) -> None:
+    from quarry.app import create_app
     from tests.conftest import bearer
 
-    key = bearer(admin.api_key.secret)
-    await ingest_client.post("/projects", json={"name": "norerank"}, headers=key)
-    answer = await ingest_client.post(
-        "/projects/norerank/search", json={"query": "x", "rerank": True}, headers=key
-    )
-    assert answer.status_code == 503
-    assert answer.json()["code"] == "service_unavailable"
+    settings = ingest_settings.model_copy(update={"reranker": "none"})
+    async with open_runtime(settings, embedder=embedder) as rt:
+        assert rt.search.reranker is None
+        admin = await rt.users.bootstrap_admin(tmp_path / "admin.key")
+        assert admin is not None
+        app = create_app(settings, runtime=rt)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://quarry.test"
+            ) as http,
+        ):
+            key = bearer(admin.api_key.secret)
+            await http.post("/projects", json={"name": "norerank"}, headers=key)
+            answer = await http.post(
+                "/projects/norerank/search", json={"query": "x", "rerank": True}, headers=key
+            )
+            assert answer.status_code == 503
+            assert answer.json()["code"] == "service_unavailable"
+            # Not asked for, there is simply no rerank stage.
+            plain = await http.post("/projects/norerank/search", json={"query": "x"}, headers=key)
+            assert plain.status_code == 200
+            assert plain.json()["search_metadata"]["reranked"] is False
+
+
+async def test_by_default_hybrid_is_reranked_from_the_token_vectors_indexing_kept(
+    ingest_runtime, admin_principal
+) -> None:
+    rt = ingest_runtime  # the default settings: the local embedder and no reranker named
+    reranker = rt.search.reranker
+    assert isinstance(reranker, LateInteractionReranker)
+    project = await index_texts(rt, admin_principal, "default", PASSAGES)
+    assert None not in await stored_token_vectors(rt, project.id)
+
+    query = "electricity from sunlight or wind"
+    hybrid = await rt.search.search(project.id, SearchRequest(query=query))
+    assert hybrid.search_metadata.reranked is True
+    assert "rerank" in hybrid.search_metadata.weights
+    assert reranker.encoded == 0  # read from storage, not encoded
+    # One retriever's ranking is asked for as it is, unless a rerank is asked for too.
+    for mode in ("bm25", "vector"):
+        alone = await rt.search.search(project.id, SearchRequest(query=query, mode=mode))
+        assert alone.search_metadata.reranked is False, mode
+        assert all("rerank" not in hit.scores for hit in alone.hits)
+        asked = await rt.search.search(
+            project.id, SearchRequest(query=query, mode=mode, rerank=True)
+        )
+        assert asked.search_metadata.reranked is True, mode
+    fused = await rt.search.search(project.id, SearchRequest(query=query, rerank=False))
+    assert fused.search_metadata.reranked is False
+    assert "rerank" not in fused.search_metadata.weights
+
+
+async def test_a_remote_embedder_has_no_default_rerank_stage(ingest_settings: Settings) -> None:
+    async with open_runtime(ingest_settings, embedder=HashEmbedder()) as rt:
+        assert rt.search.reranker is None
+    named = ingest_settings.model_copy(update={"reranker": "late_interaction"})
+    with pytest.raises(StartupError, match="not local"):
+        async with open_runtime(named, embedder=HashEmbedder()):
+            pass
 
 
 def test_token_vectors_are_one_unit_row_per_token_the_model_reads(minilm_float32) -> None:
@@ -255,7 +309,9 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
         for hit, score in zip(reranked.hits, encoded, strict=True):
             assert hit.scores["rerank"] == pytest.approx(score, abs=0.01)
         # BM25 alone embeds no query: the reranker encodes it, and reads the rest.
-        lexical = await rt.search.search(project.id, SearchRequest(query=query, mode="bm25"))
+        lexical = await rt.search.search(
+            project.id, SearchRequest(query=query, mode="bm25", rerank=True)
+        )
         assert lexical.search_metadata.reranked is True
         assert reranker.encoded == len(reranked.hits)
 
@@ -274,13 +330,20 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
 
 
 async def test_reindex_fills_in_token_vectors_indexing_did_not_keep(
-    ingest_settings: Settings, minilm, embedder, admin_principal
+    ingest_settings: Settings, minilm, admin_principal
 ) -> None:
+    from quarry.ingest.embedders import LocalEmbedder
     from quarry.runtime import background_worker
 
-    async with open_runtime(ingest_settings, embedder=embedder) as rt:
-        project = await index_texts(rt, admin_principal, "unkept", PASSAGES)
-        assert await stored_token_vectors(rt, project.id) == [None] * len(PASSAGES)
+    # Indexed with the rerank stage off (or by a version that kept no token vectors).
+    unkept = LocalEmbedder(minilm)
+    try:
+        off = ingest_settings.model_copy(update={"reranker": "none"})
+        async with open_runtime(off, embedder=unkept) as rt:
+            project = await index_texts(rt, admin_principal, "unkept", PASSAGES)
+            assert await stored_token_vectors(rt, project.id) == [None] * len(PASSAGES)
+    finally:
+        await unkept.aclose()
 
     async with keeping_token_vectors(ingest_settings, minilm) as (rt, reranker):
         query = "electricity from sunlight"

@@ -56,14 +56,15 @@ def test_blend_where_a_side_has_no_spread() -> None:
     assert blend([], [], 1.0) == []
 
 
-def test_the_eval_runs_hybrid_reranked_only_with_a_reranker() -> None:
+def test_the_eval_runs_each_mode_as_the_service_does_with_its_references() -> None:
     modes = [Mode.bm25, Mode.vector, Mode.hybrid]
     plain = variants(modes, reranker=False)
     assert [v.name for v in plain] == ["bm25", "vector", "hybrid", "hybrid_rrf"]
-    assert not any(v.rerank for v in plain)
+    assert [v.rerank for v in plain] == [None, None, None, False]
     reranked = variants(modes, reranker=True)
-    assert [v.name for v in reranked] == ["bm25", "vector", "hybrid", "hybrid_rrf", "hybrid_rerank"]
-    assert [v.rerank for v in reranked] == [False, False, False, False, True]
+    # "hybrid" is the service's default (reranked); "hybrid_fused" is the fusion without it.
+    assert [v.name for v in reranked] == ["bm25", "vector", "hybrid", "hybrid_fused", "hybrid_rrf"]
+    assert [v.rerank for v in reranked] == [None, None, None, False, False]
     assert [v.name for v in variants([Mode.bm25], reranker=True)] == ["bm25"]
 
 

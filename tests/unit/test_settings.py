@@ -150,7 +150,15 @@ def test_the_local_model_path_setting_reaches_the_builtin_model(tmp_path: Path) 
 
 
 def test_reranker_kind() -> None:
-    assert load_settings().reranker_kind is None
+    # Unset: late interaction with the local embedder, nothing with a remote one.
+    assert load_settings().reranker_kind == "late_interaction"
+    remote = load_settings(
+        embedding_provider="openai_compatible",
+        embedding_base_url="http://127.0.0.1:9/v1",
+        embedding_model="e5",
+    )
+    assert remote.reranker_kind is None
+    assert load_settings(reranker="none").reranker_kind is None
     assert load_settings(reranker_model="/models/ce").reranker_kind == "cross_encoder"
     assert load_settings(reranker="llm").reranker_kind == "llm"
     assert load_settings(reranker="late_interaction").reranker_kind == "late_interaction"

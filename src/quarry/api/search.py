@@ -21,11 +21,13 @@ router = APIRouter(
     summary="Search a project's chunks: BM25, vector kNN, or both fused",
     description=(
         "Modes: `bm25` (Okapi BM25 over the project's analysed terms), `vector` (cosine kNN "
-        "over the configured embedding model's vectors, HNSW), `hybrid` (both, fused by "
-        "weighted reciprocal rank fusion; without explicit `weights`, each retriever's weight "
-        "adapts to how decisive its scores are for this query). With a reranker configured, "
-        "the fused candidates are reranked unless `rerank` is false. Documents still being "
-        "indexed are not searchable yet; `search_metadata.documents_indexing` counts them."
+        "over the configured embedding model's vectors, HNSW), `hybrid` (both, fused: by "
+        "default the retrievers' z-scores weighted by how much they agree on this query, or "
+        "weighted reciprocal rank fusion with `fusion: rrf`). Hybrid searches are reranked "
+        "by the configured reranker (by default late interaction with the bundled model's "
+        "stored token vectors) unless `rerank` is false; bm25 and vector searches only when "
+        "`rerank` is true. Documents still being indexed are not searchable yet; "
+        "`search_metadata.documents_indexing` counts them."
     ),
 )
 async def search(

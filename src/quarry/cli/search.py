@@ -49,7 +49,9 @@ def search(
         False, "--per-document", help="At most one hit (the best chunk) per document."
     ),
     rerank: bool | None = typer.Option(
-        None, "--rerank/--no-rerank", help="Rerank (default: when a reranker is configured)."
+        None,
+        "--rerank/--no-rerank",
+        help="Rerank (default: in hybrid mode, when a reranker is configured).",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:

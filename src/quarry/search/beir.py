@@ -79,19 +79,19 @@ class Variant:
     name: str
     mode: Mode
     fusion: Method
-    rerank: bool
+    rerank: bool | None  # None: as the service decides (hybrid reranked when it has a reranker)
 
 
 def variants(modes: Sequence[Mode], *, reranker: bool) -> list[Variant]:
-    """What an evaluation runs: each mode with its default fusion and no rerank stage; with
-    hybrid, also plain reciprocal rank fusion (``hybrid_rrf``), the reference the default
-    fusion must beat, and, where a reranker is configured, hybrid reranked
-    (``hybrid_rerank``)."""
-    runs = [Variant(mode.value, mode, Method.adaptive, False) for mode in modes]
+    """What an evaluation runs: each mode as the service runs it by default (hybrid with its
+    rerank stage where a reranker is configured); with hybrid, also plain reciprocal rank
+    fusion (``hybrid_rrf``), the reference the default fusion must beat, and where a reranker
+    is configured, the fusion without it (``hybrid_fused``), the stage's reference."""
+    runs = [Variant(mode.value, mode, Method.adaptive, None) for mode in modes]
     if Mode.hybrid in modes:
-        runs.append(Variant("hybrid_rrf", Mode.hybrid, Method.rrf, False))
         if reranker:
-            runs.append(Variant("hybrid_rerank", Mode.hybrid, Method.adaptive, True))
+            runs.append(Variant("hybrid_fused", Mode.hybrid, Method.adaptive, False))
+        runs.append(Variant("hybrid_rrf", Mode.hybrid, Method.rrf, False))
     return runs
 
 

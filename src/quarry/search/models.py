@@ -105,7 +105,10 @@ class SearchRequest(Body):
         default=None, description="per-retriever fusion weights (default: chosen per query)"
     )
     rerank: bool | None = Field(
-        default=None, description="rerank the fused candidates (default: on when configured)"
+        default=None,
+        description="rerank the fused candidates; default: in hybrid mode when a reranker is "
+        "configured (late interaction with the bundled model, unless QUARRY_RERANKER says "
+        "otherwise), never in bm25 or vector mode; true with none configured is a 503",
     )
     per_document: bool = Field(
         default=False, description="at most one hit per document: its best chunk"

@@ -1,9 +1,10 @@
 """The rerank stage: a second opinion on the fused candidates, from a model that reads the
 query and each passage more closely than the retrievers did.
 
-Off by default. Three kinds:
+Hybrid searches run it by default (``Search.reranks``); bm25 and vector searches on request.
+Three kinds (``QUARRY_RERANKER``; ``none`` turns the stage off):
 
-- ``late_interaction`` (``QUARRY_RERANKER=late_interaction``): the bundled embedding model's
+- ``late_interaction``, the default with the local embedder: the bundled embedding model's
   own token vectors, compared token by token (ColBERT's MaxSim) instead of pooled into one
   vector each. Needs no other model, so it works offline out of the box. Indexing keeps every
   chunk's token vectors in a compact form, and the query's come from the pass that embeds it,
@@ -210,6 +211,13 @@ class LateInteractionReranker:
         tokens = [unpack(value) for value in stored]
         missing = [i for i, found in enumerate(tokens) if found is None]
         if missing:
+            if not self.encoded:  # once per process: the cost is per search until mended
+                log.warning(
+                    "late interaction: candidates without stored token vectors are encoded "
+                    "at search time (hundreds of milliseconds)",
+                    candidates=len(missing),
+                    fix="quarry reindex --project P fills them in",
+                )
             self.encoded += len(missing)
             fresh = self.model.token_vectors(
                 [passages[i] for i in missing], self.pass_size, self.pass_length_ratio
@@ -362,6 +370,14 @@ def load_reranker(model: str) -> CrossEncoderReranker:
             "  It must be a local sentence-transformers cross-encoder directory (or an id in "
             "the local Hugging Face cache); quarry never downloads models."
         ) from exc
+
+
+def late_interaction_possible(embedder: object) -> bool:
+    """Whether late interaction can read this embedder's model: only a local one has token
+    vectors to give."""
+    from quarry.ingest.embedders import LocalEmbedder
+
+    return isinstance(embedder, LocalEmbedder)
 
 
 def late_interaction_reranker(embedder: object) -> LateInteractionReranker:

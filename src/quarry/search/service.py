@@ -93,7 +93,7 @@ class Search:
                 "reranking was asked for but no reranker is configured (QUARRY_RERANKER, or "
                 "QUARRY_RERANKER_MODEL for a cross-encoder)"
             )
-        rerank = self.reranker is not None and request.rerank is not False
+        rerank = self.reranks(request)
         # Late interaction reads the query's token vectors, which its embedding pass can give.
         query_tokens: list[bytes] | None = (
             [] if rerank and self.reranker and self.reranker.token_vectors_model else None
@@ -380,6 +380,14 @@ class Search:
                 sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(breadth))
             )
             return await self.db.fetch_all(statement, conn, **params)
+
+    def reranks(self, request: SearchRequest) -> bool:
+        """Whether the rerank stage runs for this request: when asked, and by default in
+        hybrid mode. A bm25 or vector search asks for one retriever's ranking, so it is
+        reranked only on request."""
+        if self.reranker is None or request.rerank is False:
+            return False
+        return request.rerank is True or request.mode is Mode.hybrid
 
     @property
     def rerank_depth(self) -> int | None:
