@@ -193,7 +193,8 @@ async def open_runtime(
                 late = late_interaction_reranker(embedder)
                 stack.push_async_callback(late.aclose)
                 reranker = late
-        elif settings.reranker_model and (load_models or embedder is not None):
+        elif settings.reranker_kind == "cross_encoder" and (load_models or embedder is not None):
+            assert settings.reranker_model  # the settings' validation sees to it
             reranker = await asyncio.to_thread(load_reranker, settings.reranker_model)
         search = Search(
             db,

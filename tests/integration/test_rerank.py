@@ -117,7 +117,10 @@ async def test_asking_for_a_rerank_without_a_reranker_is_503(
     from quarry.app import create_app
     from tests.conftest import bearer
 
-    settings = ingest_settings.model_copy(update={"reranker": "none"})
+    # "none" wins over a cross-encoder named beside it (this one would fail to load).
+    settings = ingest_settings.model_copy(
+        update={"reranker": "none", "reranker_model": str(tmp_path / "no-model")}
+    )
     async with open_runtime(settings, embedder=embedder) as rt:
         assert rt.search.reranker is None
         admin = await rt.users.bootstrap_admin(tmp_path / "admin.key")

@@ -159,6 +159,7 @@ def test_reranker_kind() -> None:
     )
     assert remote.reranker_kind is None
     assert load_settings(reranker="none").reranker_kind is None
+    assert load_settings(reranker="none", reranker_model="/models/ce").reranker_kind is None
     assert load_settings(reranker_model="/models/ce").reranker_kind == "cross_encoder"
     assert load_settings(reranker="llm").reranker_kind == "llm"
     assert load_settings(reranker="late_interaction").reranker_kind == "late_interaction"
