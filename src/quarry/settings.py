@@ -246,7 +246,7 @@ class Settings(BaseSettings):
         default=None,
         description="the rerank stage of hybrid searches: late_interaction (the local "
         "embedding model's token vectors, MaxSim; indexing then stores each chunk's, about "
-        "13 KB for 200 tokens), cross_encoder (reranker_model), llm (the gateway's rerank role "
+        "6 KB for 200 tokens), cross_encoder (reranker_model), llm (the gateway's rerank role "
         "grades each passage), none, or unset: cross_encoder when reranker_model is set, "
         "late_interaction with the local embedder, else none",
     )

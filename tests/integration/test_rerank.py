@@ -250,14 +250,27 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
 def test_one_pass_gives_encodes_vectors_and_each_texts_stored_token_vectors(
     minilm_float32,
 ) -> None:
-    from quarry.ingest.token_vectors import DIMENSIONS
+    from quarry.ingest.token_vectors import BYTES_PER_TOKEN, punctuation
 
     texts = [PASSAGES[0], "sunlight " * 400, PASSAGES[2]]
     encoded = minilm_float32.encode_with_tokens(texts)
     assert np.allclose(encoded.vectors, minilm_float32.encode(texts), atol=1e-5)
-    counts = [min(len(minilm_float32.tokenizer.encode(t).ids), 256) for t in texts]
+    ids = [minilm_float32.tokenizer.encode(t).ids for t in texts]
+    counts = [min(len(i), 256) for i in ids]
+    table = punctuation(minilm_float32.tokenizer.get_vocab())
+    dropped = [int(table[i].sum()) for i in ids]
+    assert dropped == [1, 0, 1]  # each sentence's full stop
+    # A passage's punctuation is left out of what is stored...
     assert encoded.token_vectors is not None
-    assert [len(v) for v in encoded.token_vectors] == [1 + n * DIMENSIONS for n in counts]
+    assert [len(v) for v in encoded.token_vectors] == [
+        1 + (n - d) * BYTES_PER_TOKEN for n, d in zip(counts, dropped, strict=True)
+    ]
+    # What the reranker encodes for a candidate with nothing stored: the same (same passes).
+    assert minilm_float32.stored_token_vectors(texts) == encoded.token_vectors
+    # ...while a query keeps every token.
+    query = "solar power, and wind?"
+    (packed,) = minilm_float32.encode_queries_with_tokens([query]).token_vectors
+    assert len(packed) == 1 + len(minilm_float32.tokenizer.encode(query).ids) * BYTES_PER_TOKEN
 
 
 @contextlib.asynccontextmanager
@@ -292,7 +305,7 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
     ingest_settings: Settings, minilm, admin_principal
 ) -> None:
     from quarry.ingest.documents import text_source
-    from quarry.ingest.token_vectors import DIMENSIONS
+    from quarry.ingest.token_vectors import BYTES_PER_TOKEN
     from quarry.runtime import background_worker
     from tests.support import settle
 
@@ -300,7 +313,7 @@ async def test_late_interaction_reads_the_token_vectors_indexing_kept(
         project = await index_texts(rt, admin_principal, "kept", PASSAGES)
         stored = await stored_token_vectors(rt, project.id)
         assert len(stored) == len(PASSAGES)
-        assert all(v is not None and (len(v) - 1) % DIMENSIONS == 0 for v in stored)
+        assert all(v is not None and (len(v) - 1) % BYTES_PER_TOKEN == 0 for v in stored)
 
         query = "electricity from sunlight or wind"
         reranked = await rt.search.search(project.id, SearchRequest(query=query))
@@ -359,6 +372,34 @@ async def test_reindex_fills_in_token_vectors_indexing_did_not_keep(
                 assert time.monotonic() < deadline, stored
                 await asyncio.sleep(0.1)
         assert len(stored) == len(PASSAGES)
+        after = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranker.encoded == len(before.hits)  # read, not encoded
+        assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]
+
+
+async def test_token_vectors_of_an_older_form_are_encoded_until_reindex_replaces_them(
+    ingest_settings: Settings, minilm, admin_principal
+) -> None:
+    from quarry.ingest.token_vectors import is_current
+    from quarry.runtime import background_worker
+
+    async with keeping_token_vectors(ingest_settings, minilm) as (rt, reranker):
+        project = await index_texts(rt, admin_principal, "older", PASSAGES)
+        # As the first form stored them: format byte 1, then a byte per dimension.
+        async with rt.db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE chunk_embeddings SET token_vectors = %s WHERE project_id = %s",
+                (bytes([1]) + bytes(64 * 5), project.id),
+            )
+        query = "electricity from sunlight"
+        before = await rt.search.search(project.id, SearchRequest(query=query))
+        assert reranker.encoded == len(before.hits)  # not read: encoded on the spot
+        assert await rt.documents.reindex(project.id) == len(PASSAGES)
+        async with background_worker(rt, "test"):
+            deadline = time.monotonic() + 60
+            while not all(map(is_current, stored := await stored_token_vectors(rt, project.id))):
+                assert time.monotonic() < deadline, stored
+                await asyncio.sleep(0.1)
         after = await rt.search.search(project.id, SearchRequest(query=query))
         assert reranker.encoded == len(before.hits)  # read, not encoded
         assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]

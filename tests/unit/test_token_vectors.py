@@ -1,4 +1,4 @@
-"""The stored form of token vectors for late interaction: a fixed projection, a byte per
+"""The stored form of token vectors for late interaction: a fixed projection, four bits per
 dimension, and a format byte that lets a later form tell old values from new."""
 
 from __future__ import annotations
@@ -6,7 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quarry.ingest.token_vectors import DIMENSIONS, FORMAT, pack, project, projection, unpack
+from quarry.ingest.token_vectors import (
+    BYTES_PER_TOKEN,
+    DIMENSIONS,
+    FORMAT,
+    is_current,
+    pack,
+    project,
+    projection,
+    punctuation,
+    unpack,
+)
 from quarry.search.rerank import maxsim
 
 
@@ -32,14 +42,20 @@ def test_packed_vectors_keep_their_cosines_and_their_token_count() -> None:
     tokens = unit_rows(37)
     stored = pack(tokens)
     assert stored[0] == FORMAT
-    assert len(stored) == 1 + 37 * DIMENSIONS  # a byte per dimension per token
+    assert is_current(stored)
+    assert len(stored) == 1 + 37 * BYTES_PER_TOKEN  # four bits per dimension per token
     restored = unpack(stored)
     assert restored is not None
     assert restored.shape == (37, DIMENSIONS)
     exact = project(tokens)
     assert np.allclose(np.linalg.norm(exact, axis=1), 1.0, atol=1e-5)
-    # Rounding to a byte moves each cosine (and length) by about a hundredth at most.
-    assert np.abs(restored @ restored.T - exact @ exact.T).max() < 0.02
+    # Each dimension is the nearest of 15 levels 1/14 apart (within -0.5..0.5)...
+    step = 0.5 / 7
+    assert np.abs(restored - np.clip(exact, -0.5, 0.5)).max() <= step / 2 + 1e-6
+    # ...which moves a cosine by about 0.02 on average and about a tenth at most.
+    error = np.abs(restored @ restored.T - exact @ exact.T)
+    assert error.mean() < 0.04
+    assert error.max() < 0.15
 
 
 def test_late_interaction_ranks_alike_from_the_stored_form() -> None:
@@ -52,16 +68,42 @@ def test_late_interaction_ranks_alike_from_the_stored_form() -> None:
     near = maxsim(projected_query, unpack(pack(related)))  # type: ignore[arg-type]
     far = maxsim(projected_query, unpack(pack(unrelated)))  # type: ignore[arg-type]
     assert near > far + 0.3
-    assert near == pytest.approx(maxsim(projected_query, project(related)), abs=0.01)
+    assert near == pytest.approx(maxsim(projected_query, project(related)), abs=0.03)
 
 
 @pytest.mark.parametrize(
     "stored",
-    [None, b"", bytes([FORMAT + 1]) + bytes(DIMENSIONS), bytes([FORMAT]) + bytes(DIMENSIONS - 1)],
-    ids=["missing", "empty", "unknown-format", "truncated"],
+    [
+        None,
+        b"",
+        bytes([FORMAT + 1]) + bytes(BYTES_PER_TOKEN),
+        bytes([1]) + bytes(DIMENSIONS),  # the first form: a byte per dimension
+        bytes([FORMAT]) + bytes(BYTES_PER_TOKEN - 1),
+    ],
+    ids=["missing", "empty", "unknown-format", "older-format", "truncated"],
 )
 def test_values_this_version_cannot_read_are_missing(stored: bytes | None) -> None:
     assert unpack(stored) is None
+    assert not is_current(stored)
+
+
+def test_every_level_survives_the_packing() -> None:
+    # Random tokens, and tokens along the projection's own axes (one dimension at +-1, so
+    # rounded to the extreme levels): each dimension's level, -7 to 7, comes back exactly.
+    axes = projection(384).T[:8]
+    tokens = np.vstack([unit_rows(200), axes, -axes])
+    step = 0.5 / 7
+    levels = np.clip(np.rint(project(tokens) / step), -7, 7)
+    assert set(np.unique(levels)) == set(range(-7, 8))
+    restored = unpack(pack(tokens))
+    assert restored is not None
+    assert np.array_equal(np.rint(restored / step), levels)
+
+
+def test_punctuation_is_the_tokens_without_a_letter_or_digit() -> None:
+    vocabulary = {"[CLS]": 0, ",": 1, "the": 2, "##.": 3, "##s": 4, "(": 5, "2": 6, "\u03b1": 7}
+    table = punctuation(vocabulary)
+    assert table.tolist() == [False, True, False, True, False, True, False, False]
 
 
 def test_a_text_without_tokens_packs_to_the_format_byte_alone() -> None:

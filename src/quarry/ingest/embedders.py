@@ -243,6 +243,10 @@ class SentenceTransformerModel:
         self.max_tokens = int(max_tokens)
         self.dimensions = int(dimensions)
         self.tokenizer = load_tokenizer(path / "tokenizer.json")
+        # Which token ids are punctuation: a passage's are not stored for late interaction.
+        from quarry.ingest.token_vectors import punctuation
+
+        self._punctuation = punctuation(self.tokenizer.get_vocab())
         # The first call sets the tokenizer's padding and truncation, which mutates it: do it
         # here, before threads share it (the Rust tokenizer refuses a change while in use).
         self.encode(["warm up"])
@@ -280,11 +284,12 @@ class SentenceTransformerModel:
         """``encode_queries``' vectors, and from the same pass each query's token vectors in
         the stored form (``quarry.ingest.token_vectors.pack``), so late interaction needs no
         pass of its own and rounds both sides alike."""
-        if self._onnx is None:
-            return self.encode_with_tokens(texts)
         from quarry.ingest.token_vectors import pack
 
-        vectors, tokens = self._encode_queries_onnx(texts)
+        if self._onnx is None:  # a query keeps every token, punctuation too
+            vectors, tokens, _ = self._forward(texts)
+        else:
+            vectors, tokens = self._encode_queries_onnx(texts)
         return Encoded(vectors, [pack(t) for t in tokens])
 
     def _encode_queries_onnx(self, texts: list[str]) -> tuple[Vectors, list[Vectors]]:
@@ -372,36 +377,55 @@ class SentenceTransformerModel:
         self, texts: list[str], batch_size: int = 0, ratio: float = PASS_LENGTH_RATIO
     ) -> list[Vectors]:
         """Each text's token vectors as the transformer leaves them, before pooling: one unit
-        row per token the model read (special tokens included, padding left out). What late
-        interaction compares (``quarry.search.rerank.LateInteractionReranker``). In passes of
+        row per token the model read (special tokens included, padding left out). In passes of
         at most ``batch_size`` texts (default: the model's) cut by length as ``encode`` cuts
         them; in bfloat16 where the model runs in it."""
         out = [np.zeros((0, self.dimensions), dtype=np.float32) for _ in texts]
         passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
         for indices in passes:
-            _, tokens = self._forward([texts[i] for i in indices])
+            _, tokens, _ = self._forward([texts[i] for i in indices])
             for row, i in enumerate(indices):
                 out[i] = tokens[row]
         return out
 
+    def stored_token_vectors(
+        self, texts: list[str], batch_size: int = 0, ratio: float = PASS_LENGTH_RATIO
+    ) -> list[bytes]:
+        """Passages' token vectors in the form indexing stores them (``encode_with_tokens``):
+        what late interaction encodes for a candidate that has none stored. Passes as in
+        ``token_vectors``."""
+        out = [b""] * len(texts)
+        passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
+        for indices in passes:
+            _, tokens, ids = self._forward([texts[i] for i in indices])
+            for row, i in enumerate(indices):
+                out[i] = self._pack_passage(tokens[row], ids[row])
+        return out
+
     def encode_with_tokens(self, texts: list[str]) -> Encoded:
         """``encode``'s vectors, and from the same passes each text's token vectors in the
-        form they are stored in (``quarry.ingest.token_vectors.pack``): for indexing where
-        late interaction is on. The vectors are ``encode``'s (same passes, same model)."""
-        from quarry.ingest.token_vectors import pack
-
+        form they are stored in: for indexing where late interaction is on. The vectors are
+        ``encode``'s (same passes, same model)."""
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
         stored: list[bytes] = [b""] * len(texts)
         for indices in length_passes(self._lengths(texts), self.batch_size):
-            pooled, tokens = self._forward([texts[i] for i in indices])
+            pooled, tokens, ids = self._forward([texts[i] for i in indices])
             vectors[indices] = pooled
             for row, i in enumerate(indices):
-                stored[i] = pack(tokens[row])
+                stored[i] = self._pack_passage(tokens[row], ids[row])
         return Encoded(vectors, stored)
 
-    def _forward(self, texts: list[str]) -> tuple[Vectors, list[Vectors]]:
-        """One pass: the texts' unit vectors, and each text's unit token vectors (padding
-        left out)."""
+    def _pack_passage(self, tokens: Vectors, ids: npt.NDArray[np.int64]) -> bytes:
+        """A passage's token vectors in the stored form (``quarry.ingest.token_vectors.pack``),
+        its punctuation tokens left out: a query token's best match is never a comma, and on
+        SciFact they were an eighth of the rows (bench/README.md)."""
+        from quarry.ingest.token_vectors import pack
+
+        return pack(tokens[~self._punctuation[ids]])
+
+    def _forward(self, texts: list[str]) -> tuple[Vectors, list[Vectors], list[Any]]:
+        """One pass: the texts' unit vectors, and each text's unit token vectors with their
+        token ids (padding left out)."""
         import torch
 
         features = self.model.preprocess(texts)
@@ -410,7 +434,12 @@ class SentenceTransformerModel:
             pooled = normalize(out["sentence_embedding"].float().numpy())
             tokens = out["token_embeddings"].float().numpy()
         mask = features["attention_mask"].numpy().astype(bool)
-        return pooled, [normalize(tokens[row][mask[row]]) for row in range(len(texts))]
+        ids = features["input_ids"].numpy()
+        return (
+            pooled,
+            [normalize(tokens[row][mask[row]]) for row in range(len(texts))],
+            [ids[row][mask[row]] for row in range(len(texts))],
+        )
 
     def _lengths(self, texts: list[str]) -> list[int]:
         """Each text's length in tokens as the model reads it (cut at its input limit)."""

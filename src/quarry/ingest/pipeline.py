@@ -30,6 +30,8 @@ from quarry.ingest.embedders import (
 )
 from quarry.ingest.parsers import Parsed, Parser, ParserRegistry
 from quarry.ingest.split import Chunk, Splitter
+from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
+from quarry.ingest.token_vectors import is_current
 from quarry.ingest.writer import ChunkWriter, DocumentWrite
 
 log = structlog.get_logger(__name__)
@@ -114,7 +116,7 @@ class Pipeline:
     ) -> tuple[Vectors, list[bytes | None], int]:
         """A vector per chunk, reused where the project has one for the same text and model;
         with token vectors where the embedder keeps them (a reused vector whose token vectors
-        were not kept is made again, so every chunk gets both)."""
+        were not kept, or kept in an older form, is made again, so every chunk gets both)."""
         hashes = list({chunk.content_hash for chunk in chunks})
         rows = await self.db.fetch_all(
             "chunks.reusable_embeddings",
@@ -129,7 +131,7 @@ class Pipeline:
                 None if row["token_vectors"] is None else bytes(row["token_vectors"]),
             )
             for row in rows
-            if row["token_vectors"] is not None or not keep
+            if not keep or is_current(row["token_vectors"])
         }
         todo = {c.content_hash: c.indexed_text for c in chunks if c.content_hash not in known}
         if todo:
@@ -141,7 +143,8 @@ class Pipeline:
 
     async def reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> int:
         """Give a document's chunks vectors from the configured model (and token vectors,
-        where it keeps them and a chunk has none), then drop the other models' vectors."""
+        where it keeps them and a chunk has none in the current form), then drop the other
+        models' vectors."""
         keep = keeps_token_vectors(self.embedder)
         rows = await self.db.fetch_all(
             "chunks.texts_missing_model",
@@ -149,6 +152,7 @@ class Pipeline:
             document_id=document_id,
             model=self.embedder.model_id,
             token_vectors=keep,
+            token_format=bytes([TOKEN_VECTORS_FORMAT]),
         )
         texts = [row["text"] for row in rows]
         encoded = await embed_for_index(self.embedder, texts) if rows else None

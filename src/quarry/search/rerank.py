@@ -137,7 +137,7 @@ class LateInteractionReranker:
     weight).
 
     Token vectors are compared in the compact form they are stored in
-    (``quarry.ingest.token_vectors``: 64 dimensions, a byte each), the query's too. Where late
+    (``quarry.ingest.token_vectors``: 64 dimensions, four bits each), the query's too. Where late
     interaction is on, indexing keeps every chunk's (``LocalEmbedder(keep_token_vectors=True)``)
     and the search's query pass gives the query's, so a rerank reads its candidates' from the
     database and compares: milliseconds (the query is encoded here only where the search did
@@ -201,7 +201,7 @@ class LateInteractionReranker:
         stored: list[bytes | None],
         query_stored: bytes | None,
     ) -> list[float]:
-        from quarry.ingest.token_vectors import pack, unpack
+        from quarry.ingest.token_vectors import unpack
 
         query_tokens = unpack(query_stored)
         if query_tokens is None:
@@ -219,11 +219,11 @@ class LateInteractionReranker:
                     fix="quarry reindex --project P fills them in",
                 )
             self.encoded += len(missing)
-            fresh = self.model.token_vectors(
+            fresh = self.model.stored_token_vectors(
                 [passages[i] for i in missing], self.pass_size, self.pass_length_ratio
             )
-            for i, vectors in zip(missing, fresh, strict=True):
-                tokens[i] = unpack(pack(vectors))  # as if stored: every candidate alike
+            for i, packed in zip(missing, fresh, strict=True):
+                tokens[i] = unpack(packed)  # as if stored: every candidate alike
         return [0.0 if found is None else maxsim(query_tokens, found) for found in tokens]
 
     async def aclose(self) -> None:

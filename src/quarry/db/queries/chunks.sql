@@ -79,12 +79,14 @@ ORDER BY c.chunk_index;
 
 -- name: texts_missing_model
 -- What the model embeds of each chunk that has no vector of this model yet, or, where token
--- vectors are kept (%(token_vectors)s), none of those.
+-- vectors are kept (%(token_vectors)s), none of those in the current form (its first byte,
+-- %(token_format)s).
 SELECT c.id, indexed_text(c.context, c.text) AS text FROM chunks c
 WHERE c.project_id = %(project_id)s AND c.document_id = %(document_id)s
   AND NOT EXISTS (SELECT 1 FROM chunk_embeddings e
                   WHERE e.chunk_id = c.id AND e.model = %(model)s
-                    AND (e.token_vectors IS NOT NULL OR NOT %(token_vectors)s))
+                    AND (substr(e.token_vectors, 1, 1) = %(token_format)s::bytea
+                         OR NOT %(token_vectors)s))
 ORDER BY c.chunk_index;
 
 -- name: drop_other_models
