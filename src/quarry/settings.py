@@ -392,7 +392,7 @@ class Settings(BaseSettings):
     def reranker_kind(self) -> Literal["late_interaction", "cross_encoder", "llm"] | None:
         """The rerank stage to run, None for none. Unset, late interaction wherever the
         embedder is local: it needs no other model, costs a few milliseconds per search and
-        lifts hybrid's nDCG@10 on SciFact from 0.733 to 0.743 (bench/README.md)."""
+        lifts hybrid's nDCG@10 on SciFact from 0.733 to 0.744 (bench/README.md)."""
         if self.reranker == "none":
             return None
         if self.reranker is not None:

@@ -10,7 +10,7 @@ Three kinds (``QUARRY_RERANKER``; ``none`` turns the stage off):
   chunk's token vectors in a compact form, and the query's come from the pass that embeds it,
   so a rerank costs milliseconds, not a forward pass per candidate. Its scores are blended
   with the fused ones, as far as the fusion trusts the model for the query: on SciFact it lifts
-  hybrid from 0.7335 to about 0.742 nDCG@10, while alone it ranks about as well as the fusion
+  hybrid from 0.733 to about 0.744 nDCG@10, while alone it ranks about as well as the fusion
   (bench/README.md).
 - ``cross_encoder``: a sentence-transformers cross-encoder; ``QUARRY_RERANKER_MODEL`` names a
   local directory (or an id already in the local Hugging Face cache; nothing is downloaded).
