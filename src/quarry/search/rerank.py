@@ -141,9 +141,10 @@ class LateInteractionReranker:
     interaction is on, indexing keeps every chunk's (``LocalEmbedder(keep_token_vectors=True)``)
     and the search's query pass gives the query's, so a rerank reads its candidates' from the
     database and compares: milliseconds (the query is encoded here only where the search did
-    not embed it, in bm25 mode). A candidate without them (indexed before, or by a worker
-    that did not keep them) is encoded again, one forward pass each, as a cross-encoder of the
-    same size would: hundreds of milliseconds for 20 on two cores. Encodes run one rerank at
+    not embed it, in bm25 mode). A candidate without them (indexed before, by a worker that
+    did not keep them, or in an older form) is encoded again, one forward pass each, as a
+    cross-encoder of the same size would: hundreds of milliseconds for 20 on two cores (a
+    warning says so once, with the fix: ``quarry reindex``). Encodes run one rerank at
     a time, on a thread of its own whose torch thread count is set when it starts
     (``threads``; default: every core torch would use), whatever the process's other threads
     were left with.
