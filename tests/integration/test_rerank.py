@@ -250,7 +250,7 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
 def test_one_pass_gives_encodes_vectors_and_each_texts_stored_token_vectors(
     minilm_float32,
 ) -> None:
-    from quarry.ingest.token_vectors import BYTES_PER_TOKEN, punctuation
+    from quarry.ingest.token_vectors import BYTES_PER_TOKEN, punctuation, unpack
 
     texts = [PASSAGES[0], "sunlight " * 400, PASSAGES[2]]
     encoded = minilm_float32.encode_with_tokens(texts)
@@ -265,8 +265,18 @@ def test_one_pass_gives_encodes_vectors_and_each_texts_stored_token_vectors(
     assert [len(v) for v in encoded.token_vectors] == [
         1 + (n - d) * BYTES_PER_TOKEN for n, d in zip(counts, dropped, strict=True)
     ]
-    # What the reranker encodes for a candidate with nothing stored: the same (same passes).
-    assert minilm_float32.stored_token_vectors(texts) == encoded.token_vectors
+    # What the reranker encodes for a candidate with nothing stored, in its own passes: the
+    # same tokens, each dimension at the same level (or, where the passes' float sums differ
+    # at a level's edge, the next one).
+    spot = minilm_float32.encode_with_tokens(
+        texts, LateInteractionReranker.pass_size, LateInteractionReranker.pass_length_ratio
+    ).stored()
+    for ours, theirs in zip(spot, encoded.token_vectors, strict=True):
+        a, b = unpack(ours), unpack(theirs)
+        assert a is not None
+        assert b is not None
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 0.5 / 7 + 1e-6
     # ...while a query keeps every token.
     query = "solar power, and wind?"
     (packed,) = minilm_float32.encode_queries_with_tokens([query]).token_vectors

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -377,43 +377,36 @@ class SentenceTransformerModel:
         self, texts: list[str], batch_size: int = 0, ratio: float = PASS_LENGTH_RATIO
     ) -> list[Vectors]:
         """Each text's token vectors as the transformer leaves them, before pooling: one unit
-        row per token the model read (special tokens included, padding left out). In passes of
-        at most ``batch_size`` texts (default: the model's) cut by length as ``encode`` cuts
-        them; in bfloat16 where the model runs in it."""
+        row per token the model read (special tokens included, padding left out). In passes as
+        ``_passes`` cuts them; in bfloat16 where the model runs in it."""
         out = [np.zeros((0, self.dimensions), dtype=np.float32) for _ in texts]
-        passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
-        for indices in passes:
-            _, tokens, _ = self._forward([texts[i] for i in indices])
+        for indices, (_, tokens, _) in self._passes(texts, batch_size, ratio):
             for row, i in enumerate(indices):
                 out[i] = tokens[row]
         return out
 
-    def stored_token_vectors(
+    def encode_with_tokens(
         self, texts: list[str], batch_size: int = 0, ratio: float = PASS_LENGTH_RATIO
-    ) -> list[bytes]:
-        """Passages' token vectors in the form indexing stores them (``encode_with_tokens``):
-        what late interaction encodes for a candidate that has none stored. Passes as in
-        ``token_vectors``."""
-        out = [b""] * len(texts)
-        passes = length_passes(self._lengths(texts), batch_size or self.batch_size, ratio)
-        for indices in passes:
-            _, tokens, ids = self._forward([texts[i] for i in indices])
-            for row, i in enumerate(indices):
-                out[i] = self._pack_passage(tokens[row], ids[row])
-        return out
-
-    def encode_with_tokens(self, texts: list[str]) -> Encoded:
+    ) -> Encoded:
         """``encode``'s vectors, and from the same passes each text's token vectors in the
-        form they are stored in: for indexing where late interaction is on. The vectors are
-        ``encode``'s (same passes, same model)."""
+        form they are stored in: for indexing where late interaction is on, and for a
+        candidate late interaction finds nothing stored for. With the default passes the
+        vectors are ``encode``'s (same passes, same model)."""
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
         stored: list[bytes] = [b""] * len(texts)
-        for indices in length_passes(self._lengths(texts), self.batch_size):
-            pooled, tokens, ids = self._forward([texts[i] for i in indices])
+        for indices, (pooled, tokens, ids) in self._passes(texts, batch_size, ratio):
             vectors[indices] = pooled
             for row, i in enumerate(indices):
                 stored[i] = self._pack_passage(tokens[row], ids[row])
         return Encoded(vectors, stored)
+
+    def _passes(
+        self, texts: list[str], batch_size: int, ratio: float
+    ) -> Iterator[tuple[list[int], tuple[Vectors, list[Vectors], list[Any]]]]:
+        """``_forward`` over passes of at most ``batch_size`` texts (0: the model's), cut by
+        length as ``encode`` cuts them; each pass's text indices with its result."""
+        for indices in length_passes(self._lengths(texts), batch_size or self.batch_size, ratio):
+            yield indices, self._forward([texts[i] for i in indices])
 
     def _pack_passage(self, tokens: Vectors, ids: npt.NDArray[np.int64]) -> bytes:
         """A passage's token vectors in the stored form (``quarry.ingest.token_vectors.pack``),

@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 from uuid import UUID
 
 import numpy as np
@@ -41,7 +41,7 @@ from quarry.search.fusion import dense_trust
 
 if TYPE_CHECKING:
     from quarry.gateway.gateway import Gateway
-    from quarry.ingest.embedders import SentenceTransformerModel, Vectors
+    from quarry.ingest.embedders import LocalEmbedder, SentenceTransformerModel, Vectors
 
 log = structlog.get_logger(__name__)
 
@@ -220,9 +220,9 @@ class LateInteractionReranker:
                     fix="quarry reindex --project P fills them in",
                 )
             self.encoded += len(missing)
-            fresh = self.model.stored_token_vectors(
+            fresh = self.model.encode_with_tokens(
                 [passages[i] for i in missing], self.pass_size, self.pass_length_ratio
-            )
+            ).stored()
             for i, packed in zip(missing, fresh, strict=True):
                 tokens[i] = unpack(packed)  # as if stored: every candidate alike
         return [0.0 if found is None else maxsim(query_tokens, found) for found in tokens]
@@ -373,7 +373,7 @@ def load_reranker(model: str) -> CrossEncoderReranker:
         ) from exc
 
 
-def late_interaction_possible(embedder: object) -> bool:
+def late_interaction_possible(embedder: object) -> TypeGuard[LocalEmbedder]:
     """Whether late interaction can read this embedder's model: only a local one has token
     vectors to give."""
     from quarry.ingest.embedders import LocalEmbedder
@@ -384,9 +384,8 @@ def late_interaction_possible(embedder: object) -> bool:
 def late_interaction_reranker(embedder: object) -> LateInteractionReranker:
     """The late-interaction reranker over the local embedding model, or a start-up error."""
     from quarry.db.database import StartupError
-    from quarry.ingest.embedders import LocalEmbedder
 
-    if not isinstance(embedder, LocalEmbedder):
+    if not late_interaction_possible(embedder):
         name = getattr(embedder, "model_id", type(embedder).__name__)
         raise StartupError(
             "QUARRY_RERANKER=late_interaction compares the token vectors of the local "
