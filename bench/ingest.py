@@ -36,8 +36,8 @@ import psutil
 import torch
 
 from quarry.ingest.documents import text_source
-from quarry.ingest.embedders import LocalEmbedder, set_torch_threads
-from quarry.ingest.factory import build_splitter, load_local_model
+from quarry.ingest.embedders import LocalEmbedder, keeps_token_vectors, set_torch_threads
+from quarry.ingest.factory import build_embedder, build_splitter, load_local_model
 from quarry.ingest.parsers import Parsed
 from quarry.logs import configure_logging
 from quarry.runtime import open_runtime
@@ -82,9 +82,9 @@ async def run_pipeline(
     submit_first: bool,
     samples: Counter[str] | None = None,
 ) -> dict:
-    # As build_embedder makes it: token vectors kept for late interaction (the default).
-    keep = settings.reranker_kind == "late_interaction"
-    embedder = LocalEmbedder(model, keep_token_vectors=keep)
+    # As the service makes it (token vectors kept for late interaction, the default).
+    embedder = build_embedder(settings, model)
+    assert isinstance(embedder, LocalEmbedder)
     async with open_runtime(settings, embedder=embedder) as rt:
         admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
         assert admin is not None
@@ -139,6 +139,7 @@ async def run_pipeline(
             ).fetchall()
         await embedder.aclose()
     return {
+        "token_vectors_kept": keeps_token_vectors(embedder),
         "model_busy_seconds": round(embedder.busy_seconds, 2),
         "write_transactions": rt.pipeline.writer.transactions if rt.pipeline else None,
         "cpu_seconds": cpu,
@@ -282,7 +283,6 @@ def main() -> None:
         "model_precision": model.precision,
         "precision_calibration": model.calibration,
         "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
-        "token_vectors_kept": settings.reranker_kind == "late_interaction",
         **pipeline,
         "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),
         "chunks_per_second": round(chunks / pipeline["seconds"], 2),
