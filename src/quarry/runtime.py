@@ -32,7 +32,7 @@ from quarry.db.vector_index import VectorIndexes
 from quarry.gateway.gateway import Gateway, build_gateway
 from quarry.gateway.registry import ProviderConfigError
 from quarry.ingest.documents import Documents
-from quarry.ingest.embedders import Embedder
+from quarry.ingest.embedders import Embedder, keeps_token_vectors
 from quarry.ingest.factory import build_blob_store, build_embedder, build_splitter
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
@@ -81,14 +81,42 @@ class Runtime:
         )
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
-        await self.jobs.run_worker(
-            deps=self.task_deps,
-            concurrency=self.settings.worker_concurrency,
-            heartbeat_interval=self.settings.worker_heartbeat_interval,
-            stalled_after=self.settings.worker_stalled_after,
-            install_signal_handlers=install_signal_handlers,
-            name=name,
-        )
+        # Beside the worker, not before it: the scan reads every chunk's vector row.
+        refill = asyncio.create_task(self._refill_beside_worker(), name="refill")
+        try:
+            await self.jobs.run_worker(
+                deps=self.task_deps,
+                concurrency=self.settings.worker_concurrency,
+                heartbeat_interval=self.settings.worker_heartbeat_interval,
+                stalled_after=self.settings.worker_stalled_after,
+                install_signal_handlers=install_signal_handlers,
+                name=name,
+            )
+        finally:
+            refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refill
+
+    async def refill_token_vectors(self) -> int:
+        """Where this process's embedder keeps token vectors, queue re-embeds (behind other
+        work) for the documents whose chunks lack them in the current form, so that an
+        upgraded deployment's searches stop encoding candidates on the spot without anyone
+        running ``quarry reindex``. Each worker does this as it starts; the queueing locks
+        keep one job per document however many do."""
+        if self.pipeline is None or not keeps_token_vectors(self.pipeline.embedder):
+            return 0
+        queued = await self.documents.refill_token_vectors(self.pipeline.embedder.model_id)
+        if queued:
+            log.info("documents queued to refill their token vectors", documents=queued)
+        return queued
+
+    async def _refill_beside_worker(self) -> None:
+        try:
+            await self.refill_token_vectors()
+        except Exception:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # a query cut short by a stop is not news
+                log.exception("queueing the refill of token vectors failed")
 
 
 @asynccontextmanager
@@ -118,6 +146,20 @@ async def _supervise(rt: Runtime, name: str, pause: float = 1.0) -> None:
         await asyncio.sleep(pause)
 
 
+def blas_on_calling_thread() -> None:
+    """Have numpy's BLAS run each product on the thread that asks for it, in this process.
+
+    Given a product large enough (OpenBLAS: about 260k multiply-adds), OpenBLAS hands it to
+    threads of its own, which then spin for a while waiting for the next: a whole core taken
+    from Postgres and the model's threads after every such product. Late interaction's MaxSim
+    over a search's 20 candidates took a search at 100k chunks from 25.6 to 34.0 ms at p50
+    when done as one product (bench/README.md). Nothing quarry does with numpy needs a second
+    thread; torch's threads are its own and are not affected."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def freeze_startup_heap() -> None:
     """Leave what start-up built out of the garbage collector's full passes, for good.
 
@@ -141,6 +183,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open everything a process needs. ``load_models`` loads the embedder (seconds); pass
     ``embedder`` to share one already loaded."""
+    blas_on_calling_thread()
     async with AsyncExitStack() as stack:
         url = await _database_url(settings, stack)
         await check_server(url, settings.db_connect_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -159,6 +160,18 @@ async def test_by_default_hybrid_is_reranked_from_the_token_vectors_indexing_kep
     assert hybrid.search_metadata.reranked is True
     assert "rerank" in hybrid.search_metadata.weights
     assert reranker.encoded == 0  # read from storage, not encoded
+    # Scored from stored vectors, a search does not queue behind another's encode on the
+    # model's thread: with that thread held, the same search still completes.
+    release = threading.Event()
+    held = asyncio.get_running_loop().run_in_executor(reranker._thread, release.wait)
+    try:
+        again = await asyncio.wait_for(
+            rt.search.search(project.id, SearchRequest(query=query)), timeout=30
+        )
+    finally:
+        release.set()
+        await held
+    assert [hit.chunk_id for hit in again.hits] == [hit.chunk_id for hit in hybrid.hits]
     # One retriever's ranking is asked for as it is, unless a rerank is asked for too.
     for mode in ("bm25", "vector"):
         alone = await rt.search.search(project.id, SearchRequest(query=query, mode=mode))
@@ -228,9 +241,20 @@ async def test_search_blends_late_interaction_with_the_fused_scores(
         assert reranked.search_metadata.reranked is True
         assert {hit.chunk_id for hit in reranked.hits} == {hit.chunk_id for hit in plain.hits}
         # Every candidate (fewer than the depth of 20) was read: its MaxSim as 'rerank', its
-        # fused rank as 'fused', and as its score the blend of the two sets of scores.
+        # fused rank as 'fused', and as its score the blend of the two sets of scores. The
+        # MaxSims expected are those of the stored vectors and the query's own, as the search
+        # read them (an encode in other passes may differ in the last bit of a level where
+        # the model runs in bfloat16, and the blend's z-scores magnify such a difference).
         fused = [hit.score for hit in plain.hits]
-        rerank = await reranker.score(query, [hit.text for hit in plain.hits])
+        stored = await token_vectors_by_chunk(rt, project.id)
+        _, query_tokens = await embedder.embed_query_with_tokens(query)
+        rerank = await reranker.score(
+            query,
+            [hit.text for hit in plain.hits],
+            token_vectors=[stored[str(hit.chunk_id)] for hit in plain.hits],
+            query_token_vectors=query_tokens,
+        )
+        assert reranker.encoded == 0
         # The MaxSim counts as much as the fusion trusted the dense side for this query.
         weight = rerank_weight(reranker, plain.search_metadata.agreement)
         assert reranked.search_metadata.weights["rerank"] == pytest.approx(weight, abs=1e-4)
@@ -311,6 +335,17 @@ async def stored_token_vectors(rt, project_id) -> list[bytes | None]:
     return [row["token_vectors"] for row in rows]
 
 
+async def token_vectors_by_chunk(rt, project_id) -> dict[str, bytes | None]:
+    async with rt.db.pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT chunk_id, token_vectors FROM chunk_embeddings WHERE project_id = %s",
+                (project_id,),
+            )
+        ).fetchall()
+    return {str(row["chunk_id"]): row["token_vectors"] for row in rows}
+
+
 async def test_late_interaction_reads_the_token_vectors_indexing_kept(
     ingest_settings: Settings, minilm, admin_principal
 ) -> None:
@@ -387,29 +422,59 @@ async def test_reindex_fills_in_token_vectors_indexing_did_not_keep(
         assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]
 
 
-async def test_token_vectors_of_an_older_form_are_encoded_until_reindex_replaces_them(
+async def test_a_starting_worker_refills_token_vectors_missing_or_of_an_older_form(
     ingest_settings: Settings, minilm, admin_principal
 ) -> None:
+    from quarry.ingest.documents import REFILL_PRIORITY
     from quarry.ingest.token_vectors import is_current
     from quarry.runtime import background_worker
 
     async with keeping_token_vectors(ingest_settings, minilm) as (rt, reranker):
-        project = await index_texts(rt, admin_principal, "older", PASSAGES)
-        # As the first form stored them: format byte 1, then a byte per dimension.
+        older = await index_texts(rt, admin_principal, "older", PASSAGES)
+        current = await index_texts(rt, admin_principal, "current", PASSAGES[:2])
         async with rt.db.pool.connection() as conn:
+            # As the first form stored them (format byte 1, then a byte per dimension), and
+            # one chunk with none, as a version before late interaction left them.
             await conn.execute(
                 "UPDATE chunk_embeddings SET token_vectors = %s WHERE project_id = %s",
-                (bytes([1]) + bytes(64 * 5), project.id),
+                (bytes([1]) + bytes(64 * 5), older.id),
+            )
+            await conn.execute(
+                "UPDATE chunk_embeddings SET token_vectors = NULL WHERE chunk_id ="
+                " (SELECT min(chunk_id) FROM chunk_embeddings WHERE project_id = %s)",
+                (older.id,),
+            )
+            # A vector of another model, without token vectors: changing model is left to
+            # `quarry reindex`, not refilled.
+            await conn.execute(
+                "INSERT INTO chunk_embeddings (chunk_id, project_id, model, embedding)"
+                " SELECT chunk_id, project_id, 'another-model', embedding FROM chunk_embeddings"
+                " WHERE project_id = %s",
+                (current.id,),
             )
         query = "electricity from sunlight"
-        before = await rt.search.search(project.id, SearchRequest(query=query))
+        before = await rt.search.search(older.id, SearchRequest(query=query))
         assert reranker.encoded == len(before.hits)  # not read: encoded on the spot
-        assert await rt.documents.reindex(project.id) == len(PASSAGES)
-        async with background_worker(rt, "test"):
+
+        # Each of the older project's documents is queued once, behind other work, however
+        # often workers start; the current project's are not.
+        assert await rt.refill_token_vectors() == len(PASSAGES)
+        assert await rt.refill_token_vectors() == len(PASSAGES)
+        async with rt.db.pool.connection() as conn:
+            queued = await (
+                await conn.execute(
+                    "SELECT args->>'project_id' AS project, priority FROM procrastinate_jobs"
+                    " WHERE status = 'todo'"
+                )
+            ).fetchall()
+        assert queued == [{"project": str(older.id), "priority": REFILL_PRIORITY}] * len(PASSAGES)
+
+        async with background_worker(rt, "test"):  # no `quarry reindex`: the worker refills
             deadline = time.monotonic() + 60
-            while not all(map(is_current, stored := await stored_token_vectors(rt, project.id))):
+            while not all(map(is_current, stored := await stored_token_vectors(rt, older.id))):
                 assert time.monotonic() < deadline, stored
                 await asyncio.sleep(0.1)
-        after = await rt.search.search(project.id, SearchRequest(query=query))
+        assert await rt.refill_token_vectors() == 0
+        after = await rt.search.search(older.id, SearchRequest(query=query))
         assert reranker.encoded == len(before.hits)  # read, not encoded
         assert [h.chunk_id for h in after.hits] == [h.chunk_id for h in before.hits]

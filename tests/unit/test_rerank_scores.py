@@ -9,7 +9,7 @@ import pytest
 
 from quarry.search.beir import variants
 from quarry.search.models import Mode
-from quarry.search.rerank import blend, maxsim
+from quarry.search.rerank import blend, maxsim, maxsims
 
 
 def unit(*rows: list[float]) -> np.ndarray:
@@ -32,6 +32,19 @@ def test_maxsim_of_nothing_is_zero() -> None:
     empty = np.zeros((0, 3), dtype=np.float32)
     assert maxsim(empty, unit([1, 0, 0])) == 0.0
     assert maxsim(unit([1, 0, 0]), empty) == 0.0
+
+
+def test_maxsims_scores_each_passage_as_maxsim_does() -> None:
+    rng = np.random.default_rng(7)
+    query = unit(*rng.normal(size=(5, 8)).tolist())
+    empty = np.zeros((0, 8), dtype=np.float32)
+    passages = [unit(*rng.normal(size=(n, 8)).tolist()) for n in (1, 40, 3)]
+    mixed = [passages[0], None, passages[1], empty, passages[2]]
+    expected = [maxsim(query, p) if p is not None else 0.0 for p in mixed]
+    assert maxsims(query, mixed) == pytest.approx(expected, abs=1e-6)
+    assert maxsims(query, []) == []
+    assert maxsims(query, [None, empty]) == [0.0, 0.0]
+    assert maxsims(empty, passages) == [0.0, 0.0, 0.0]
 
 
 def test_blend_without_a_fused_weight_keeps_the_rerankers_scores() -> None:

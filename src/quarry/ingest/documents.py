@@ -17,15 +17,21 @@ from quarry.ingest.blobs import BlobStore
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Submission
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.source import Source
+from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
 from quarry.validation import contains_nul
 
 PAGE_LIMIT = 1000
+# Re-embeds that only refill token vectors wait for every other job (procrastinate's default
+# priority is 0; higher runs first).
+REFILL_PRIORITY = -10
 
 
 class IngestQueue(Protocol):
     async def enqueue_ingest(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None: ...
 
-    async def enqueue_reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None: ...
+    async def enqueue_reembed(
+        self, project_id: uuid.UUID, document_id: uuid.UUID, *, priority: int = 0
+    ) -> None: ...
 
 
 class Documents:
@@ -218,6 +224,24 @@ class Documents:
         rows = await self.db.fetch_all("documents.all_ids", project_id=project_id)
         for row in rows:
             await self.queue.enqueue_reembed(project_id, row["id"])
+        return len(rows)
+
+    async def refill_token_vectors(self, model: str) -> int:
+        """Queue a re-embed of every document, in any project, with a chunk whose vector from
+        ``model`` has no token vectors in the current form (indexed by a version, or a worker,
+        that did not keep them; or kept in an older form): late interaction would encode such
+        chunks at every search until then. Behind other work (a lower priority), so that an
+        upgrade's refill does not hold up new documents. Vectors of other models are left to
+        ``reindex``: changing model is a choice, and a costly one with a paid provider."""
+        rows = await self.db.fetch_all(
+            "documents.stale_token_vectors",
+            model=model,
+            token_format=bytes([TOKEN_VECTORS_FORMAT]),
+        )
+        for row in rows:
+            await self.queue.enqueue_reembed(
+                row["project_id"], row["document_id"], priority=REFILL_PRIORITY
+            )
         return len(rows)
 
 

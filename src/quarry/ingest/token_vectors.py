@@ -20,7 +20,8 @@ orthonormalised), not from a floating-point sampler whose stream a numpy release
 stored vectors and the query's must be projected alike. The stored form starts with a format
 byte, so that a later change of form can tell old rows from new (format 1, a byte per
 dimension with every token, reads as missing: such a chunk is encoded again at search time
-until ``quarry reindex`` stores it anew).
+until it is stored anew, by the re-embed a worker queues as it starts or by ``quarry
+reindex``).
 
 A query's token vectors take the same form (``LocalEmbedder.embed_query_with_tokens``), every
 token kept, so both sides of a comparison are rounded alike; they are never stored.

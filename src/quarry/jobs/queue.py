@@ -61,8 +61,10 @@ class Jobs:
     async def enqueue_ingest(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         await self._enqueue_document(tasks.INGEST, project_id, document_id)
 
-    async def enqueue_reembed(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        await self._enqueue_document(tasks.REEMBED, project_id, document_id)
+    async def enqueue_reembed(
+        self, project_id: uuid.UUID, document_id: uuid.UUID, *, priority: int = 0
+    ) -> None:
+        await self._enqueue_document(tasks.REEMBED, project_id, document_id, priority=priority)
 
     async def enqueue_conversation_summary(
         self, project_id: uuid.UUID, conversation_id: uuid.UUID, through: int
@@ -80,12 +82,16 @@ class Jobs:
             )
 
     async def _enqueue_document(
-        self, task: str, project_id: uuid.UUID, document_id: uuid.UUID
+        self, task: str, project_id: uuid.UUID, document_id: uuid.UUID, *, priority: int = 0
     ) -> None:
         """One queued job per document and task at a time; jobs of one document run one by
-        one (same lock), and a job always works on the document's current version."""
+        one (same lock), and a job always works on the document's current version. Workers
+        take jobs of a higher ``priority`` first, then in the order they were queued."""
         deferrer = self.app.configure_task(
-            task, lock=f"doc:{document_id}", queueing_lock=f"{task}:{document_id}"
+            task,
+            lock=f"doc:{document_id}",
+            queueing_lock=f"{task}:{document_id}",
+            priority=priority,
         )
         with contextlib.suppress(AlreadyEnqueued):
             await deferrer.defer_async(project_id=str(project_id), document_id=str(document_id))

@@ -36,6 +36,15 @@ SELECT id FROM documents WHERE project_id = %(project_id)s AND status = %(status
 -- name: all_ids
 SELECT id FROM documents WHERE project_id = %(project_id)s;
 
+-- name: stale_token_vectors
+-- Documents with a chunk whose vector from %(model)s has no token vectors in the current form
+-- (first byte %(token_format)s). substr reads only the first bytes of a value stored apart.
+SELECT DISTINCT c.project_id, c.document_id
+FROM chunk_embeddings e
+JOIN chunks c ON c.id = e.chunk_id
+WHERE e.model = %(model)s
+  AND (e.token_vectors IS NULL OR substr(e.token_vectors, 1, 1) <> %(token_format)s::bytea);
+
 -- name: counts
 SELECT status, count(*) AS n, coalesce(sum(chunk_count), 0) AS chunks
 FROM documents WHERE project_id = %(project_id)s GROUP BY status;
