@@ -126,10 +126,8 @@ def maxsim(query: Vectors, passage: Vectors) -> float:
 
 def maxsims(query: Vectors, passages: Sequence[Vectors | None]) -> list[float]:
     """``maxsim`` of one query against each passage; a passage without token vectors (None)
-    scores 0. A product per passage, deliberately: one product over every candidate's tokens
-    at once is large enough for numpy's BLAS to hand it to its own threads, which then spin for
-    a while after it, a whole core taken from Postgres (a search with late interaction went from
-    25.6 to 34.0 ms at p50 on the 100k-chunk bench; bench/README.md)."""
+    scores 0. (Products this small, or one over every candidate at once, stay on the calling
+    thread only because quarry holds numpy's BLAS to it: ``runtime.blas_on_calling_thread``.)"""
     return [0.0 if found is None else maxsim(query, found) for found in passages]
 
 
@@ -205,8 +203,8 @@ class LateInteractionReranker:
         tokens = [unpack(value) for value in stored]
         if query_tokens is not None and all(found is not None for found in tokens):
             # Everything stored: under a millisecond of numpy for 20 candidates, scored here.
-            # Queued behind other searches on the model's thread, concurrent searches waited
-            # for each other's turn (bench/README.md, search.py).
+            # On the model's thread it would wait behind any other search's encode (hundreds
+            # of milliseconds) and every other rerank.
             return maxsims(query_tokens, tokens)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
@@ -235,7 +233,7 @@ class LateInteractionReranker:
                     "late interaction: candidates without stored token vectors are encoded "
                     "at search time (hundreds of milliseconds)",
                     candidates=len(missing),
-                    fix="a worker refills them as it starts; quarry reindex --project P now",
+                    fix="workers queue the refill as they start; quarry reindex queues it now",
                 )
             self.encoded += len(missing)
             fresh = self.model.encode_with_tokens(
