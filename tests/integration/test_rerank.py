@@ -324,17 +324,6 @@ async def keeping_token_vectors(settings: Settings, minilm):
         await embedder.aclose()
 
 
-async def stored_token_vectors(rt, project_id) -> list[bytes | None]:
-    async with rt.db.pool.connection() as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT e.token_vectors FROM chunk_embeddings e WHERE e.project_id = %s",
-                (project_id,),
-            )
-        ).fetchall()
-    return [row["token_vectors"] for row in rows]
-
-
 async def token_vectors_by_chunk(rt, project_id) -> dict[str, bytes | None]:
     async with rt.db.pool.connection() as conn:
         rows = await (
@@ -344,6 +333,11 @@ async def token_vectors_by_chunk(rt, project_id) -> dict[str, bytes | None]:
             )
         ).fetchall()
     return {str(row["chunk_id"]): row["token_vectors"] for row in rows}
+
+
+async def stored_token_vectors(rt, project_id) -> list[bytes | None]:
+    """The project's stored values, one per chunk (these tests keep one model), in no order."""
+    return list((await token_vectors_by_chunk(rt, project_id)).values())
 
 
 async def test_late_interaction_reads_the_token_vectors_indexing_kept(
