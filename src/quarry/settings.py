@@ -89,10 +89,10 @@ class Settings(BaseSettings):
     # larger and better sorted its passes: on AMX cores a pass's cost per token falls with its
     # size, and 128 documents in flight took 8% off indexing against 32 (bench/README.md).
     worker_concurrency: int = Field(
-        default=128,
+        default=256,
         ge=1,
-        le=256,
-        description="a whole number from 1 to 256 (jobs mostly wait on the batched embedder)",
+        le=1024,
+        description="a whole number from 1 to 1024 (jobs mostly wait on the batched embedder)",
     )
     worker_heartbeat_interval: float = Field(
         default=10.0, gt=0, description="seconds between worker heartbeats, more than 0"
