@@ -87,11 +87,11 @@ class Settings(BaseSettings):
     )
     # Jobs mostly wait on the batched embedder, and the more documents wait together, the
     # larger and better sorted its passes and the fewer the group commits: against 32 jobs in
-    # flight, 128 took 8-13% off indexing (AMX and AVX-512 cores alike) and 256 a further 3%,
-    # the full SciFact corpus 0.797 of the bare encode against 0.776 (bench/README.md). Under a
-    # backlog a document waits longer for its turn (about 11 s at 256 there); a lone one not.
+    # flight, 128 took 8-13% off indexing (AMX and AVX-512 cores alike). 256 took a further 3%
+    # off a bulk load alone, but nothing with searches running in the same process, whose p95
+    # rose by 15-20% (bench/README.md): a worker of its own doing bulk loads may set it.
     worker_concurrency: int = Field(
-        default=256,
+        default=128,
         ge=1,
         le=1024,
         description="a whole number from 1 to 1024 (jobs mostly wait on the batched embedder)",
