@@ -87,14 +87,14 @@ class Settings(BaseSettings):
     )
     # Jobs mostly wait on the batched embedder, and the more documents wait together, the
     # larger and better sorted its passes and the fewer the group commits: against 32 jobs in
-    # flight, 128 took 8-13% off indexing (AMX and AVX-512 cores alike). 256 took a further 3%
+    # flight, 128 took 6-14% off indexing (AMX and AVX-512 cores alike). 256 took a further 3%
     # off a bulk load alone, but nothing with searches running in the same process, whose p95
     # rose by 15-20% (bench/README.md): a worker of its own doing bulk loads may set it.
     worker_concurrency: int = Field(
         default=128,
         ge=1,
-        le=1024,
-        description="a whole number from 1 to 1024 (jobs mostly wait on the batched embedder)",
+        le=256,
+        description="a whole number from 1 to 256 (jobs mostly wait on the batched embedder)",
     )
     worker_heartbeat_interval: float = Field(
         default=10.0, gt=0, description="seconds between worker heartbeats, more than 0"
