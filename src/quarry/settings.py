@@ -171,6 +171,15 @@ class Settings(BaseSettings):
         description="threads encoding documents with the local model, each with one torch "
         "thread, from 0 to 256; 0 is one per core (bench/README.md)",
     )
+    index_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much lower the CPU priority of the threads encoding documents with "
+        "the local model is than the process's (a Linux nice increment, 0 to 19; 0 keeps them "
+        "equal): searches, requests and Postgres get a core first while indexing keeps every "
+        "core busy (bench/README.md)",
+    )
     embedding_concurrency: int = Field(
         default=4, ge=1, le=64, description="embedding HTTP calls in flight, from 1 to 64"
     )

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 
 from quarry.ingest.embedders import BFLOAT16_MIN_AGREEMENT, LocalEmbedder, torch_thread_pool
+from quarry.ingest.factory import build_embedder
+from quarry.settings import Settings
 
 PASSAGE = (
     "Tumour suppressor p53 halts the cell cycle after DNA damage, giving the cell time to "
@@ -118,3 +124,31 @@ def test_passes_by_length_give_the_models_own_vectors(minilm_float32) -> None:
     model = minilm_float32.model
     expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     assert np.allclose(minilm_float32.encode(texts), expected, atol=1e-5)
+
+
+def _niceness(thread_prefix: str) -> set[int]:
+    return {
+        os.getpriority(os.PRIO_PROCESS, t.native_id or 0)
+        for t in threading.enumerate()
+        if t.name.startswith(thread_prefix)
+    }
+
+
+async def test_indexing_threads_give_way_to_the_rest_of_the_process(minilm) -> None:
+    """The indexing lane's threads run at a lower CPU priority, by the configured increment
+    (Linux); the query lane's and everything else's stay as they were."""
+    before = _niceness("MainThread")
+    settings = Settings(data_dir=Path("/nonexistent"), index_niceness=7)
+    local = build_embedder(settings, minilm)
+    assert isinstance(local, LocalEmbedder)
+    try:
+        vectors = await local.embed([PASSAGE])  # the threads still encode
+        indexing, query = _niceness("embed_"), _niceness("embed-query_")
+    finally:
+        await local.aclose()
+    assert vectors.shape == (1, local.dimensions)
+    (process,) = before
+    assert _niceness("MainThread") == before
+    assert query == {process}
+    assert indexing == ({min(19, process + 7)} if sys.platform == "linux" else {process})
+    assert Settings(data_dir=Path("/nonexistent")).index_niceness == 10  # the default

@@ -477,7 +477,8 @@ class _Lane:
     thread is free, it takes its share of what is waiting: the pending texts divided among the
     free threads, at most ``window``; a request larger than that is split across calls (and
     threads) and answered when its last slice is done. Each thread runs torch with ``threads``
-    intra-op threads, set when it starts, which is at once (``torch_thread_pool``).
+    intra-op threads, set when it starts, which is at once (``torch_thread_pool``), at the
+    process's CPU priority lowered by ``niceness``.
     """
 
     def __init__(
@@ -487,6 +488,7 @@ class _Lane:
         window: int,
         threads: int,
         workers: int = 1,
+        niceness: int = 0,
     ) -> None:
         self.encode = encode
         self.window = window
@@ -500,7 +502,7 @@ class _Lane:
         self._calls: set[asyncio.Task[None]] = set()  # keeps running calls referenced
         self._wake: asyncio.Event | None = None
         self._name = name
-        self.thread = torch_thread_pool(workers, threads, name)
+        self.thread = torch_thread_pool(workers, threads, name, niceness)
 
     async def submit(self, texts: Sequence[str]) -> Encoded:
         future: asyncio.Future[Encoded] = asyncio.get_running_loop().create_future()
@@ -612,6 +614,23 @@ def _shorten_gil_switch_interval() -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
+def lower_thread_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by ``niceness`` (a nice increment, at most
+    to 19), so the scheduler runs other work first when both want a core.
+
+    On Linux each thread has a nice value of its own, which threads it starts inherit. Other
+    systems set it for the whole process, so there this does nothing."""
+    if niceness <= 0 or sys.platform != "linux":
+        return
+    me = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + niceness))
+
+
+def _start_model_thread(threads: int, niceness: int) -> None:
+    lower_thread_priority(niceness)  # first: the threads torch starts inherit it
+    set_torch_threads(threads)
+
+
 def set_torch_threads(threads: int) -> None:
     """Set the calling thread's torch thread count, for good.
 
@@ -628,15 +647,19 @@ def set_torch_threads(threads: int) -> None:
 
 
 def torch_thread_pool(
-    workers: int, threads: int, name: str = ""
+    workers: int, threads: int, name: str = "", niceness: int = 0
 ) -> concurrent.futures.ThreadPoolExecutor:
     """``workers`` threads that run torch on ``threads`` threads each, all started (and their
-    counts fixed) before this returns, with the process default put back as it was."""
+    counts fixed) before this returns, with the process default put back as it was; their CPU
+    priority is lowered by ``niceness`` (``lower_thread_priority``)."""
     import torch
 
     default = torch.get_num_threads()
     pool = concurrent.futures.ThreadPoolExecutor(
-        workers, thread_name_prefix=name, initializer=set_torch_threads, initargs=(threads,)
+        workers,
+        thread_name_prefix=name,
+        initializer=_start_model_thread,
+        initargs=(threads, niceness),
     )
     started = threading.Barrier(workers)  # each waits for the others: every thread starts
     for _ in range(workers):
@@ -673,6 +696,11 @@ class LocalEmbedder:
     lanes run the same model, whose forward pass and tokenizer are safe to call from several
     threads once loaded; a text's vector does not depend on its lane or its batch.
 
+    A lane of its own is not enough while indexing keeps every core busy: the query's thread,
+    the search's Postgres backends and the event loop then wait for the scheduler to give them
+    a core. ``index_niceness`` lowers the indexing threads' CPU priority (Linux), so whatever
+    else wants a core gets it first; the indexing threads lose nothing when it is idle.
+
     With ``keep_token_vectors`` both lanes also return each text's token vectors in their
     stored form (``embed_for_index``, ``embed_query_with_tokens``), from the same forward
     pass, for late interaction at search time (``quarry.search.rerank``).
@@ -685,6 +713,7 @@ class LocalEmbedder:
     query_window: int = 32
     query_threads: int = 1
     keep_token_vectors: bool = False  # for late interaction (quarry.ingest.token_vectors)
+    index_niceness: int = 0  # how much lower the indexing lane's CPU priority is
     model_id: str = field(init=False)
     dimensions: int = field(init=False)
     max_tokens: int = field(init=False)
@@ -711,6 +740,7 @@ class LocalEmbedder:
             self.window,
             self.index_threads,
             workers=self.index_workers or cores,
+            niceness=self.index_niceness,
         )
         query_encode: Callable[[list[str]], Encoded] = (
             model.encode_queries_with_tokens

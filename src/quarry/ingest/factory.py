@@ -46,6 +46,7 @@ def build_embedder(settings: Settings, model: SentenceTransformerModel | None = 
             index_workers=settings.local_embedding_workers,
             # Late interaction reads every chunk's token vectors at search time.
             keep_token_vectors=settings.reranker_kind == "late_interaction",
+            index_niceness=settings.index_niceness,
         )
     assert settings.embedding_base_url
     assert settings.embedding_model
