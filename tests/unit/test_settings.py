@@ -63,6 +63,8 @@ def test_external_database_turns_off_the_in_process_worker(monkeypatch: pytest.M
         ("QUARRY_LOCAL_EMBEDDING_WORKERS", "-1", "QUARRY_LOCAL_EMBEDDING_WORKERS"),
         ("QUARRY_LOCAL_EMBEDDING_WORKERS", "two", "QUARRY_LOCAL_EMBEDDING_WORKERS"),
         ("QUARRY_LOCAL_EMBEDDING_PRECISION", "float16", "QUARRY_LOCAL_EMBEDDING_PRECISION"),
+        ("QUARRY_INDEX_NICENESS", "-5", "QUARRY_INDEX_NICENESS"),  # would need privileges
+        ("QUARRY_INDEX_NICENESS", "20", "QUARRY_INDEX_NICENESS"),
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(
