@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import threading
@@ -126,29 +127,31 @@ def test_passes_by_length_give_the_models_own_vectors(minilm_float32) -> None:
     assert np.allclose(minilm_float32.encode(texts), expected, atol=1e-5)
 
 
-def _niceness(thread_prefix: str) -> set[int]:
-    return {
-        os.getpriority(os.PRIO_PROCESS, t.native_id or 0)
-        for t in threading.enumerate()
-        if t.name.startswith(thread_prefix)
-    }
+def _niceness_of_each_thread(pool: concurrent.futures.ThreadPoolExecutor, threads: int) -> set[int]:
+    """The nice value of each of a pool's threads, asked on the thread itself."""
+    together = threading.Barrier(threads)  # one task per thread: each waits for the others
+
+    def mine() -> int:
+        together.wait(timeout=10)
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    return {f.result() for f in [pool.submit(mine) for _ in range(threads)]}
 
 
 async def test_indexing_threads_give_way_to_the_rest_of_the_process(minilm) -> None:
     """The indexing lane's threads run at a lower CPU priority, by the configured increment
-    (Linux); the query lane's and everything else's stay as they were."""
-    before = _niceness("MainThread")
+    (Linux); the query lane's and the calling thread's stay as they were."""
+    process = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     settings = Settings(data_dir=Path("/nonexistent"), index_niceness=7)
     local = build_embedder(settings, minilm)
     assert isinstance(local, LocalEmbedder)
     try:
         vectors = await local.embed([PASSAGE])  # the threads still encode
-        indexing, query = _niceness("embed_"), _niceness("embed-query_")
+        indexing = _niceness_of_each_thread(local.index_lane.thread, local.index_lane.workers)
+        query = _niceness_of_each_thread(local.query_lane.thread, local.query_lane.workers)
     finally:
         await local.aclose()
     assert vectors.shape == (1, local.dimensions)
-    (process,) = before
-    assert _niceness("MainThread") == before
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
     assert query == {process}
     assert indexing == ({min(19, process + 7)} if sys.platform == "linux" else {process})
-    assert Settings(data_dir=Path("/nonexistent")).index_niceness == 10  # the default
