@@ -167,9 +167,10 @@ async def one_round(
         await searches
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
-        complete = counts.documents_by_status["complete"]
-        if complete != len(corpus):
-            raise SystemExit(f"{len(corpus) - complete} documents did not complete")
+    await embedder.aclose()  # this round's lanes; the next round makes its own
+    complete = counts.documents_by_status["complete"]
+    if complete != len(corpus):
+        raise SystemExit(f"{len(corpus) - complete} documents did not complete")
     latencies = [ms for ms, _ in loaded]
     idle_p50 = statistics.median(idle)
     p50, p95 = quantile(latencies, 0.5), quantile(latencies, 0.95)
