@@ -167,13 +167,18 @@ def cpu_breakdown() -> dict[str, float]:
             model += used
         else:
             other += used
-    postgres = 0.0
+    return {"model_threads": model, "other_python": other, "postgres": postgres_cpu_seconds()}
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds so far of every Postgres process on the machine (the embedded server's)."""
+    total = 0.0
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] == "postgres":
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                postgres += times.user + times.system
-    return {"model_threads": model, "other_python": other, "postgres": postgres}
+                total += times.user + times.system
+    return total
 
 
 def python_threads() -> set[int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import contextvars
 import json
 import os
@@ -37,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
-from ingest import DEFAULT_CORPUS, document_text, load_corpus
+from ingest import DEFAULT_CORPUS, document_text, load_corpus, postgres_cpu_seconds
 
 from quarry.ingest.documents import text_source
 from quarry.ingest.factory import build_embedder, load_local_model
@@ -81,16 +80,10 @@ def cpu_now() -> dict[str, float]:
     model_ids = {t.native_id for t in threading.enumerate() if t.name.startswith("embed")}
     python_ids = {t.native_id for t in threading.enumerate()} - model_ids
     python = sum(t.user_time + t.system_time for t in me.threads() if t.id in python_ids)
-    postgres = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "postgres":
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                postgres += times.user + times.system
     return {
         "model_threads": own.user + own.system - python,
         "other_python": python,
-        "postgres": postgres,
+        "postgres": postgres_cpu_seconds(),
         "idle": psutil.cpu_times().idle,
     }
 
