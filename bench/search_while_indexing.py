@@ -41,7 +41,7 @@ from ingest import DEFAULT_CORPUS, document_text, load_corpus, postgres_cpu_seco
 from quarry.ingest.documents import text_source
 from quarry.ingest.factory import build_embedder, load_local_model
 from quarry.logs import configure_logging
-from quarry.runtime import Runtime, open_runtime
+from quarry.runtime import Runtime, freeze_startup_heap, open_runtime
 from quarry.search.models import SearchRequest
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
@@ -125,6 +125,7 @@ async def one_round(
 ) -> dict[str, Any]:
     embedder = build_embedder(settings, model)
     async with open_runtime(settings, embedder=embedder) as rt:
+        freeze_startup_heap()  # as `quarry serve` does once it is ready
         time_pool_waits(rt.db.pool)
         admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
         assert admin is not None
