@@ -619,11 +619,16 @@ def lower_thread_priority(niceness: int) -> None:
     to 19), so the scheduler runs other work first when both want a core.
 
     On Linux each thread has a nice value of its own, which threads it starts inherit. Other
-    systems set it for the whole process, so there this does nothing."""
+    systems set it for the whole process, so there this does nothing. Lowering a priority
+    needs no privilege; a sandbox that refuses it anyway leaves the thread as it was."""
     if niceness <= 0 or sys.platform != "linux":
         return
     me = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + niceness))
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, me)
+        os.setpriority(os.PRIO_PROCESS, me, min(19, now + niceness))
+    except OSError as exc:
+        log.warning("thread priority left as it was", niceness=niceness, error=str(exc))
 
 
 def _start_model_thread(threads: int, niceness: int) -> None:
