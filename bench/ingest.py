@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from quarry.ingest.embedders import LocalEmbedder, keeps_token_vectors, set_torc
 from quarry.ingest.factory import build_embedder, build_splitter, load_local_model
 from quarry.ingest.parsers import Parsed
 from quarry.logs import configure_logging
-from quarry.runtime import open_runtime
+from quarry.runtime import Runtime, open_runtime
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
 
@@ -86,10 +87,7 @@ async def run_pipeline(
     embedder = build_embedder(settings, model)
     assert isinstance(embedder, LocalEmbedder)
     async with open_runtime(settings, embedder=embedder) as rt:
-        admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
-        assert admin is not None
-        me = Principal(admin.user.id, admin.user.name, is_admin=True)
-        project = await rt.projects.create(me, "bench")
+        project_id = await new_project(rt, settings)
         start_worker = lambda: asyncio.create_task(  # noqa: E731
             rt.run_worker(install_signal_handlers=False)
         )
@@ -102,25 +100,13 @@ async def run_pipeline(
         )
         started = time.perf_counter()
         cpu_before = cpu_breakdown()
-        for doc in corpus:
-            text = document_text(doc)
-            await rt.documents.submit(
-                project.id,
-                text_source(
-                    text,
-                    external_id=doc["_id"],
-                    title=doc.get("title", ""),
-                    fmt="txt",
-                    metadata={},
-                    tags=(),
-                ),
-            )
+        await submit_documents(rt, project_id, corpus)
         submitted = time.perf_counter() - started
         if worker is None:
             worker = start_worker()
             started = time.perf_counter()
             cpu_before = cpu_breakdown()
-        counts = await rt.documents.wait_settled(project.id, poll=0.25)
+        counts = await rt.documents.wait_settled(project_id, poll=0.25)
         by_status = counts.documents_by_status
         elapsed = time.perf_counter() - started
         cpu = {k: round(v - cpu_before[k], 2) for k, v in cpu_breakdown().items()}
@@ -134,7 +120,7 @@ async def run_pipeline(
                 await conn.execute(
                     "SELECT indexed_text(context, text) AS text FROM chunks"
                     " WHERE project_id = %s ORDER BY id",
-                    (project.id,),
+                    (project_id,),
                 )
             ).fetchall()
         await embedder.aclose()
@@ -154,20 +140,47 @@ async def run_pipeline(
     }
 
 
+async def new_project(rt: Runtime, settings: Settings) -> uuid.UUID:
+    """A fresh project owned by a first admin, on a runtime without one."""
+    admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
+    assert admin is not None
+    me = Principal(admin.user.id, admin.user.name, is_admin=True)
+    return (await rt.projects.create(me, "bench")).id
+
+
+async def submit_documents(
+    rt: Runtime, project_id: uuid.UUID, documents: list[dict[str, str]]
+) -> None:
+    """Submit BEIR documents one by one, as plain text with their titles, as clients would."""
+    for doc in documents:
+        await rt.documents.submit(
+            project_id,
+            text_source(
+                document_text(doc),
+                external_id=doc["_id"],
+                title=doc.get("title", ""),
+                fmt="txt",
+                metadata={},
+                tags=(),
+            ),
+        )
+
+
 def cpu_breakdown() -> dict[str, float]:
-    """CPU seconds so far: this process's model threads, its other threads, and Postgres."""
+    """CPU seconds so far: this process's model threads, its other Python threads, and Postgres.
+
+    The model's work is the process's whole time less its Python threads' other than the
+    embedder's lanes (``embed*``): torch's own compute threads are unnamed natives, and lanes
+    that have ended (an embedder closed earlier) still count."""
     me = psutil.Process()
-    torch_threads = {t.native_id for t in threading.enumerate() if t.name.startswith("embed")}
-    model = other = 0.0
-    for thread in me.threads():
-        used = thread.user_time + thread.system_time
-        # torch's own compute threads are unnamed natives; count every thread that is not
-        # the event loop's as model work only when it is the embed thread or a native one.
-        if thread.id in torch_threads or thread.id not in python_threads():
-            model += used
-        else:
-            other += used
-    return {"model_threads": model, "other_python": other, "postgres": postgres_cpu_seconds()}
+    own = me.cpu_times()
+    others = {t.native_id for t in threading.enumerate() if not t.name.startswith("embed")}
+    other = sum(t.user_time + t.system_time for t in me.threads() if t.id in others)
+    return {
+        "model_threads": own.user + own.system - other,
+        "other_python": other,
+        "postgres": postgres_cpu_seconds(),
+    }
 
 
 def postgres_cpu_seconds() -> float:
@@ -179,10 +192,6 @@ def postgres_cpu_seconds() -> float:
                 times = proc.cpu_times()
                 total += times.user + times.system
     return total
-
-
-def python_threads() -> set[int]:
-    return {t.native_id for t in threading.enumerate() if t.native_id is not None}
 
 
 def chunk_texts(settings: Settings, model, corpus: list[dict[str, str]]) -> list[str]:

@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
-from ingest import DEFAULT_CORPUS, document_text, load_corpus, postgres_cpu_seconds
+from ingest import DEFAULT_CORPUS, cpu_breakdown, load_corpus, new_project, submit_documents
 
-from quarry.ingest.documents import text_source
 from quarry.ingest.factory import build_embedder, load_local_model
 from quarry.logs import configure_logging
 from quarry.runtime import Runtime, freeze_startup_heap, open_runtime
 from quarry.search.models import SearchRequest
 from quarry.settings import Settings
-from quarry.tenancy.models import Principal
 
 SEARCH_EVERY_S = 0.3
 IDLE_SEARCHES = 40
@@ -72,40 +69,13 @@ def time_pool_waits(pool: Any) -> None:
 
 
 def cpu_now() -> dict[str, float]:
-    """CPU seconds so far: this process's model threads (its whole time less its other Python
-    threads', which counts the lanes of rounds before, now gone, correctly), its other Python
-    threads, Postgres, and the machine's idle time."""
-    me = psutil.Process()
-    own = me.cpu_times()
-    model_ids = {t.native_id for t in threading.enumerate() if t.name.startswith("embed")}
-    python_ids = {t.native_id for t in threading.enumerate()} - model_ids
-    python = sum(t.user_time + t.system_time for t in me.threads() if t.id in python_ids)
-    return {
-        "model_threads": own.user + own.system - python,
-        "other_python": python,
-        "postgres": postgres_cpu_seconds(),
-        "idle": psutil.cpu_times().idle,
-    }
+    """ingest.py's CPU breakdown, and the machine's idle time."""
+    return {**cpu_breakdown(), "idle": psutil.cpu_times().idle}
 
 
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[round(q * (len(ordered) - 1))]
-
-
-async def submit(rt: Runtime, project_id: Any, documents: list[dict[str, str]]) -> None:
-    for doc in documents:
-        await rt.documents.submit(
-            project_id,
-            text_source(
-                document_text(doc),
-                external_id=doc["_id"],
-                title=doc.get("title", ""),
-                fmt="txt",
-                metadata={},
-                tags=(),
-            ),
-        )
 
 
 async def timed_search(rt: Runtime, project_id: Any, query: str) -> tuple[float, float]:
@@ -127,17 +97,14 @@ async def one_round(
     async with open_runtime(settings, embedder=embedder) as rt:
         freeze_startup_heap()  # as `quarry serve` does once it is ready
         time_pool_waits(rt.db.pool)
-        admin = await rt.users.bootstrap_admin(settings.data_dir / "admin.key")
-        assert admin is not None
-        me = Principal(admin.user.id, admin.user.name, is_admin=True)
-        project = await rt.projects.create(me, "bench")
+        project_id = await new_project(rt, settings)
         worker = asyncio.create_task(rt.run_worker(install_signal_handlers=False))
-        await submit(rt, project.id, corpus[:base])
-        await rt.documents.wait_settled(project.id, poll=0.25)
+        await submit_documents(rt, project_id, corpus[:base])
+        await rt.documents.wait_settled(project_id, poll=0.25)
         for query in queries[:10]:  # warm: plans, caches
-            await timed_search(rt, project.id, query)
+            await timed_search(rt, project_id, query)
         idle = [
-            (await timed_search(rt, project.id, q))[0] for q in queries[10 : 10 + IDLE_SEARCHES]
+            (await timed_search(rt, project_id, q))[0] for q in queries[10 : 10 + IDLE_SEARCHES]
         ]
 
         loaded: list[tuple[float, float]] = []
@@ -147,14 +114,14 @@ async def one_round(
             i = 10 + IDLE_SEARCHES
             while not indexing_done.is_set():
                 await asyncio.sleep(SEARCH_EVERY_S)
-                loaded.append(await timed_search(rt, project.id, queries[i % len(queries)]))
+                loaded.append(await timed_search(rt, project_id, queries[i % len(queries)]))
                 i += 1
 
         started = time.perf_counter()
         cpu_before = cpu_now()
         searches = asyncio.create_task(searcher())
-        await submit(rt, project.id, corpus[base:])
-        counts = await rt.documents.wait_settled(project.id, poll=0.25)
+        await submit_documents(rt, project_id, corpus[base:])
+        counts = await rt.documents.wait_settled(project_id, poll=0.25)
         seconds = time.perf_counter() - started
         cpu = {k: round(v - cpu_before[k], 1) for k, v in cpu_now().items()}
         indexing_done.set()
