@@ -1,30 +1,93 @@
-"""Checks every request body shares."""
+"""Checks every request body shares, and the timestamps clients send."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import AfterValidator, BaseModel, model_validator
+from pydantic_core import PydanticCustomError
 
 
-def contains_nul(value: Any) -> bool:
-    """Whether a NUL character hides anywhere in JSON-like data (keys included). Postgres text
-    and jsonb cannot hold one, so it must be refused before it reaches the database."""
+def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Where in a JSON-like value Postgres could not store it, and why; None if it can.
+
+    Its text and jsonb hold neither NUL nor a lone UTF-16 surrogate (JSON's ``"\\ud800"``
+    escape decodes to one), and jsonb has no NaN or Infinity (JSON has no such numbers, but
+    Python's parser takes them, and turns 1e400 into Infinity). Each would fail the statement
+    that writes or compares it, so it must be refused before it reaches the database. The
+    place is a dotted path of keys and list positions below ``path``; a bad key is reported
+    at its object, so that the key itself is never echoed back."""
+    reason = None
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(contains_nul(v) for v in value)
-    return False
+        if "\x00" in value:
+            reason = "text must not contain NUL (\\u0000) characters"
+        elif not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                reason = "text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            reason = "numbers must be finite: NaN, Infinity and numbers past 1.8e308 are not"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            bad_key = unstorable(key, path)
+            if bad_key:
+                return path, f"a key: {bad_key[1]}"
+            found = unstorable(item, _below(path, key))
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = unstorable(item, _below(path, index))
+            if found:
+                return found
+    return None if reason is None else (path, reason)
+
+
+def _below(path: str, step: object) -> str:
+    return f"{path}.{step}" if path else str(step)
 
 
 class Body(BaseModel):
-    """A request body: refuses NUL characters anywhere in it with a 422."""
+    """A request body: refuses what Postgres cannot store anywhere in it (``unstorable``)
+    with a 422 naming the place (``field`` in the error's context)."""
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        if contains_nul(data):
-            raise ValueError("text must not contain NUL (\\u0000) characters")
+    def _storable(cls, data: Any) -> Any:
+        found = unstorable(data)
+        if found:
+            field, reason = found
+            raise PydanticCustomError("unstorable", reason, {"field": field})
         return data
+
+
+def utc(value: datetime) -> datetime:
+    """A client's timestamp in UTC; one without a time zone is taken as UTC.
+
+    Any offset ISO 8601 allows (up to 23:59) parses, but Postgres reads offsets only up to
+    15:59, and a time near either end of Python's years 1-9999 can lie outside them in UTC,
+    where Postgres stores it and Python can no longer read it back. In UTC both are settled
+    here, as a 422 (``ValueError``) rather than a failed statement."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time must lie between the years 1 and 9999 in UTC") from None
+
+
+def zoned_utc(value: datetime) -> datetime:
+    """``utc``, for a timestamp that must name its time zone."""
+    if value.tzinfo is None:
+        raise ValueError("the time must carry a time zone (Z or an offset such as +02:00)")
+    return utc(value)
+
+
+# A timestamp from a client, in UTC (without a zone: UTC).
+Timestamp = Annotated[datetime, AfterValidator(utc)]
+# A timestamp from a client that must carry its time zone, in UTC.
+ZonedTimestamp = Annotated[datetime, AfterValidator(zoned_utc)]

@@ -102,6 +102,39 @@ async def test_past_expiry_is_refused(client: httpx.AsyncClient, admin: NewUser)
     assert body["field"] == "expires_at"
 
 
+async def test_expiry_timestamps_postgres_or_python_cannot_hold_are_refused(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    """Past year 9999 in UTC Postgres would store the expiry and Python never read it back
+    (the key list answered 500 from then on); without a zone its meaning is a guess."""
+    key = bearer(admin.api_key.secret)
+    for expiry, message in [
+        ("9999-12-31T23:59:59-01:00", "between the years 1 and 9999"),
+        ("2100-01-01T00:00:00", "time zone"),
+    ]:
+        response = await client.post("/keys", json={"expires_at": expiry}, headers=key)
+        body = await _problem(response, 422, "validation_error")
+        assert body["errors"][0]["field"] == "expires_at"  # type: ignore[index]
+        assert message in body["errors"][0]["message"]  # type: ignore[index]
+    listed = await client.get("/keys", headers=key)
+    assert listed.status_code == 200
+    assert [k["prefix"] for k in listed.json()] == [admin.api_key.key.prefix]  # none made
+
+
+async def test_expiry_with_any_iso_offset_is_kept_in_utc(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    """ISO 8601 allows offsets up to 23:59, Postgres reads them up to 15:59: the API takes
+    the time into UTC, so the same instant is stored."""
+    response = await client.post(
+        "/keys",
+        json={"expires_at": "2100-01-01T00:00:00-23:20"},
+        headers=bearer(admin.api_key.secret),
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["key"]["expires_at"] == "2100-01-01T23:20:00Z"
+
+
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     mine = await client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert mine.headers["x-request-id"] == "abc-123"

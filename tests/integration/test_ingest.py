@@ -426,10 +426,11 @@ async def test_documents_of_another_project_are_not_found(
     assert bad_meta.json()["field"] == "metadata"
 
 
-async def test_nul_characters_are_refused_before_they_reach_postgres(
+async def test_values_postgres_cannot_hold_are_refused_before_they_reach_it(
     ingest_client: httpx.AsyncClient, project, fresh_database: str
 ) -> None:
-    """Postgres text and jsonb cannot hold NUL: each place one could arrive is a 422."""
+    """Postgres text and jsonb cannot hold NUL, lone surrogates, NaN or Infinity: each place
+    one could arrive is a 422 naming it, and nothing is stored."""
     name, key = project
     attempts = [
         ("/documents/text", {"text": "fine", "title": "a\x00b"}),
@@ -442,14 +443,34 @@ async def test_nul_characters_are_refused_before_they_reach_postgres(
     for path, body in attempts:
         answer = await ingest_client.post(f"/projects/{name}{path}", json=body, headers=key)
         assert answer.status_code == 422, (body, answer.text)
-    upload = await ingest_client.post(
-        f"/projects/{name}/documents",
-        files={"files": ("a.txt", b"fine", "text/plain")},
-        data={"metadata": '{"k": "\\u0000"}'},
-        headers=key,
-    )
-    assert upload.status_code == 422, upload.text
-    assert upload.json()["field"] == "metadata"
+    for metadata, field in [
+        ('{"k": "\\u0000"}', "metadata.k"),
+        ('{"k": [1, NaN]}', "metadata.k.1"),
+        ('{"k": 1e400}', "metadata.k"),
+        ('{"k": {"\\ud800": 1}}', "metadata.k"),
+    ]:
+        upload = await ingest_client.post(
+            f"/projects/{name}/documents",
+            files={"files": ("a.txt", b"fine", "text/plain")},
+            data={"metadata": metadata},
+            headers=key,
+        )
+        assert upload.status_code == 422, upload.text
+        assert upload.json()["field"] == field
+    # JSON bodies as a client may write them (httpx's encoder refuses NaN and surrogates).
+    for body, field in [
+        ('{"text": "fine", "metadata": {"k": NaN}}', "metadata.k"),
+        ('{"text": "fine", "metadata": {"k": [-Infinity]}}', "metadata.k.0"),
+        ('{"text": "fine \\udc00"}', "text"),
+        ('{"text": "fine", "tags": ["\\ud800"]}', "tags.0"),
+    ]:
+        answer = await ingest_client.post(
+            f"/projects/{name}/documents/text",
+            content=body,
+            headers={**key, "content-type": "application/json"},
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == field
     created = await ingest_client.post(
         "/projects", json={"name": "nul", "description": "\x00"}, headers=key
     )

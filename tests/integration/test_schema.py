@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -56,6 +57,26 @@ async def test_concurrent_upgrades_apply_each_migration_once(empty_database: str
     results = await asyncio.gather(*(one() for _ in range(4)))
     applied = sorted(v for result in results for v in result)
     assert applied == [m.version for m in migrate.discover()]
+
+
+def test_key_expiries_past_year_9999_become_readable(fresh_database: str) -> None:
+    """Migration 0012 mends the rows the API let through before it took expiries into UTC."""
+    (mend,) = [m for m in migrate.discover() if m.version == 12]
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        user = conn.execute("INSERT INTO users (name) VALUES ('u') RETURNING id").fetchone()
+        assert user is not None
+        for prefix, expiry in [("far", "10000-01-01 00:59:59+00"), ("near", "2100-01-01 00:00+00")]:
+            conn.execute(
+                "INSERT INTO api_keys (user_id, prefix, secret_hash, expires_at)"
+                " VALUES (%s, %s, '', %s::timestamptz)",
+                (user[0], prefix, expiry),
+            )
+        with pytest.raises(psycopg.DataError):
+            conn.execute("SELECT expires_at FROM api_keys WHERE prefix = 'far'").fetchone()
+        conn.execute(mend.sql)
+        rows = dict(conn.execute("SELECT prefix, expires_at FROM api_keys").fetchall())
+    assert rows["far"] == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rows["near"] == datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def test_every_named_query_prepares_against_the_migrated_schema(fresh_database: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -23,6 +22,7 @@ from quarry.answers.models import (
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.tenancy.models import Role
+from quarry.validation import Timestamp
 
 router = APIRouter(
     prefix="/projects/{project}/conversations",
@@ -71,7 +71,7 @@ async def list_conversations(
     me: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        datetime | None, Query(description="the previous page's `next_before`")
+        Timestamp | None, Query(description="the previous page's `next_before`")
     ] = None,
 ) -> ConversationList:
     found = await rt.projects.resolve(me, project, Role.viewer)

@@ -21,7 +21,7 @@ from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
 from quarry.tenancy.models import Role
-from quarry.validation import Body
+from quarry.validation import Body, utc
 
 router = APIRouter(
     prefix="/projects/{project}",
@@ -217,7 +217,7 @@ def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         created, _, ident = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
+        return utc(datetime.fromisoformat(created)), uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("before is not a cursor this API returned", field="before") from None
 

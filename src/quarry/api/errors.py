@@ -59,13 +59,7 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "field": ".".join(str(part) for part in error["loc"] if part != "body") or "body",
-            "message": error["msg"],
-        }
-        for error in exc.errors()
-    ]
+    errors = [{"field": _field(error), "message": error["msg"]} for error in exc.errors()]
     fields = ", ".join(error["field"] for error in errors)
     return problem(
         request,
@@ -75,6 +69,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"invalid value for {fields}",
         errors=errors,
     )
+
+
+def _field(error: Any) -> str:
+    """Where in the request the error is: its location, and below it the place a check of
+    the whole body names (``quarry.validation.Body``)."""
+    parts = [str(part) for part in error["loc"] if part != "body"]
+    inner = (error.get("ctx") or {}).get("field")
+    if inner:
+        parts.append(str(inner))
+    return ".".join(parts) or "body"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

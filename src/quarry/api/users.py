@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
@@ -12,7 +11,7 @@ from pydantic import BaseModel, Field
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.tenancy.models import ApiKey, CreatedApiKey, User
-from quarry.validation import Body
+from quarry.validation import Body, ZonedTimestamp
 
 router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403, 404, 409, 422))
 
@@ -35,7 +34,7 @@ class Me(BaseModel):
 
 class KeyCreate(Body):
     name: str = Field(default="", max_length=200)
-    expires_at: datetime | None = Field(
+    expires_at: ZonedTimestamp | None = Field(
         default=None, description="when the key stops working (with a time zone); none: never"
     )
     user: str | None = Field(

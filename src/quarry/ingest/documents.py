@@ -18,7 +18,7 @@ from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Sub
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.source import Source
 from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
-from quarry.validation import contains_nul
+from quarry.validation import unstorable
 
 PAGE_LIMIT = 1000
 # Re-embeds that only refill token vectors wait for every other job (procrastinate's default
@@ -70,10 +70,9 @@ class Documents:
             ("metadata", source.metadata),
             ("tags", list(source.tags)),
         ):
-            if contains_nul(value):
-                raise InvalidInput(
-                    f"{field} must not contain NUL (\\u0000) characters", field=field
-                )
+            found = unstorable(value, field)
+            if found:
+                raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
         if source.format is not None:
             return self.registry.get(source.format).name
         return self.registry.detect(source.name, source.media_type).name

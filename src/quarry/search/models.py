@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quarry.search.fusion import Method
-from quarry.validation import Body
+from quarry.validation import Body, Timestamp
 
 MAX_QUERY_CHARS = 4000
 MAX_K = 200
@@ -70,10 +69,18 @@ class Filters(BaseModel):
     tags: list[str] | None = Field(
         default=None, max_length=100, description="documents that carry every one of these tags"
     )
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
+    created_after: Timestamp | None = Field(
+        default=None, description="documents created at or after this time (no zone: UTC)"
+    )
+    created_before: Timestamp | None = Field(
+        default=None, description="documents created before this time (no zone: UTC)"
+    )
+    updated_after: Timestamp | None = Field(
+        default=None, description="documents updated at or after this time (no zone: UTC)"
+    )
+    updated_before: Timestamp | None = Field(
+        default=None, description="documents updated before this time (no zone: UTC)"
+    )
 
 
 class Weights(BaseModel):
