@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,10 +28,10 @@ def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                reason = "text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not"
+                reason = "text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)"
     elif isinstance(value, float):
         if not math.isfinite(value):
-            reason = "numbers must be finite: NaN, Infinity and numbers past 1.8e308 are not"
+            reason = "numbers must be finite, not NaN, Infinity or past 1.8e308"
     elif isinstance(value, dict):
         for key, item in value.items():
             bad_key = unstorable(key, path)
@@ -63,6 +64,13 @@ class Body(BaseModel):
             field, reason = found
             raise PydanticCustomError("unstorable", reason, {"field": field})
         return data
+
+
+def described(rule: re.Pattern[str]) -> dict[str, Any]:
+    """A name rule (matched whole) for a field's OpenAPI description only, for clients to
+    check names before sending them. The service checks it, with what a pattern cannot say
+    (a project name not shaped like a UUID), and answers ``invalid_input``."""
+    return {"pattern": f"^{rule.pattern}$"}
 
 
 def utc(value: datetime) -> datetime:

@@ -1,5 +1,6 @@
 """The service's name rules and the database's CHECK constraints agree (differential fuzz)."""
 
+import re
 import uuid
 
 import psycopg
@@ -7,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from quarry.api.projects import ProjectCreate, ProjectUpdate
+from quarry.api.users import UserCreate
 from quarry.errors import InvalidInput
 from quarry.tenancy.models import USER_NAME
 from quarry.tenancy.projects import validate_name
@@ -55,3 +58,30 @@ def test_project_names(conn: psycopg.Connection, name: str) -> None:
 @given(name=NAMES)
 def test_user_names(conn: psycopg.Connection, name: str) -> None:
     assert bool(USER_NAME.fullmatch(name)) == _db_accepts(conn, "users", name)
+
+
+def _documented_pattern(schema: dict) -> re.Pattern[str]:
+    """A JSON Schema pattern as Python reads it: ECMA's "$" allows no final newline."""
+    pattern = schema["properties"]["name"]["pattern"]
+    assert pattern.endswith("$")
+    return re.compile(pattern[:-1] + r"\Z")
+
+
+@settings(max_examples=300)
+@given(name=NAMES)
+def test_the_openapi_description_states_the_name_rules(name: str) -> None:
+    """What a client checks against the documented patterns is what the service accepts
+    (for projects, but for UUID-shaped names, which the description mentions)."""
+    project = _documented_pattern(ProjectCreate.model_json_schema())
+    assert _documented_pattern(ProjectUpdate.model_json_schema()).pattern == project.pattern
+    try:
+        validate_name(name)
+        service_accepts = True
+    except InvalidInput:
+        service_accepts = False
+    documented = bool(project.match(name))
+    assert service_accepts <= documented
+    if documented and not service_accepts:
+        uuid.UUID(name)
+    user = _documented_pattern(UserCreate.model_json_schema())
+    assert bool(user.match(name)) == bool(USER_NAME.fullmatch(name))

@@ -20,7 +20,7 @@ from quarry.validation import unstorable, utc, zoned_utc
         ("a\ud800b", "", "surrogate"),
         (float("nan"), "", "finite"),
         ({"a": [1, {"b": float("-inf")}]}, "a.1.b", "finite"),
-        ({"a": {"k\udfff": 1}}, "a", "a key: text must be valid Unicode"),
+        ({"a": {"k\udfff": 1}}, "a", "a key: text must be valid Unicode, without lone surrogates"),
         ([["fine", "\x00"]], "0.1", "NUL"),
     ],
 )
@@ -34,7 +34,7 @@ def test_unstorable_names_the_place_and_the_reason(value: object, place: str, re
 def test_unstorable_starts_below_a_given_place() -> None:
     assert unstorable({"k": float("inf")}, "metadata") == (
         "metadata.k",
-        "numbers must be finite: NaN, Infinity and numbers past 1.8e308 are not",
+        "numbers must be finite, not NaN, Infinity or past 1.8e308",
     )
 
 

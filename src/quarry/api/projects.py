@@ -10,8 +10,8 @@ from pydantic import Field
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.ingest.models import ProjectCounts
-from quarry.tenancy.models import Member, Project, Role
-from quarry.validation import Body
+from quarry.tenancy.models import SLUG, Member, Project, Role
+from quarry.validation import Body, described
 
 router = APIRouter(
     prefix="/projects", tags=["projects"], responses=problem_responses(401, 403, 404, 409, 422)
@@ -20,7 +20,10 @@ UserRef = Annotated[str, Path(description="the user's id or name")]
 
 
 class ProjectCreate(Body):
-    name: str = Field(description="a unique slug: lower-case letters, digits and '-'")
+    name: str = Field(
+        description="a unique slug: lower-case letters, digits and '-', not shaped like a UUID",
+        json_schema_extra=described(SLUG),
+    )
     description: str = Field(default="", max_length=10_000)
     analyzer: str = Field(
         default="english",
@@ -31,7 +34,9 @@ class ProjectCreate(Body):
 
 
 class ProjectUpdate(Body):
-    name: str | None = Field(default=None, description="a new unique slug")
+    name: str | None = Field(
+        default=None, description="a new unique slug", json_schema_extra=described(SLUG)
+    )
     description: str | None = Field(default=None, max_length=10_000)
     analyzer: str | None = Field(
         default=None,

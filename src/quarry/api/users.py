@@ -10,14 +10,17 @@ from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
-from quarry.tenancy.models import ApiKey, CreatedApiKey, User
-from quarry.validation import Body, ZonedTimestamp
+from quarry.tenancy.models import USER_NAME, ApiKey, CreatedApiKey, User
+from quarry.validation import Body, ZonedTimestamp, described
 
 router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403, 404, 409, 422))
 
 
 class UserCreate(Body):
-    name: str = Field(description="unique login name: lower-case letters, digits, '.', '_', '-'")
+    name: str = Field(
+        description="unique login name: lower-case letters, digits, '.', '_', '-'",
+        json_schema_extra=described(USER_NAME),
+    )
     email: str | None = Field(default=None, max_length=320)
     is_admin: bool = False
 
