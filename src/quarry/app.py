@@ -39,6 +39,21 @@ cannot access answers 404, exactly like one that does not exist.
 """
 
 
+# Every route of the API, by router.
+ROUTERS = (
+    health.router,
+    users.router,
+    projects.router,
+    documents.router,
+    search.router,
+    jobs.router,
+    usage.router,
+    answers.router,
+    conversations.router,
+    openai.router,
+)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Given a runtime, the app uses it; otherwise it opens its own at start."""
 
@@ -62,17 +77,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (
-        health.router,
-        users.router,
-        projects.router,
-        documents.router,
-        search.router,
-        jobs.router,
-        usage.router,
-        answers.router,
-        conversations.router,
-        openai.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
     return app

@@ -51,6 +51,10 @@ async def test_echo_job_runs_and_its_result_is_visible(
     job = await _wait_for(worker_client, job_url, key, "succeeded")
     assert job["result"]["echo"] == "hi"
     assert job["attempts"] == 1
+    refused = await worker_client.post(
+        "/projects/jobs/jobs/echo", json={"message": "h\x00i"}, headers=key
+    )
+    assert refused.status_code == 422, refused.text  # Postgres' jsonb holds no NUL
 
 
 async def test_jobs_are_scoped_by_project(client: httpx.AsyncClient, admin: NewUser) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
 from quarry.jobs.queue import Job
 from quarry.tenancy.models import Role
+from quarry.validation import Body
 
 router = APIRouter(
     prefix="/projects/{project}/jobs",
@@ -19,7 +20,7 @@ router = APIRouter(
 )
 
 
-class EchoRequest(BaseModel):
+class EchoRequest(Body):
     message: str = Field(max_length=10_000)
 
 
