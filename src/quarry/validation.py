@@ -52,6 +52,23 @@ def _below(path: str, step: object) -> str:
     return f"{path}.{step}" if path else str(step)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what Postgres' text cannot hold replaced, one character for one so that
+    offsets into it stay true: NUL by a space, a lone surrogate by U+FFFD. For text quarry
+    extracts or receives from elsewhere, where refusing it would lose the rest."""
+    if "\x00" in text:
+        text = text.replace("\x00", " ")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub("\ufffd", text)
+    return text
+
+
 class Body(BaseModel):
     """A request body: refuses what Postgres cannot store anywhere in it (``unstorable``)
     with a 422 naming the place (``field`` in the error's context)."""

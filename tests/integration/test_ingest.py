@@ -61,6 +61,10 @@ def invariant_violations(url: str) -> list[str]:
         return [name for name, sql in checks.items() if conn.execute(sql).fetchone()[0]]
 
 
+# One NUL among text: under the text parser's 1% of control characters, so not binary.
+UTF16_WITH_NUL = ("Geothermal\x00heat pumps warm houses. " + "Heat rises. " * 10).encode("utf-16")
+
+
 async def test_every_format_is_indexed(
     ingest_client: httpx.AsyncClient, project, fresh_database: str
 ) -> None:
@@ -87,6 +91,10 @@ async def test_every_format_is_indexed(
         ("files", ("plain.txt", b"Plain text body.", "text/plain")),
         ("files", ("data.json", b'{"k": "json value"}', "application/json")),
         ("files", ("table.csv", b"name,role\nann,owner\n", "text/csv")),
+        # Text with NUL characters, which Postgres' text cannot hold: a PDF's extracted text
+        # and a UTF-16 file can carry them. Each becomes a space; the document is indexed.
+        ("files", ("nul.pdf", files.pdf(["Tidal\x00power on page one."]), "application/pdf")),
+        ("files", ("utf16.txt", UTF16_WITH_NUL, "text/plain")),
     ]
     response = await ingest_client.post(
         f"/projects/{name}/documents",
@@ -115,8 +123,15 @@ async def test_every_format_is_indexed(
     assert chunks[0]["term_count"] > 0
     assert invariant_violations(fresh_database) == []
     project_view = (await ingest_client.get(f"/projects/{name}", headers=key)).json()
-    assert project_view["document_count"] == 7
-    assert project_view["documents_by_status"]["complete"] == 7
+    for source, text in (("nul.pdf", "Tidal power"), ("utf16.txt", "Geothermal heat")):
+        held = (
+            await ingest_client.get(
+                f"/projects/{name}/documents/{documents[source]['id']}/chunks", headers=key
+            )
+        ).json()
+        assert text in held[0]["text"], held
+    assert project_view["document_count"] == 9
+    assert project_view["documents_by_status"]["complete"] == 9
     assert project_view["chunk_count"] == sum(d["chunk_count"] for d in documents.values())
 
 

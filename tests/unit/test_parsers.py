@@ -12,7 +12,7 @@ from quarry.errors import (
     EncryptedDocument,
     UnsupportedFormat,
 )
-from quarry.ingest.parsers import ParserRegistry
+from quarry.ingest.parsers import Parsed, ParserRegistry
 from tests import files
 
 REGISTRY = ParserRegistry.builtin()
@@ -61,6 +61,18 @@ def test_markdown_text_json_csv() -> None:
     assert parse("c.txt", "utf16 text".encode("utf-16")).text == "utf16 text"
     assert json.loads(parse("d.json", b'{"a": [1, 2]}').text) == {"a": [1, 2]}
     assert parse("e.csv", b"name,age\nann,3\n").text == "name,age\nann,3\n"
+
+
+def test_parsed_text_holds_nothing_postgres_cannot_store() -> None:
+    """NUL (a PDF's extracted text, a UTF-16 file) and lone surrogates are replaced one for
+    one, so page starts and chunk offsets stay true."""
+    text = "page one\x00a\n\npage two \ud800 b"
+    parsed = Parsed(text=text, title="t\x00", page_starts=(0, 11))
+    assert parsed.text == "page one a\n\npage two \ufffd b"
+    assert len(parsed.text) == len(text)
+    assert parsed.title == "t "
+    assert parse("u.txt", ("a long text " * 20 + "\x00end").encode("utf-16")).text.endswith(" end")
+    assert "\x00" not in parse("n.pdf", files.pdf(["Tidal\x00power."])).text
 
 
 def test_corrupt_pdf() -> None:

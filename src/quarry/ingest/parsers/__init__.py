@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from quarry.errors import UnsupportedFormat
+from quarry.validation import storable_text
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,14 @@ class Parsed:
     title: str | None = None
     page_starts: tuple[int, ...] = ()
     structured: bool = False  # Markdown headings and lists mark the structure to split on
+
+    def __post_init__(self) -> None:
+        # Whatever a parser extracts must fit in Postgres' text: a PDF's extracted text can
+        # hold NUL characters, so can a UTF-16 file. Replaced one for one, so page starts and
+        # chunk offsets stay true (``storable_text``).
+        object.__setattr__(self, "text", storable_text(self.text))
+        if self.title is not None:
+            object.__setattr__(self, "title", storable_text(self.title))
 
     def page_at(self, offset: int) -> int | None:
         if not self.page_starts:
