@@ -352,6 +352,37 @@ async def test_malformed_json_is_repaired_once() -> None:  # and both calls are 
     assert done.usage.cost == pytest.approx(2 * (12 * 0.15 + 5 * 0.60) / 1e6)
 
 
+async def test_text_postgres_cannot_hold_is_replaced_one_for_one() -> None:
+    """A provider's JSON can carry NUL and lone surrogates; a model's text goes into Postgres
+    (answers, summaries, the cache) and out as UTF-8, which hold neither."""
+    script = Script(openai_reply("a\x00b"), openai_stream(["c\x00", "\ud800d"]))
+    gw = gateway(openai_model(script))
+    assert (await gw.generate("generation", USER)).text == "a b"
+    items = [item async for item in gw.stream("generation", USER)]
+    assert items[:2] == ["c ", "\ufffdd"]
+    assert isinstance(items[-1], StreamEnd)
+    assert items[-1].text == "c \ufffdd"
+
+
+async def test_json_holding_what_postgres_cannot_is_repaired() -> None:
+    """JSON's "\\u0000" and Python's NaN parse, and Postgres' jsonb refuses both: such
+    output is invalid, so the model is asked once more, as for any invalid output."""
+    script = Script(
+        openai_reply('{"city": "Ly\\u0000on", "population": 5}'),
+        openai_reply('{"city": "Lyon", "population": 5}'),
+        openai_reply('{"city": "Lyon", "population": NaN}'),
+        openai_reply('{"city": "Lyon", "population": Infinity}'),
+    )
+    gw = gateway(openai_model(script))
+    done = await gw.generate_json("generation", USER, SCHEMA)
+    assert done.repaired
+    assert done.value == {"city": "Lyon", "population": 5}
+    assert "at city: text must not contain NUL" in script.requests[1]["messages"][-1]["content"]
+    again = [{"role": "user", "content": "Say hello again."}]
+    with pytest.raises(InvalidModelOutput, match="population: numbers must be finite"):
+        await gw.generate_json("generation", again, SCHEMA)
+
+
 async def test_output_invalid_twice_is_rejected_never_returned() -> None:
     script = Script(
         openai_reply('{"city": "Lyon"}'), openai_reply('{"city": "Lyon", "population": "x"}')

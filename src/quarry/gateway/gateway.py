@@ -72,6 +72,7 @@ from quarry.gateway.types import (
 )
 from quarry.retry import backoff_seconds
 from quarry.settings import Settings
+from quarry.validation import storable_text, unstorable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -230,6 +231,7 @@ class Gateway:
                             continue
                         if first is None:
                             first = time.monotonic()
+                        item = storable_text(item)  # see _complete's attempt
                         produced.append(item)
                         yield item
                 except ProviderError as exc:
@@ -355,10 +357,14 @@ class Gateway:
         async def attempt(provider: Provider, deadline: float) -> Completion:
             started = time.monotonic()
             reply = await provider.generate(_resolve(request, provider, deadline))
+            # A model's text goes into Postgres (answers, summaries, the cache) and out as
+            # UTF-8: a NUL or a lone surrogate in it (a provider's JSON may carry either)
+            # would fail both, so they become a space and U+FFFD.
+            text = storable_text(reply.text)
             usage = self._account(
-                ctx, provider, request, reply.text, _as_usage(reply), started, None, "ok"
+                ctx, provider, request, text, _as_usage(reply), started, None, "ok"
             )
-            return Completion(reply.text, usage, reply.finish_reason)
+            return Completion(text, usage, reply.finish_reason)
 
         provider, completion = await self._run_chain(ctx, chain, attempt)
         if keep(completion.text):
@@ -789,6 +795,9 @@ def _parse_json(text: str, validator: jsonschema.protocols.Validator) -> tuple[A
         value = json.loads(body)
     except ValueError as exc:
         return None, f"not JSON ({exc})"
+    unfit = unstorable(value)  # "\u0000" or NaN parse, and Postgres' jsonb refuses them
+    if unfit is not None:
+        return None, f"at {unfit[0].replace('.', '/') or '(root)'}: {unfit[1]}"
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
