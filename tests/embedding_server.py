@@ -1,13 +1,15 @@
 """A real OpenAI-compatible /v1/embeddings server for tests, answering from a script.
 
 Each request takes the next step of the script: "ok", "429:<retry-after>", "500", "400",
-"slow:<seconds>" or "malformed"; when the script runs out, every request is "ok". Vectors
+"slow:<seconds>", "malformed" or "nan" (a NaN in the first vector, as Python's json writes
+it); when the script runs out, every request is "ok". Vectors
 come from quarry.testing.HashEmbedder, so they are deterministic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +50,10 @@ def app_for(script: Script) -> Starlette:
             return Response("{not json", 200, media_type="application/json")
         vectors = await embedder.embed(body["input"])
         data = [{"index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+        if step == "nan":
+            data[0]["embedding"][0] = float("nan")
+            answer = json.dumps({"data": data, "model": body["model"]})
+            return Response(answer, 200, media_type="application/json")
         return JSONResponse({"data": list(reversed(data)), "model": body["model"]})
 
     return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])

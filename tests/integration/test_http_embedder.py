@@ -40,13 +40,15 @@ async def test_429_waits_for_retry_after_then_500_retries() -> None:
 
 
 async def test_timeouts_and_malformed_answers_are_retried() -> None:
-    script = Script(["slow:2", "malformed"])
+    """A NaN would fail the vector's write (pgvector refuses it) on every retry of the job."""
+    script = Script(["slow:2", "malformed", "nan"])
     with embedding_server(script) as url:
         client = embedder(url, timeout=0.5)
         vectors = await client.embed(["a"])
         await client.aclose()
     assert vectors.shape == (1, 16)
-    assert len(script.seen) == 3
+    assert np.isfinite(vectors).all()
+    assert len(script.seen) == 4
 
 
 async def test_gives_up_with_a_transient_error_after_max_retries() -> None:

@@ -139,6 +139,8 @@ class OpenAICompatibleEmbedder:
             return _Attempt(
                 reason=f"asked for {expected} embeddings, got {len(vectors)}", wait=backoff
             )
+        if not np.isfinite(vectors).all():  # JSON's NaN parses; pgvector would refuse it
+            return _Attempt(reason="malformed response: a NaN or infinite value", wait=backoff)
         self.dimensions = int(vectors.shape[1])
         return _Attempt(vectors=vectors)
 
