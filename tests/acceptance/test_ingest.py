@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def test_cli_ingest_files_folders_and_globs(fresh_database: str, tmp_path: Path)
     extra.mkdir()
     (extra / "d.txt").write_text("Delta about forests.")
     (extra / "e.txt").write_text("Echo about deserts.")
+    # A name that is not UTF-8 (Latin-1 "é"): Python holds the byte as a lone surrogate,
+    # which Postgres cannot store; it is named f\xe9.txt, not refused.
+    (extra / os.fsdecode(b"f\xe9.txt")).write_text("Foxtrot about caves.")
     (tmp_path / "tool.exe").write_bytes(b"MZ")
 
     assert run_cli("projects", "create", "kb", env=env).returncode == 0
@@ -137,20 +141,23 @@ def test_cli_ingest_files_folders_and_globs(fresh_database: str, tmp_path: Path)
     )
     assert result.returncode == 1, result.stderr  # one rejected, one failed
     summary = json.loads(result.stdout)
-    assert summary["submitted"] == 6
-    assert summary["complete"] == 5
+    assert summary["submitted"] == 7
+    assert summary["complete"] == 6
     assert summary["failed"] == 1
     assert summary["rejected"] == 1
     assert summary["rejections"][0]["code"] == "unsupported_format"
     assert summary["failures"][0]["code"] == "empty_document"
     assert "skipped 1 file" in result.stderr
 
-    again = run_cli("ingest", str(docs), "--project", "kb", "--json", env=env, timeout=300)
-    assert json.loads(again.stdout)["unchanged"] == 4  # a.txt, b.md, c.html, empty.txt
+    again = run_cli(
+        "ingest", str(docs), f"{extra}/*.txt", "--project", "kb", "--json", env=env, timeout=300
+    )
+    # a.txt, b.md, c.html, empty.txt, d.txt, e.txt and f\xe9.txt under the same names
+    assert json.loads(again.stdout)["unchanged"] == 7
 
     shown = json.loads(run_cli("projects", "show", "kb", "--json", env=env).stdout)
-    assert shown["document_count"] == 6
-    assert shown["documents_by_status"] == {"pending": 0, "indexing": 0, "complete": 5, "failed": 1}
+    assert shown["document_count"] == 7
+    assert shown["documents_by_status"] == {"pending": 0, "indexing": 0, "complete": 6, "failed": 1}
     assert shown["chunk_count"] >= 5
 
     failed = json.loads(run_cli("jobs", "failed", "--project", "kb", "--json", env=env).stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from quarry.cli.common import (
     run,
     settings_from,
 )
-from quarry.errors import DocumentError
+from quarry.errors import DocumentError, InvalidInput
 from quarry.ingest.models import Document, Rejection, Status
 from quarry.ingest.source import Source
 from quarry.runtime import Runtime, background_worker
@@ -90,30 +91,32 @@ async def _submit(
     rt: Runtime, project_id: uuid.UUID, files: list[Path], tags: tuple[str, ...], report: Report
 ) -> None:
     for path in files:
+        name = path_name(path)
         try:
             if not path.is_file():
                 raise FileNotFoundError(path)
-            rt.documents.check_size(str(path), path.stat().st_size)
+            rt.documents.check_size(name, path.stat().st_size)
             source = Source(
-                data=path.read_bytes(),
-                name=str(path),
-                external_id=str(path),
-                kind="path",
-                tags=tags,
+                data=path.read_bytes(), name=name, external_id=name, kind="path", tags=tags
             )
             submission = await rt.documents.submit(project_id, source)
-        except DocumentError as exc:
-            report.rejected.append(Rejection(name=str(path), code=exc.code, detail=exc.detail))
+        except (DocumentError, InvalidInput) as exc:  # this file only: the batch goes on
+            report.rejected.append(Rejection(name=name, code=exc.code, detail=exc.detail))
             continue
         except OSError as exc:
-            report.rejected.append(
-                Rejection(name=str(path), code="unreadable_file", detail=str(exc))
-            )
+            report.rejected.append(Rejection(name=name, code="unreadable_file", detail=str(exc)))
             continue
         if submission.outcome == "unchanged":
             report.unchanged += 1
         else:
-            report.submitted[submission.document.id] = str(path)
+            report.submitted[submission.document.id] = name
+
+
+def path_name(path: Path) -> str:
+    """A path as text Postgres can hold. A file name need not be UTF-8 (Python carries its
+    other bytes as lone surrogates); those bytes are written as ``\\xe9``, so the name stays
+    unique and the same on every run (it is the document's external id)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 async def _wait(rt: Runtime, project_id: uuid.UUID, report: Report, show: bool) -> None:
