@@ -62,6 +62,11 @@ async def test_conversations_are_created_listed_read_and_deleted(chat: Served) -
         "/projects/energy/conversations", params={"limit": 1, "before": page["next_before"]}
     )
     assert [c["id"] for c in rest.json()["conversations"]] == [first]
+    far = await http.get(  # past year 9999 once in UTC: not a time Python or quarry holds
+        "/projects/energy/conversations", params={"before": "9999-12-31T23:59:59-01:00"}
+    )
+    assert far.status_code == 422
+    assert far.json()["errors"][0]["field"] == "query.before"
     detail = (await http.get(f"/projects/energy/conversations/{second}")).json()
     assert detail["title"] == "Tides"
     assert detail["messages"] == []
