@@ -135,6 +135,17 @@ async def test_expiry_with_any_iso_offset_is_kept_in_utc(
     assert response.json()["key"]["expires_at"] == "2100-01-01T23:20:00Z"
 
 
+async def test_a_body_that_is_not_json_is_a_422_whatever_its_bytes(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    json_type = {**bearer(admin.api_key.secret), "content-type": "application/json"}
+    for body in (b'{"name": ', b"\xff\xfe\xfd"):  # not JSON; not even UTF-8
+        response = await client.post("/projects", content=body, headers=json_type)
+        problem = await _problem(response, 422, "validation_error")
+        assert problem["errors"][0]["field"] == "body"  # type: ignore[index]
+        assert "not JSON" in problem["errors"][0]["message"]  # type: ignore[index]
+
+
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     mine = await client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert mine.headers["x-request-id"] == "abc-123"

@@ -59,7 +59,12 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(error), "message": error["msg"]} for error in exc.errors()]
+    errors = [
+        {"field": "body", "message": _not_json(error)}
+        if error.get("type") == "json_invalid"
+        else {"field": _field(error), "message": error["msg"]}
+        for error in exc.errors()
+    ]
     fields = ", ".join(error["field"] for error in errors)
     return problem(
         request,
@@ -69,6 +74,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"invalid value for {fields}",
         errors=errors,
     )
+
+
+def _not_json(error: Any) -> str:
+    """FastAPI's JSON decode error, located: its place is a character, not a field."""
+    reason = (error.get("ctx") or {}).get("error", "not JSON")
+    return f"the body is not JSON: {reason} (character {error['loc'][-1]})"
 
 
 def _field(error: Any) -> str:
@@ -83,6 +94,12 @@ def _field(error: Any) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI answers a JSON body that is not UTF-8 with a 400 of its own, where a body
+        # that is not JSON gets a 422. JSON is UTF-8 (RFC 8259): the same invalid body.
+        errors = [{"field": "body", "message": "the body is not JSON: JSON is UTF-8"}]
+        detail = "invalid value for body"
+        return problem(request, 422, "validation_error", "Invalid request", detail, errors=errors)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
 
