@@ -146,6 +146,25 @@ async def test_a_body_that_is_not_json_is_a_422_whatever_its_bytes(
         assert "not JSON" in problem["errors"][0]["message"]  # type: ignore[index]
 
 
+async def test_a_nul_in_the_url_is_a_422_naming_where(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    """Path and query values reach SQL, and Postgres' text holds no NUL (it was a 500)."""
+    key = bearer(admin.api_key.secret)
+    for method, url, where in [
+        ("GET", "/projects/a%00b", "path"),
+        ("GET", "/projects/a%00b/documents", "path"),
+        ("GET", "/users/a%00b", "path"),
+        ("DELETE", "/keys/a%00b", "path"),
+        ("GET", "/keys?user=a%00b", "query.user"),
+    ]:
+        response = await client.request(method, url, headers=key)
+        problem = await _problem(response, 422, "validation_error")
+        assert problem["errors"] == [{"field": where, "message": "must not contain NUL (%00)"}]
+        assert response.headers["x-request-id"] == problem["request_id"]
+    assert (await client.get("/keys", params={"user": "admin"}, headers=key)).status_code == 200
+
+
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     mine = await client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert mine.headers["x-request-id"] == "abc-123"
@@ -156,6 +175,14 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     await _problem(await client.get("/no/such/route"), 404, "not_found")
+
+
+async def test_a_method_a_route_lacks_is_a_405_saying_which_it_has(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.request("TRACE", "/health")
+    await _problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET"  # RFC 9110 asks for it
 
 
 async def test_unexpected_failure_is_a_500_problem_with_the_request_id(

@@ -101,7 +101,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         detail = "invalid value for body"
         return problem(request, 422, "validation_error", "Invalid request", detail, errors=errors)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
+    response = problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
+    response.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110), for one
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

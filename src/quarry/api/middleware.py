@@ -1,10 +1,12 @@
-"""Request ids and access logs, as plain ASGI middleware (no buffering of streamed bodies)."""
+"""Request ids, access logs and URL checks, as plain ASGI middleware (no buffering of
+streamed bodies)."""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 import structlog
 from starlette.datastructures import MutableHeaders
@@ -70,4 +72,40 @@ def _incoming_id(scope: Scope) -> str | None:
         if name == REQUEST_ID_HEADER.encode():
             text = value.decode("latin-1")
             return text if _SAFE_ID.fullmatch(text) else None
+    return None
+
+
+class UrlCheckMiddleware:
+    """Refuse a URL whose path or query holds a NUL (``%00``) with a 422 naming where, before
+    any route sees it. Path and query values reach SQL (a project's name, a user, a filter),
+    and Postgres' text cannot hold NUL: it failed the statement, a 500. Body values are
+    checked by ``quarry.validation.Body``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = _nul_in_url(scope) if scope["type"] == "http" else None
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        response = problem_response(
+            422,
+            "validation_error",
+            "Invalid request",
+            f"invalid value for {where}",
+            scope.get("state", {}).get("request_id"),
+            errors=[{"field": where, "message": "must not contain NUL (%00)"}],
+        )
+        await response(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    """Where a NUL is in the request's URL: "path", "query.<name>", or None."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return "query" if "\x00" in name else f"query.{name}"
     return None
