@@ -80,3 +80,28 @@ def test_beir_loader_refuses_a_folder_without_the_split(tmp_path: Path) -> None:
     assert dataset.queries == {"q1": "x"}
     assert dataset.qrels == {"q1": {"d1": 1}}
     assert [d["_id"] for d in dataset.corpus()] == ["d1"]
+
+
+def test_beir_loader_names_the_line_a_broken_file_breaks_at(tmp_path: Path) -> None:
+    """A malformed line is an error naming its file and line, not a traceback; blank lines
+    and numeric ids (some exports write them) are read."""
+    (tmp_path / "qrels").mkdir()
+    qrels = tmp_path / "qrels" / "test.tsv"
+    (tmp_path / "queries.jsonl").write_text('{"_id": 1, "text": "x"}\n\n')
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": "d2", "te\n')
+    for broken in ("q\td1\n", "1\td1\tvery\n"):
+        qrels.write_text(f"query-id\tcorpus-id\tscore\n{broken}")
+        with pytest.raises(InvalidInput, match=r"test\.tsv line 2: not query-id"):
+            BeirDataset.load(tmp_path, "test")
+    qrels.write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n\n")
+    with pytest.raises(InvalidInput, match=r"corpus\.jsonl line 2: not a JSON object"):
+        BeirDataset.load(tmp_path, "test")  # before any project is made
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n\n{"_id": 2}\n')
+    dataset = BeirDataset.load(tmp_path, "test")
+    assert dataset.queries == {"1": "x"}
+    assert [d["_id"] for d in dataset.corpus()] == ["d1", "2"]
+    assert dataset.documents == 2
+    for query in ('{"text": "no id"}', '{"_id": "1", "text": 5}', "[1]"):
+        (tmp_path / "queries.jsonl").write_text(query + "\n")
+        with pytest.raises(InvalidInput, match=r"queries\.jsonl line 1"):
+            BeirDataset.load(tmp_path, "test")

@@ -232,7 +232,7 @@ async def _load(rt: Runtime, project_id: uuid.UUID, dataset: BeirDataset) -> Loa
         TimeElapsedColumn(),
         console=err,
     ) as progress:
-        bar = progress.add_task("load", total=None)
+        bar = progress.add_task("load", total=dataset.documents or None)
 
         def show(state: LoadProgress) -> None:
             progress.update(bar, total=state.submitted, completed=state.settled)

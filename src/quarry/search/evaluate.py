@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from quarry.errors import InvalidInput
 
@@ -23,6 +24,7 @@ class BeirDataset:
     path: Path
     queries: dict[str, str]
     qrels: Qrels
+    documents: int = 0  # lines of the corpus
 
     @classmethod
     def load(cls, path: Path, split: str) -> BeirDataset:
@@ -37,23 +39,51 @@ class BeirDataset:
             if header is None or header[0] != "query-id":
                 raise InvalidInput(f"{qrels_file} does not start with a query-id header")
             for row in reader:
-                query_id, doc_id, score = row[0], row[1], int(row[2])
+                if not row:
+                    continue
+                try:
+                    query_id, doc_id, score = row[0], row[1], int(row[2])
+                except (IndexError, ValueError):
+                    raise InvalidInput(
+                        f"{qrels_file} line {reader.line_num}: not query-id, corpus-id and an "
+                        "integer score separated by tabs"
+                    ) from None
                 qrels.setdefault(query_id, {})[doc_id] = score
-        queries = {}
-        with (path / "queries.jsonl").open() as fh:
-            for line in fh:
-                item = json.loads(line)
-                if item["_id"] in qrels:
-                    queries[item["_id"]] = item["text"]
+        queries = {
+            item["_id"]: item["text"]
+            for item in _records(path / "queries.jsonl", ("_id", "text"))
+            if item["_id"] in qrels
+        }
         missing = set(qrels) - set(queries)
         if missing:
             raise InvalidInput(f"{len(missing)} queries in the qrels have no text")
-        return cls(path, queries, qrels)
+        # Read once here, so a broken line is found before a project is made and loaded.
+        documents = sum(1 for _ in _records(path / "corpus.jsonl", ("_id",)))
+        return cls(path, queries, qrels, documents)
 
-    def corpus(self) -> Iterator[dict[str, str]]:
-        with (self.path / "corpus.jsonl").open() as fh:
-            for line in fh:
-                yield json.loads(line)
+    def corpus(self) -> Iterator[dict[str, Any]]:
+        """The documents, as the file holds them; a line that is not one stops the load with
+        an error naming it."""
+        return _records(self.path / "corpus.jsonl", ("_id",))
+
+
+def _records(path: Path, keys: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """A JSON Lines file's objects (blank lines skipped), each holding ``keys`` as text; an
+    ``_id`` may be a number, and is given as text."""
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError:
+                item = None
+            if isinstance(item, dict) and type(item.get("_id")) is int:
+                item["_id"] = str(item["_id"])
+            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in keys):
+                wanted = ", ".join(f'"{k}"' for k in keys)
+                raise InvalidInput(f"{path} line {number}: not a JSON object with text {wanted}")
+            yield item
 
 
 def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
