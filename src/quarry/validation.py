@@ -1,4 +1,5 @@
-"""Checks every request body shares, and the timestamps clients send."""
+"""What a value must be to reach Postgres: the checks every request body shares, the
+timestamps clients send, and text from elsewhere (documents, models) made storable."""
 
 from __future__ import annotations
 
@@ -19,33 +20,38 @@ def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
     Python's parser takes them, and turns 1e400 into Infinity). Each would fail the statement
     that writes or compares it, so it must be refused before it reaches the database. The
     place is a dotted path of keys and list positions below ``path``; a bad key is reported
-    at its object, so that the key itself is never echoed back."""
-    reason = None
+    at its object, so that the key itself is never echoed back. Walked with a stack of its
+    own, not by recursion: a body may nest as deep as the JSON parser allows."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, place = pending.pop()
+        if isinstance(item, dict):
+            for key in item:
+                reason = _unstorable_scalar(key)
+                if reason:
+                    return place, f"a key: {reason}"
+            pending.extend((v, _below(place, k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            pending.extend((v, _below(place, i)) for i, v in reversed(list(enumerate(item))))
+        else:
+            reason = _unstorable_scalar(item)
+            if reason:
+                return place, reason
+    return None
+
+
+def _unstorable_scalar(value: Any) -> str | None:
     if isinstance(value, str):
         if "\x00" in value:
-            reason = "text must not contain NUL (\\u0000) characters"
-        elif not value.isascii():
+            return "text must not contain NUL (\\u0000) characters"
+        if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                reason = "text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)"
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            reason = "numbers must be finite, not NaN, Infinity or past 1.8e308"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            bad_key = unstorable(key, path)
-            if bad_key:
-                return path, f"a key: {bad_key[1]}"
-            found = unstorable(item, _below(path, key))
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = unstorable(item, _below(path, index))
-            if found:
-                return found
-    return None if reason is None else (path, reason)
+                return "text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite, not NaN, Infinity or past 1.8e308"
+    return None
 
 
 def _below(path: str, step: object) -> str:

@@ -43,6 +43,17 @@ NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 # Text with NUL, lone surrogates (left out by default) and the JSON escape of NUL in it.
 texts = st.text(st.characters(exclude_categories=()) | st.sampled_from("\x00\ud800\\u"))
+
+
+def test_unstorable_walks_any_depth_without_recursion() -> None:
+    deep: object = [float("nan")]
+    for _ in range(5000):  # past Python's recursion limit
+        deep = [deep]
+    found = unstorable({"k": deep})
+    assert found is not None
+    assert found[0] == "k" + ".0" * 5001
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | texts,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
