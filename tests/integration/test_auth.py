@@ -180,9 +180,15 @@ async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
 async def test_a_method_a_route_lacks_is_a_405_saying_which_it_has(
     client: httpx.AsyncClient,
 ) -> None:
+    """RFC 9110 wants every method of the path in Allow, also where each has its own route."""
     response = await client.request("TRACE", "/health")
     await _problem(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "GET"  # RFC 9110 asks for it
+    assert response.headers["allow"] == "GET"
+    response = await client.request("PUT", "/keys")
+    await _problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, POST"
+    response = await client.request("POST", "/projects/p/documents/d")
+    assert response.headers["allow"] == "DELETE, GET"
 
 
 async def test_unexpected_failure_is_a_500_problem_with_the_request_id(

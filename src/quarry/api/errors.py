@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -16,6 +17,7 @@ from quarry.errors import QuarryError, Unauthenticated
 PROBLEM = "application/problem+json"
 log = structlog.get_logger(__name__)
 
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -102,8 +104,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(request, 422, "validation_error", "Invalid request", detail, errors=errors)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     response = problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
-    response.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110), for one
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route on the path only, where
+        # this API often has one route per method (GET and POST /keys): the path's methods
+        # are those the OpenAPI description gives it (RFC 9110 wants them all).
+        allowed = _methods_of(request.app, request.url.path)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI description has for every path template matching ``path``."""
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(name.upper() for name in operations if name.upper() in _METHODS)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
