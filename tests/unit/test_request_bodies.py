@@ -10,7 +10,7 @@ from quarry.validation import Body
 def test_every_json_body_is_a_body() -> None:
     """A body model that is a plain BaseModel lets NUL, lone surrogates and NaN through to
     Postgres (a 500 where a 422 belongs: the echo job's body was one). Form uploads are
-    checked where their fields become a document (``DocumentService.check``)."""
+    checked where their fields become a document (``Documents.check``)."""
     bodies = {}
     for router in ROUTERS:
         for route in router.routes:
