@@ -44,11 +44,8 @@ def _unstorable_scalar(value: Any) -> str | None:
     if isinstance(value, str):
         if "\x00" in value:
             return "text must not contain NUL (\\u0000) characters"
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)"
+        if not _encodable(value):
+            return "text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)"
     elif isinstance(value, float) and not math.isfinite(value):
         return "numbers must be finite, not NaN, Infinity or past 1.8e308"
     return None
@@ -67,12 +64,20 @@ def storable_text(text: str) -> str:
     extracts or receives from elsewhere, where refusing it would lose the rest."""
     if "\x00" in text:
         text = text.replace("\x00", " ")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = _SURROGATES.sub("\ufffd", text)
+    if not _encodable(text):
+        text = _SURROGATES.sub("\ufffd", text)
     return text
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is UTF-8 (holds no lone surrogate); ASCII is, without a look."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Body(BaseModel):
