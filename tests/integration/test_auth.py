@@ -1,10 +1,12 @@
 """API keys over HTTP: every way a key can be wrong is a 401 with its own code."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import psycopg
+import pytest
 
+from quarry.errors import InvalidInput
 from quarry.runtime import Runtime
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
@@ -119,6 +121,18 @@ async def test_expiry_timestamps_postgres_or_python_cannot_hold_are_refused(
     listed = await client.get("/keys", headers=key)
     assert listed.status_code == 200
     assert [k["prefix"] for k in listed.json()] == [admin.api_key.key.prefix]  # none made
+
+
+async def test_the_key_service_holds_every_caller_to_the_same_expiry_rule(
+    runtime: Runtime, admin: NewUser
+) -> None:
+    far_west = timezone(-timedelta(hours=1))
+    for expiry, message in [
+        (datetime(9999, 12, 31, 23, 59, tzinfo=far_west), "between the years 1 and 9999"),
+        (datetime(2100, 1, 1), "time zone"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            await runtime.keys.create(admin.user.id, expires_at=expiry)
 
 
 async def test_expiry_with_any_iso_offset_is_kept_in_utc(

@@ -16,6 +16,7 @@ from quarry.errors import (
     RevokedApiKey,
 )
 from quarry.tenancy.models import ApiKey, CreatedApiKey, Principal
+from quarry.validation import zoned_utc
 
 
 class ApiKeys:
@@ -31,8 +32,10 @@ class ApiKeys:
         conn: Conn | None = None,
     ) -> CreatedApiKey:
         if expires_at is not None:
-            if expires_at.tzinfo is None:
-                raise InvalidInput("expires_at must carry a time zone", field="expires_at")
+            try:  # the rule the API's ZonedTimestamp applies, for every other caller too
+                expires_at = zoned_utc(expires_at)
+            except ValueError as exc:
+                raise InvalidInput(f"expires_at: {exc}", field="expires_at") from None
             if expires_at <= datetime.now(UTC):
                 raise InvalidInput("expires_at must be in the future", field="expires_at")
         new = keys.generate()
