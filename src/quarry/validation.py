@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -123,7 +123,22 @@ def zoned_utc(value: datetime) -> datetime:
     return utc(value)
 
 
-# A timestamp from a client, in UTC (without a zone: UTC).
-Timestamp = Annotated[datetime, AfterValidator(utc)]
-# A timestamp from a client that must carry its time zone, in UTC.
-ZonedTimestamp = Annotated[datetime, AfterValidator(zoned_utc)]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def iso_8601(value: Any) -> Any:
+    """Refuse what pydantic would otherwise read as a Unix time: a number, or text that is
+    one (``before=0.5`` is 1970-01-01T00:00:00.5). The API documents its timestamps as ISO
+    8601 date-times (``format: date-time``); a number is far more often a mistake (seconds
+    against milliseconds, a count sent to the wrong field) than a time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("a time must be ISO 8601 text, such as 2024-05-01T12:00:00Z")
+    return value
+
+
+# A timestamp from a client as ISO 8601 text, in UTC (without a zone: UTC).
+Timestamp = Annotated[datetime, BeforeValidator(iso_8601), AfterValidator(utc)]
+# A timestamp from a client as ISO 8601 text that must carry its time zone, in UTC.
+ZonedTimestamp = Annotated[datetime, BeforeValidator(iso_8601), AfterValidator(zoned_utc)]

@@ -51,6 +51,14 @@ def test_projects_keys_and_users_from_the_cli(fresh_database: str, tmp_path: Pat
         json.loads(cli("projects", "list", "--json", QUARRY_API_KEY=carol))[0]["role"] == "editor"
     )
 
+    keys_before = json.loads(cli("keys", "list", "--json"))
+    for days in ("1e9", "3000000", "inf", "nan"):  # past the year 9999, or not a time at all
+        bad = run_cli("keys", "create", "--expires-in-days", days, env=env)
+        assert bad.returncode == 2, (days, bad.stderr)
+        assert "--expires-in-days" in bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert json.loads(cli("keys", "list", "--json")) == keys_before
+
     made = json.loads(cli("keys", "create", "--name", "ci", "--expires-in-days", "1", "--json"))
     assert made["key"]["expires_at"] is not None
     listed = json.loads(cli("keys", "list", "--json"))

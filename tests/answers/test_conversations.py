@@ -67,6 +67,9 @@ async def test_conversations_are_created_listed_read_and_deleted(chat: Served) -
     )
     assert far.status_code == 422
     assert far.json()["errors"][0]["field"] == "query.before"
+    unix = await http.get("/projects/energy/conversations", params={"before": "0.5"})
+    assert unix.status_code == 422  # a number is not read as a Unix time
+    assert unix.json()["errors"][0]["field"] == "query.before"
     detail = (await http.get(f"/projects/energy/conversations/{second}")).json()
     assert detail["title"] == "Tides"
     assert detail["messages"] == []

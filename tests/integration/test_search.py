@@ -163,6 +163,7 @@ async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, 
         ({"query": "solar", "filters": {"metadata": {"bad key!": 1}}}, "bad key!"),
         ({"query": "solar", "filters": {"document_ids": ["not-a-uuid"]}}, "document_ids"),
         ({"query": "solar", "filters": {"created_after": "yesterday"}}, "created_after"),
+        ({"query": "solar", "filters": {"created_after": 1700000000}}, "created_after"),
         # Outside years 1-9999 once in UTC: Postgres would take it, Python not read it back.
         (
             {"query": "solar", "filters": {"created_after": "0001-01-01T00:00:00+01:00"}},

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
-from quarry.validation import unstorable, utc, zoned_utc
+from quarry.validation import Timestamp, ZonedTimestamp, unstorable, utc, zoned_utc
 
 
 @pytest.mark.parametrize(
@@ -106,3 +107,15 @@ def test_zoned_utc_wants_a_zone() -> None:
     with pytest.raises(ValueError, match="time zone"):
         zoned_utc(datetime(2100, 1, 1))
     assert zoned_utc(datetime(2100, 1, 1, tzinfo=UTC)) == datetime(2100, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("shape", [Timestamp, ZonedTimestamp])
+def test_timestamps_are_iso_8601_text_never_a_unix_time(shape: object) -> None:
+    read = TypeAdapter(shape)
+    assert read.validate_python("2024-05-01T12:00:00+02:00") == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert read.validate_json('"2024-05-01T10:00:00Z"') == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    for number in (0.5, "0.5", 1_700_000_000, "1700000000", True, "", "noon"):
+        with pytest.raises(ValidationError, match="ISO 8601"):
+            read.validate_python(number)
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        read.validate_json("1700000000")

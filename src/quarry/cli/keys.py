@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import typer
@@ -32,7 +33,7 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API key; it is printed once."""
-    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = expiry(expires_in_days) if expires_in_days is not None else None
 
     async def go() -> CreatedApiKey:
         async with acting(settings_from(ctx)) as (rt, me):
@@ -47,6 +48,19 @@ def create(
         return
     err.print(f"created key {created.key.prefix} (shown once; store it now):")
     out.print(created.secret)
+
+
+def expiry(days: float) -> datetime:
+    """The time ``days`` from now, or a usage error (exit 2) naming the option when that is
+    not a time: not a number, or past the year 9999, which Python's datetime cannot hold."""
+    if not math.isfinite(days):
+        raise typer.BadParameter("must be a number of days", param_hint="--expires-in-days")
+    try:
+        return datetime.now(UTC) + timedelta(days=days)
+    except OverflowError:
+        raise typer.BadParameter(
+            "reaches past the year 9999", param_hint="--expires-in-days"
+        ) from None
 
 
 @app.command("list")
