@@ -36,10 +36,12 @@ from pathlib import Path
 import psutil
 import torch
 
-from quarry.ingest.documents import text_source
+from quarry.ingest.documents import batch_full, text_source
 from quarry.ingest.embedders import LocalEmbedder, keeps_token_vectors, set_torch_threads
 from quarry.ingest.factory import build_embedder, build_splitter, load_local_model
+from quarry.ingest.models import Submission
 from quarry.ingest.parsers import Parsed
+from quarry.ingest.source import Source
 from quarry.logs import configure_logging
 from quarry.runtime import Runtime, open_runtime
 from quarry.settings import Settings
@@ -81,6 +83,7 @@ async def run_pipeline(
     model,
     corpus: list[dict[str, str]],
     submit_first: bool,
+    one_by_one: bool = False,
     samples: Counter[str] | None = None,
 ) -> dict:
     # As the service makes it (token vectors kept for late interaction, the default).
@@ -100,7 +103,7 @@ async def run_pipeline(
         )
         started = time.perf_counter()
         cpu_before = cpu_breakdown()
-        await submit_documents(rt, project_id, corpus)
+        await submit_documents(rt, project_id, corpus, one_by_one)
         submitted = time.perf_counter() - started
         if worker is None:
             worker = start_worker()
@@ -149,12 +152,14 @@ async def new_project(rt: Runtime, settings: Settings) -> uuid.UUID:
 
 
 async def submit_documents(
-    rt: Runtime, project_id: uuid.UUID, documents: list[dict[str, str]]
+    rt: Runtime, project_id: uuid.UUID, documents: list[dict[str, str]], one_by_one: bool
 ) -> None:
-    """Submit BEIR documents one by one, as plain text with their titles, as clients would."""
+    """Submit BEIR documents as plain text with their titles: in batches, as `quarry ingest`,
+    a multipart upload of many files and the BEIR loader do, or one by one, as a client of
+    POST /documents/text would."""
+    pending: list[Source] = []
     for doc in documents:
-        await rt.documents.submit(
-            project_id,
+        pending.append(
             text_source(
                 document_text(doc),
                 external_id=doc["_id"],
@@ -162,8 +167,22 @@ async def submit_documents(
                 fmt="txt",
                 metadata={},
                 tags=(),
-            ),
+            )
         )
+        if one_by_one or batch_full(pending):
+            await _submit_all(rt, project_id, pending)
+    if pending:
+        await _submit_all(rt, project_id, pending)
+
+
+async def _submit_all(rt: Runtime, project_id: uuid.UUID, sources: list[Source]) -> None:
+    if len(sources) == 1:
+        await rt.documents.submit(project_id, sources[0])
+    else:
+        for result in await rt.documents.submit_many(project_id, sources):
+            if not isinstance(result, Submission):
+                raise result
+    sources.clear()
 
 
 def cpu_breakdown() -> dict[str, float]:
@@ -260,6 +279,11 @@ def main() -> None:
         help="diagnostic: submit everything before the worker starts, and time only indexing",
     )
     parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="diagnostic: submit each document on its own instead of in batches",
+    )
+    parser.add_argument(
         "--sample-queries",
         action="store_true",
         help="diagnostic: sample pg_stat_activity and print what Postgres was busy with",
@@ -279,7 +303,9 @@ def main() -> None:
         workers = settings.local_embedding_workers or torch.get_num_threads()
         one_call = [run_bare(model, expected)]
         threads = [run_bare_threads(model, expected, workers)]
-        pipeline = asyncio.run(run_pipeline(settings, model, corpus, args.submit_first, samples))
+        pipeline = asyncio.run(
+            run_pipeline(settings, model, corpus, args.submit_first, args.one_by_one, samples)
+        )
         threads.append(run_bare_threads(model, expected, workers))
         one_call.append(run_bare(model, expected))
     texts = pipeline.pop("texts")
@@ -297,6 +323,7 @@ def main() -> None:
         "model_precision": model.precision,
         "precision_calibration": model.calibration,
         "timed": "indexing only (submitted first)" if args.submit_first else "end to end",
+        "submitted": "one by one" if args.one_by_one else "in batches",
         **pipeline,
         "documents_per_second": round(pipeline["documents"] / pipeline["seconds"], 2),
         "chunks_per_second": round(chunks / pipeline["seconds"], 2),

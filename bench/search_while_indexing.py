@@ -99,7 +99,7 @@ async def one_round(
         time_pool_waits(rt.db.pool)
         project_id = await new_project(rt, settings)
         worker = asyncio.create_task(rt.run_worker(install_signal_handlers=False))
-        await submit_documents(rt, project_id, corpus[:base])
+        await submit_documents(rt, project_id, corpus[:base], one_by_one=True)
         await rt.documents.wait_settled(project_id, poll=0.25)
         for query in queries[:10]:  # warm: plans, caches
             await timed_search(rt, project_id, query)
@@ -120,7 +120,7 @@ async def one_round(
         started = time.perf_counter()
         cpu_before = cpu_now()
         searches = asyncio.create_task(searcher())
-        await submit_documents(rt, project_id, corpus[base:])
+        await submit_documents(rt, project_id, corpus[base:], one_by_one=True)
         counts = await rt.documents.wait_settled(project_id, poll=0.25)
         seconds = time.perf_counter() - started
         cpu = {k: round(v - cpu_before[k], 1) for k, v in cpu_now().items()}

@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem, problem_responses
 from quarry.errors import DocumentError, InvalidInput
-from quarry.ingest.documents import text_source
+from quarry.ingest.documents import Refusal, batch_full, text_source
 from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
 from quarry.tenancy.models import Role
-from quarry.validation import Body, utc
+from quarry.validation import Body, unstorable, utc
 
 router = APIRouter(
     prefix="/projects/{project}",
@@ -90,12 +90,27 @@ async def upload(
     if external_id is not None and len(files) != 1:
         raise InvalidInput("external_id can only be given with a single file", field="external_id")
     accepted: list[Submission] = []
-    refused: list[tuple[str, DocumentError]] = []
+    refused: list[tuple[str, Refusal]] = []
+    pending: list[Source] = []
+
+    async def submit_pending() -> None:
+        results = await rt.documents.submit_many(found.id, pending)
+        for source, result in zip(pending, results, strict=True):
+            if isinstance(result, Submission):
+                accepted.append(result)
+            else:
+                refused.append((source.name, result))
+        pending.clear()
+
     for upload_file in files:
         name = upload_file.filename or "upload"
         try:
             rt.documents.check_size(name, upload_file.size or 0)  # before reading it
-            source = Source(
+        except DocumentError as exc:
+            refused.append((name, exc))
+            continue
+        pending.append(
+            Source(
                 data=await upload_file.read(),
                 name=name,
                 external_id=external_id or name,
@@ -104,9 +119,11 @@ async def upload(
                 metadata=meta,
                 tags=tag_list,
             )
-            accepted.append(await rt.documents.submit(found.id, source))
-        except DocumentError as exc:
-            refused.append((name, exc))
+        )
+        if batch_full(pending):
+            await submit_pending()
+    if pending:
+        await submit_pending()
     rejected = [Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in refused]
     if refused and not accepted:
         return _all_refused(request, rejected, {exc.status for _, exc in refused})
@@ -134,6 +151,9 @@ def _metadata(raw: str | None) -> dict[str, Any]:
         raise InvalidInput("metadata must be a JSON object", field="metadata") from None
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object", field="metadata")
+    found = unstorable(value, "metadata")  # every file's: the whole upload's error
+    if found:
+        raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
     return value
 
 

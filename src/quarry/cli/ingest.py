@@ -26,8 +26,9 @@ from quarry.cli.common import (
     run,
     settings_from,
 )
-from quarry.errors import DocumentError, InvalidInput
-from quarry.ingest.models import Document, Rejection, Status
+from quarry.errors import DocumentError
+from quarry.ingest.documents import batch_full
+from quarry.ingest.models import Document, Rejection, Status, Submission
 from quarry.ingest.source import Source
 from quarry.runtime import Runtime, background_worker
 from quarry.tenancy.models import Role
@@ -90,26 +91,39 @@ class Report:
 async def _submit(
     rt: Runtime, project_id: uuid.UUID, files: list[Path], tags: tuple[str, ...], report: Report
 ) -> None:
+    pending: list[Source] = []
+
+    async def submit_pending() -> None:
+        results = await rt.documents.submit_many(project_id, pending)
+        for source, result in zip(pending, results, strict=True):
+            if not isinstance(result, Submission):  # this file only: the batch goes on
+                report.rejected.append(
+                    Rejection(name=source.name, code=result.code, detail=result.detail)
+                )
+            elif result.outcome == "unchanged":
+                report.unchanged += 1
+            else:
+                report.submitted[result.document.id] = source.name
+        pending.clear()
+
     for path in files:
         name = path_name(path)
         try:
             if not path.is_file():
                 raise FileNotFoundError(path)
-            rt.documents.check_size(name, path.stat().st_size)
-            source = Source(
-                data=path.read_bytes(), name=name, external_id=name, kind="path", tags=tags
-            )
-            submission = await rt.documents.submit(project_id, source)
-        except (DocumentError, InvalidInput) as exc:  # this file only: the batch goes on
+            rt.documents.check_size(name, path.stat().st_size)  # before reading it
+            data = path.read_bytes()
+        except DocumentError as exc:
             report.rejected.append(Rejection(name=name, code=exc.code, detail=exc.detail))
             continue
         except OSError as exc:
             report.rejected.append(Rejection(name=name, code="unreadable_file", detail=str(exc)))
             continue
-        if submission.outcome == "unchanged":
-            report.unchanged += 1
-        else:
-            report.submitted[submission.document.id] = name
+        pending.append(Source(data=data, name=name, external_id=name, kind="path", tags=tags))
+        if batch_full(pending):
+            await submit_pending()
+    if pending:
+        await submit_pending()
 
 
 def path_name(path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 from urllib.parse import parse_qs, urlsplit
@@ -71,6 +71,26 @@ class Database:
         async with self._conn(conn) as c:
             cur = await c.execute(self._sql(query), params, binary=True)
             return await cur.fetchall()
+
+    async def fetch_each(
+        self, query: Query, conn: Conn | None, params_seq: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        """One statement run once per parameter set, all sent in one round trip (psycopg's
+        pipeline), in order: each run's first row, or None where it returned none."""
+        async with self._conn(conn) as c:
+            cur = c.cursor()
+            await cur.executemany(self._sql(query), params_seq, returning=True)
+            rows: list[dict[str, Any] | None] = []
+            async for result in cur.results():
+                rows.append(await result.fetchone())
+            return rows
+
+    async def execute_many(
+        self, query: Query, conn: Conn | None, params_seq: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """One statement run once per parameter set, all sent in one round trip."""
+        async with self._conn(conn) as c:
+            await c.cursor().executemany(self._sql(query), params_seq)
 
     async def execute(self, query: Query, conn: Conn | None = None, /, **params: Any) -> int:
         """Run a statement; return the number of rows it touched."""

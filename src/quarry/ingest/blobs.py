@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,10 @@ from quarry.errors import TransientError
 
 class BlobStore(Protocol):
     async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None: ...
+
+    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+        """``put`` of each content hash and its bytes."""
+        ...
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes: ...
 
@@ -40,7 +45,19 @@ class FileBlobStore:
         return self.root / str(project_id) / content_hash[:2] / content_hash
 
     async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, self._path(project_id, content_hash), data)
+        await self.put_many(project_id, {content_hash: data})
+
+    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+        """All in one trip to a worker thread: a batch of small files costs one hand-off."""
+        files = [
+            (self._path(project_id, content_hash), data) for content_hash, data in blobs.items()
+        ]
+        await asyncio.to_thread(self._put_all, files)
+
+    @classmethod
+    def _put_all(cls, files: list[tuple[Path, bytes]]) -> None:
+        for path, data in files:
+            cls._put(path, data)
 
     @staticmethod
     def _put(path: Path, data: bytes) -> None:
@@ -68,9 +85,14 @@ class PostgresBlobStore:
         self.db = db
 
     async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
-        await self.db.execute(
-            "blobs.put", project_id=project_id, content_hash=content_hash, data=data
-        )
+        await self.put_many(project_id, {content_hash: data})
+
+    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+        params = [
+            {"project_id": project_id, "content_hash": content_hash, "data": data}
+            for content_hash, data in blobs.items()
+        ]
+        await self.db.execute_many("blobs.put", None, params)
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         row = await self.db.fetch_one("blobs.get", project_id=project_id, content_hash=content_hash)

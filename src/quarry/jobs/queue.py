@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,29 @@ class Jobs:
     async def enqueue_ingest(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         await self._enqueue_document(tasks.INGEST, project_id, document_id)
 
+    async def enqueue_ingest_many(
+        self, project_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+    ) -> None:
+        """``enqueue_ingest`` for each document, in one statement. Where one of them already
+        has a job queued (its queueing lock is taken) that statement fails as a whole and
+        queues nothing, so each is then queued on its own, as ``enqueue_ingest`` would."""
+        unique = list(dict.fromkeys(document_ids))
+        if not unique:
+            return
+        jobs = [
+            self._deferrer(tasks.INGEST, document_id).make_new_job(
+                project_id=str(project_id), document_id=str(document_id)
+            )
+            for document_id in unique
+        ]
+        try:
+            await self.app.job_manager.batch_defer_jobs_async(jobs)
+        except AlreadyEnqueued:
+            for document_id in unique:
+                await self.enqueue_ingest(project_id, document_id)
+            return
+        await self.enqueued(len(unique))
+
     async def enqueue_reembed(
         self, project_id: uuid.UUID, document_id: uuid.UUID, *, priority: int = 0
     ) -> None:
@@ -87,15 +111,20 @@ class Jobs:
         """One queued job per document and task at a time; jobs of one document run one by
         one (same lock), and a job always works on the document's current version. Workers
         take jobs of a higher ``priority`` first, then in the order they were queued."""
-        deferrer = self.app.configure_task(
+        deferrer = self._deferrer(task, document_id, priority)
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(project_id=str(project_id), document_id=str(document_id))
+            await self.enqueued(1)
+
+    def _deferrer(
+        self, task: str, document_id: uuid.UUID, priority: int = 0
+    ) -> procrastinate.jobs.JobDeferrer:
+        return self.app.configure_task(
             task,
             lock=f"doc:{document_id}",
             queueing_lock=f"{task}:{document_id}",
             priority=priority,
         )
-        with contextlib.suppress(AlreadyEnqueued):
-            await deferrer.defer_async(project_id=str(project_id), document_id=str(document_id))
-            await self.enqueued(1)
 
     async def enqueued(self, count: int) -> None:
         """Keep the planner's picture of the queue current while it grows.

@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quarry.ingest.documents import text_source
-from quarry.ingest.models import ProjectCounts
+from quarry.ingest.documents import batch_full, text_source
+from quarry.ingest.models import ProjectCounts, Submission
+from quarry.ingest.source import Source
 from quarry.runtime import Runtime
 from quarry.search.evaluate import BeirDataset, summarize
 from quarry.search.fusion import Method
@@ -47,12 +48,20 @@ async def load_corpus(
     """Submit every document, then wait until each is complete or failed (a worker must be
     running)."""
     progress = LoadProgress()
+    pending: list[Source] = []
+
+    async def submit_pending() -> None:
+        for result in await rt.documents.submit_many(project_id, pending):
+            if not isinstance(result, Submission):
+                raise result
+        progress.submitted += len(pending)
+        pending.clear()
+
     for item in dataset.corpus():
         text = document_text(item)
         if not text.strip():
             continue
-        await rt.documents.submit(
-            project_id,
+        pending.append(
             text_source(
                 text,
                 external_id=str(item["_id"]),
@@ -60,9 +69,12 @@ async def load_corpus(
                 fmt="txt",
                 metadata={},
                 tags=(),
-            ),
+            )
         )
-        progress.submitted += 1
+        if batch_full(pending):
+            await submit_pending()
+    if pending:
+        await submit_pending()
 
     def show(counts: ProjectCounts) -> None:
         by_status = counts.documents_by_status

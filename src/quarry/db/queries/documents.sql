@@ -20,6 +20,10 @@ SELECT * FROM documents WHERE project_id = %(project_id)s AND id = %(document_id
 -- name: get_by_external_id
 SELECT * FROM documents WHERE project_id = %(project_id)s AND external_id = %(external_id)s;
 
+-- name: get_by_external_ids
+SELECT * FROM documents
+WHERE project_id = %(project_id)s AND external_id = ANY(%(external_ids)s::text[]);
+
 -- name: list
 -- Newest first, keyset-paginated by (created_at, id).
 SELECT * FROM documents
