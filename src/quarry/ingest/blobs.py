@@ -20,10 +20,8 @@ from quarry.errors import TransientError
 
 
 class BlobStore(Protocol):
-    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None: ...
-
     async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
-        """``put`` of each content hash and its bytes."""
+        """Keep each content hash's bytes (once: a hash already kept is left as it is)."""
         ...
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes: ...
@@ -43,9 +41,6 @@ class FileBlobStore:
         if len(content_hash) != 64 or not all(c in "0123456789abcdef" for c in content_hash):
             raise ValueError(f"not a SHA-256 hex digest: {content_hash!r}")
         return self.root / str(project_id) / content_hash[:2] / content_hash
-
-    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
-        await self.put_many(project_id, {content_hash: data})
 
     async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
         """All in one trip to a worker thread: a batch of small files costs one hand-off."""
@@ -83,9 +78,6 @@ class FileBlobStore:
 class PostgresBlobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    async def put(self, project_id: uuid.UUID, content_hash: str, data: bytes) -> None:
-        await self.put_many(project_id, {content_hash: data})
 
     async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
         params = [

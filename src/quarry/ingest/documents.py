@@ -161,7 +161,7 @@ class Documents:
             except (DocumentError, InvalidInput) as exc:
                 refused[position] = exc
         written = iter(await self._write(project_id, checked) if checked else [])
-        return [refused.get(position) or next(written) for position in range(len(sources))]
+        return [refused[i] if i in refused else next(written) for i in range(len(sources))]
 
     async def _write(self, project_id: uuid.UUID, checked: list[Checked]) -> list[Submission]:
         await self.blobs.put_many(project_id, {c.content_hash: c.source.data for c in checked})
@@ -172,16 +172,7 @@ class Documents:
         # Identical content returned no row: such a document is as it was (or as an earlier
         # source of this batch made it).
         unchanged = [c.source.external_id for c, row in zip(checked, rows, strict=True) if not row]
-        current = (
-            {
-                row["external_id"]: Document(**row)
-                for row in await self.db.fetch_all(
-                    "documents.get_by_external_ids", project_id=project_id, external_ids=unchanged
-                )
-            }
-            if unchanged
-            else {}
-        )
+        current = await self._by_external_id(project_id, unchanged) if unchanged else {}
         submissions = []
         for c, row in zip(checked, rows, strict=True):
             if row is None:
@@ -195,6 +186,14 @@ class Documents:
             project_id, [s.document.id for s in submissions if s.outcome != "unchanged"]
         )
         return submissions
+
+    async def _by_external_id(
+        self, project_id: uuid.UUID, external_ids: list[str]
+    ) -> dict[str, Document]:
+        rows = await self.db.fetch_all(
+            "documents.get_by_external_ids", project_id=project_id, external_ids=external_ids
+        )
+        return {row["external_id"]: Document(**row) for row in rows}
 
     async def get(self, project_id: uuid.UUID, document_id: uuid.UUID) -> Document:
         row = await self.db.fetch_one(

@@ -17,9 +17,6 @@ RETURNING *, (xmax = 0) AS inserted;
 -- name: get
 SELECT * FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s;
 
--- name: get_by_external_id
-SELECT * FROM documents WHERE project_id = %(project_id)s AND external_id = %(external_id)s;
-
 -- name: get_by_external_ids
 SELECT * FROM documents
 WHERE project_id = %(project_id)s AND external_id = ANY(%(external_ids)s::text[]);
