@@ -382,6 +382,58 @@ async def test_text_and_url_sources(ingest_client: httpx.AsyncClient, project) -
     assert url_doc["format"] == "html"
 
 
+async def test_many_texts_in_one_request_each_accepted_or_refused_on_its_own(
+    ingest_client: httpx.AsyncClient, project, fresh_database: str
+) -> None:
+    name, key = project
+    url = f"/projects/{name}/documents/texts"
+    tide = {"text": "Tides follow the moon.", "external_id": "tide", "title": "Tides"}
+    answer = await ingest_client.post(
+        url,
+        json={
+            "documents": [
+                tide,
+                {"text": "x", "format": "exe", "external_id": "tool"},
+                {"text": "# Wind\n\nWind turns turbines.", "format": "md"},
+                {"text": " "},  # stored, then found to hold no words: fails in its job
+                tide,  # again: unchanged
+            ]
+        },
+        headers=key,
+    )
+    assert answer.status_code == 202, answer.text
+    batch = answer.json()
+    assert [(s["document"]["external_id"][:5], s["outcome"]) for s in batch["documents"]] == [
+        ("tide", "created"),
+        ("text:", "created"),
+        ("text:", "created"),
+        ("tide", "unchanged"),
+    ]
+    assert batch["rejected"] == [
+        {"name": "tool", "code": "unsupported_format", "detail": batch["rejected"][0]["detail"]}
+    ]
+    all_refused = await ingest_client.post(
+        url, json={"documents": [{"text": "x", "format": "exe"}]}, headers=key
+    )
+    assert all_refused.status_code == 415
+    assert [r["name"] for r in all_refused.json()["rejected"]] == ["documents.0"]
+    # A request invalid as a whole stores nothing.
+    for body, field in [
+        ({"documents": []}, "documents"),
+        ({"documents": [{"text": "fine"}] * 1001}, "documents"),
+        ({"documents": [{"text": "fine"}, {"title": "no text"}]}, "documents.1.text"),
+        ({"documents": [{"text": "fine"}, {"text": "a\x00b"}]}, "documents.1.text"),
+    ]:
+        bad = await ingest_client.post(url, json=body, headers=key)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"] == field
+    documents = await wait_settled(ingest_client, key, name)
+    assert len(documents) == 3
+    assert documents["tide"]["status"] == "complete"
+    assert sorted(d["status"] for d in documents.values()) == ["complete", "complete", "failed"]
+    assert invariant_violations(fresh_database) == []
+
+
 async def test_reindex_moves_every_vector_to_the_new_model(
     ingest_client: httpx.AsyncClient, project, ingest_runtime: Runtime, fresh_database: str
 ) -> None:

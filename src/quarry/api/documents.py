@@ -20,6 +20,7 @@ from quarry.ingest.documents import Refusal, batch_full, text_source
 from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
+from quarry.runtime import Runtime
 from quarry.tenancy.models import Role
 from quarry.validation import Body, unstorable, utc
 
@@ -45,6 +46,18 @@ class TextDocument(Body):
     format: str = Field(default="txt", description="how to read the text: txt, md, html, ...")
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list, max_length=100)
+
+
+# The most documents one POST .../documents/texts may carry.
+MAX_TEXTS = 1000
+
+
+class TextDocuments(Body):
+    documents: list[TextDocument] = Field(
+        min_length=1,
+        max_length=MAX_TEXTS,
+        description=f"up to {MAX_TEXTS} documents, each as for POST .../documents/text",
+    )
 
 
 class UrlDocument(Body):
@@ -89,45 +102,68 @@ async def upload(
     tag_list = tuple(t.strip() for t in (tags or "").split(",") if t.strip())
     if external_id is not None and len(files) != 1:
         raise InvalidInput("external_id can only be given with a single file", field="external_id")
-    accepted: list[Submission] = []
-    refused: list[tuple[str, Refusal]] = []
-    pending: list[Source] = []
-
-    async def submit_pending() -> None:
-        results = await rt.documents.submit_many(found.id, pending)
-        for source, result in zip(pending, results, strict=True):
-            if isinstance(result, Submission):
-                accepted.append(result)
-            else:
-                refused.append((source.name, result))
-        pending.clear()
-
+    intake = Intake(rt, found.id)
     for upload_file in files:
         name = upload_file.filename or "upload"
         try:
             rt.documents.check_size(name, upload_file.size or 0)  # before reading it
         except DocumentError as exc:
-            refused.append((name, exc))
+            intake.refuse(name, exc)
             continue
-        pending.append(
-            Source(
-                data=await upload_file.read(),
-                name=name,
-                external_id=external_id or name,
-                kind="upload",
-                media_type=upload_file.content_type,
-                metadata=meta,
-                tags=tag_list,
-            )
+        source = Source(
+            data=await upload_file.read(),
+            name=name,
+            external_id=external_id or name,
+            kind="upload",
+            media_type=upload_file.content_type,
+            metadata=meta,
+            tags=tag_list,
         )
-        if batch_full(pending):
-            await submit_pending()
-    if pending:
-        await submit_pending()
-    rejected = [Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in refused]
-    if refused and not accepted:
-        return _all_refused(request, rejected, {exc.status for _, exc in refused})
-    return Batch(documents=accepted, rejected=rejected)
+        await intake.add(name, source)
+    return await intake.answer(request)
+
+
+class Intake:
+    """The documents of one request, submitted in batches (``submit_many``) as they are
+    gathered; each accepted or refused on its own, and the request's answer from both."""
+
+    def __init__(self, rt: Runtime, project_id: uuid.UUID) -> None:
+        self.rt = rt
+        self.project_id = project_id
+        self.accepted: list[Submission] = []
+        self.refused: list[tuple[str, Refusal]] = []
+        self.pending: list[tuple[str, Source]] = []
+
+    def refuse(self, name: str, exc: Refusal) -> None:
+        self.refused.append((name, exc))
+
+    async def add(self, name: str, source: Source) -> None:
+        self.pending.append((name, source))
+        if batch_full([s for _, s in self.pending]):
+            await self._submit_pending()
+
+    async def answer(self, request: Request) -> Batch | JSONResponse:
+        """What was accepted and refused; a problem naming every refusal if nothing was
+        accepted."""
+        await self._submit_pending()
+        rejected = [
+            Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in self.refused
+        ]
+        if self.refused and not self.accepted:
+            return _all_refused(request, rejected, {exc.status for _, exc in self.refused})
+        return Batch(documents=self.accepted, rejected=rejected)
+
+    async def _submit_pending(self) -> None:
+        if not self.pending:
+            return
+        sources = [source for _, source in self.pending]
+        results = await self.rt.documents.submit_many(self.project_id, sources)
+        for (name, _), result in zip(self.pending, results, strict=True):
+            if isinstance(result, Submission):
+                self.accepted.append(result)
+            else:
+                self.refuse(name, result)
+        self.pending.clear()
 
 
 def _all_refused(request: Request, rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
@@ -176,6 +212,38 @@ async def add_text(
         tags=tuple(body.tags),
     )
     return await rt.documents.submit(found.id, source)
+
+
+@router.post(
+    "/documents/texts",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Add many documents from text in one request (editor)",
+    description=(
+        "Each document is accepted or refused on its own, as by POST .../documents/text; "
+        "refused ones are listed with their reason (named by external_id, else "
+        "`documents.<position>`). The whole request is submitted in batches: far less work "
+        "per document than a request each. A request that is not valid as a whole (a "
+        "missing `text`, more than 1000 documents) is a 422 and stores nothing."
+    ),
+    response_model=Batch,
+    responses=problem_responses(413, 415),
+)
+async def add_texts(
+    request: Request, project: ProjectRef, body: TextDocuments, rt: RuntimeDep, me: PrincipalDep
+) -> Any:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    intake = Intake(rt, found.id)
+    for position, doc in enumerate(body.documents):
+        source = text_source(
+            doc.text,
+            external_id=doc.external_id,
+            title=doc.title,
+            fmt=doc.format,
+            metadata=doc.metadata,
+            tags=tuple(doc.tags),
+        )
+        await intake.add(doc.external_id or f"documents.{position}", source)
+    return await intake.answer(request)
 
 
 @router.post(
