@@ -23,7 +23,7 @@ from quarry.api import (
     users,
 )
 from quarry.api.errors import install_error_handlers
-from quarry.api.middleware import RequestIdMiddleware, UrlCheckMiddleware
+from quarry.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, UrlCheckMiddleware
 from quarry.runtime import Runtime, background_worker, freeze_startup_heap, open_runtime
 from quarry.settings import Settings
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(UrlCheckMiddleware)
     app.add_middleware(RequestIdMiddleware)  # the outermost: every answer carries an id
     for router in ROUTERS:

@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1, description="the largest document accepted, in bytes"
     )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="the largest request body other than a multipart upload, in bytes",
+    )
     fetch_timeout: float = Field(
         default=20.0, gt=0, description="seconds to fetch a document from a URL"
     )

@@ -1,5 +1,5 @@
-"""Request ids, access logs and URL checks, as plain ASGI middleware (no buffering of
-streamed bodies)."""
+"""Request ids, access logs, URL checks and the body limit, as plain ASGI middleware (no
+buffering of streamed bodies)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quarry.api.errors import problem_response
@@ -109,3 +110,59 @@ def _nul_in_url(scope: Scope) -> str | None:
         if "\x00" in name or "\x00" in value:
             return "query" if "\x00" in name else f"query.{name}"
     return None
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from a request's ``receive`` once its body passes the limit; FastAPI lets an
+    HTTPException from reading the body through, and the error handlers make it a 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body over ``max_bytes`` (QUARRY_MAX_REQUEST_BYTES) with a 413 before
+    it is all read into memory: JSON bodies are read whole before validation. A declared
+    Content-Length over the limit is refused before any of the body is read; a body sent in
+    chunks, once its running count passes it. Multipart uploads are exempt: their files spool
+    to disk and each is held to QUARRY_MAX_UPLOAD_BYTES."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _header(scope, b"content-type").startswith("multipart/"):
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            exc = BodyTooLarge(self.max_bytes)
+            response = problem_response(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                str(exc.detail),
+                scope.get("state", {}).get("request_id"),
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1").strip().lower())
+    return ""
