@@ -20,12 +20,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from quarry.app import create_app
 from quarry.db import migrate
 from quarry.runtime import Runtime, open_runtime
 from quarry.settings import Settings
 from quarry.tenancy.models import Principal
 from quarry.tenancy.users import NewUser
+from tests.support import app_client
 
 TEMPLATE = "quarry_template"
 
@@ -125,11 +125,8 @@ def admin_principal(admin: NewUser) -> Principal:
 @pytest.fixture
 async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client over the real app (lifespan run), sharing the test's runtime."""
-    app = create_app(settings, runtime=runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
-            yield http
+    async with app_client(settings, runtime) as http:
+        yield http
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -192,11 +189,8 @@ async def ingest_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app over the real model, with a worker running inside it."""
     settings = ingest_settings.model_copy(update={"worker_in_process": True})
-    app = create_app(settings, runtime=ingest_runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
-            yield http
+    async with app_client(settings, ingest_runtime) as http:
+        yield http
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -10,13 +10,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+
+from quarry.app import create_app
+from quarry.runtime import Runtime
+from quarry.settings import Settings
+
+
+@asynccontextmanager
+async def app_client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client over the real app made from ``settings`` (its lifespan run), sharing
+    ``runtime``."""
+    app = create_app(settings, runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
+            yield http
 
 
 def free_port() -> int:

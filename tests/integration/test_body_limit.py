@@ -8,22 +8,20 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from quarry.app import create_app
 from quarry.runtime import Runtime
 from quarry.settings import Settings
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
+from tests.support import app_client
 
 LIMIT = 2048
 
 
 @pytest.fixture
 async def small_client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"max_request_bytes": LIMIT}), runtime=runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
-            yield http
+    limited = settings.model_copy(update={"max_request_bytes": LIMIT})
+    async with app_client(limited, runtime) as http:
+        yield http
 
 
 async def test_a_body_past_the_limit_is_a_413_and_stores_nothing(

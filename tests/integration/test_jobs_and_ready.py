@@ -15,6 +15,7 @@ from quarry.settings import Settings
 from quarry.tenancy.models import Principal
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
+from tests.support import app_client
 
 
 async def _wait_for(client: httpx.AsyncClient, url: str, key: dict[str, str], status: str) -> dict:
@@ -31,11 +32,8 @@ async def _wait_for(client: httpx.AsyncClient, url: str, key: dict[str, str], st
 async def worker_client(settings: Settings, runtime: Runtime):
     """The app with a worker running inside it, as `quarry serve` does on the embedded default."""
     settings = settings.model_copy(update={"worker_in_process": True})
-    app = create_app(settings, runtime=runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quarry.test") as http:
-            yield http
+    async with app_client(settings, runtime) as http:
+        yield http
 
 
 async def test_echo_job_runs_and_its_result_is_visible(

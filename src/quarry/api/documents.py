@@ -47,6 +47,16 @@ class TextDocument(Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list, max_length=100)
 
+    def source(self) -> Source:
+        return text_source(
+            self.text,
+            external_id=self.external_id,
+            title=self.title,
+            fmt=self.format,
+            metadata=self.metadata,
+            tags=tuple(self.tags),
+        )
+
 
 # The most documents one POST .../documents/texts may carry.
 MAX_TEXTS = 1000
@@ -203,15 +213,7 @@ async def add_text(
     project: ProjectRef, body: TextDocument, rt: RuntimeDep, me: PrincipalDep
 ) -> Submission:
     found = await rt.projects.resolve(me, project, Role.editor)
-    source = text_source(
-        body.text,
-        external_id=body.external_id,
-        title=body.title,
-        fmt=body.format,
-        metadata=body.metadata,
-        tags=tuple(body.tags),
-    )
-    return await rt.documents.submit(found.id, source)
+    return await rt.documents.submit(found.id, body.source())
 
 
 @router.post(
@@ -234,15 +236,7 @@ async def add_texts(
     found = await rt.projects.resolve(me, project, Role.editor)
     intake = Intake(rt, found.id)
     for position, doc in enumerate(body.documents):
-        source = text_source(
-            doc.text,
-            external_id=doc.external_id,
-            title=doc.title,
-            fmt=doc.format,
-            metadata=doc.metadata,
-            tags=tuple(doc.tags),
-        )
-        await intake.add(doc.external_id or f"documents.{position}", source)
+        await intake.add(doc.external_id or f"documents.{position}", doc.source())
     return await intake.answer(request)
 
 
