@@ -36,12 +36,10 @@ from pathlib import Path
 import psutil
 import torch
 
-from quarry.ingest.documents import batch_full, text_source
+from quarry.ingest.documents import Intake, text_source
 from quarry.ingest.embedders import LocalEmbedder, keeps_token_vectors, set_torch_threads
 from quarry.ingest.factory import build_embedder, build_splitter, load_local_model
-from quarry.ingest.models import Submission
 from quarry.ingest.parsers import Parsed
-from quarry.ingest.source import Source
 from quarry.logs import configure_logging
 from quarry.runtime import Runtime, open_runtime
 from quarry.settings import Settings
@@ -157,32 +155,23 @@ async def submit_documents(
     """Submit BEIR documents as plain text with their titles: in batches, as `quarry ingest`,
     a multipart upload of many files and the BEIR loader do, or one by one, as a client of
     POST /documents/text would."""
-    pending: list[Source] = []
+    intake = Intake(rt.documents, project_id)
     for doc in documents:
-        pending.append(
-            text_source(
-                document_text(doc),
-                external_id=doc["_id"],
-                title=doc.get("title", ""),
-                fmt="txt",
-                metadata={},
-                tags=(),
-            )
+        source = text_source(
+            document_text(doc),
+            external_id=doc["_id"],
+            title=doc.get("title", ""),
+            fmt="txt",
+            metadata={},
+            tags=(),
         )
-        if one_by_one or batch_full(pending):
-            await _submit_all(rt, project_id, pending)
-    if pending:
-        await _submit_all(rt, project_id, pending)
-
-
-async def _submit_all(rt: Runtime, project_id: uuid.UUID, sources: list[Source]) -> None:
-    if len(sources) == 1:
-        await rt.documents.submit(project_id, sources[0])
-    else:
-        for result in await rt.documents.submit_many(project_id, sources):
-            if not isinstance(result, Submission):
-                raise result
-    sources.clear()
+        if one_by_one:
+            await rt.documents.submit(project_id, source)
+        else:
+            await intake.add(doc["_id"], source)
+    await intake.finish()
+    if intake.refused:
+        raise intake.refused[0][1]
 
 
 def cpu_breakdown() -> dict[str, float]:

@@ -16,11 +16,10 @@ from pydantic import BaseModel, Field
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem, problem_responses
 from quarry.errors import DocumentError, InvalidInput
-from quarry.ingest.documents import Refusal, batch_full, text_source
+from quarry.ingest.documents import Intake, text_source
 from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
-from quarry.runtime import Runtime
 from quarry.tenancy.models import Role
 from quarry.validation import Body, unstorable, utc
 
@@ -112,7 +111,7 @@ async def upload(
     tag_list = tuple(t.strip() for t in (tags or "").split(",") if t.strip())
     if external_id is not None and len(files) != 1:
         raise InvalidInput("external_id can only be given with a single file", field="external_id")
-    intake = Intake(rt, found.id)
+    intake = Intake(rt.documents, found.id)
     for upload_file in files:
         name = upload_file.filename or "upload"
         try:
@@ -130,50 +129,19 @@ async def upload(
             tags=tag_list,
         )
         await intake.add(name, source)
-    return await intake.answer(request)
+    return await _answer(request, intake)
 
 
-class Intake:
-    """The documents of one request, submitted in batches (``submit_many``) as they are
-    gathered; each accepted or refused on its own, and the request's answer from both."""
-
-    def __init__(self, rt: Runtime, project_id: uuid.UUID) -> None:
-        self.rt = rt
-        self.project_id = project_id
-        self.accepted: list[Submission] = []
-        self.refused: list[tuple[str, Refusal]] = []
-        self.pending: list[tuple[str, Source]] = []
-
-    def refuse(self, name: str, exc: Refusal) -> None:
-        self.refused.append((name, exc))
-
-    async def add(self, name: str, source: Source) -> None:
-        self.pending.append((name, source))
-        if batch_full([s for _, s in self.pending]):
-            await self._submit_pending()
-
-    async def answer(self, request: Request) -> Batch | JSONResponse:
-        """What was accepted and refused; a problem naming every refusal if nothing was
-        accepted."""
-        await self._submit_pending()
-        rejected = [
-            Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in self.refused
-        ]
-        if self.refused and not self.accepted:
-            return _all_refused(request, rejected, {exc.status for _, exc in self.refused})
-        return Batch(documents=self.accepted, rejected=rejected)
-
-    async def _submit_pending(self) -> None:
-        if not self.pending:
-            return
-        sources = [source for _, source in self.pending]
-        results = await self.rt.documents.submit_many(self.project_id, sources)
-        for (name, _), result in zip(self.pending, results, strict=True):
-            if isinstance(result, Submission):
-                self.accepted.append(result)
-            else:
-                self.refuse(name, result)
-        self.pending.clear()
+async def _answer(request: Request, intake: Intake) -> Batch | JSONResponse:
+    """What a request's documents came to; a problem naming every refusal if none was
+    accepted."""
+    await intake.finish()
+    rejected = [
+        Rejection(name=name, code=exc.code, detail=exc.detail) for name, exc in intake.refused
+    ]
+    if intake.refused and not intake.accepted:
+        return _all_refused(request, rejected, {exc.status for _, exc in intake.refused})
+    return Batch(documents=[s for _, s in intake.accepted], rejected=rejected)
 
 
 def _all_refused(request: Request, rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
@@ -234,10 +202,10 @@ async def add_texts(
     request: Request, project: ProjectRef, body: TextDocuments, rt: RuntimeDep, me: PrincipalDep
 ) -> Any:
     found = await rt.projects.resolve(me, project, Role.editor)
-    intake = Intake(rt, found.id)
+    intake = Intake(rt.documents, found.id)
     for position, doc in enumerate(body.documents):
         await intake.add(doc.external_id or f"documents.{position}", doc.source())
-    return await intake.answer(request)
+    return await _answer(request, intake)
 
 
 @router.post(

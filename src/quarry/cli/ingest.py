@@ -27,8 +27,8 @@ from quarry.cli.common import (
     settings_from,
 )
 from quarry.errors import DocumentError
-from quarry.ingest.documents import batch_full
-from quarry.ingest.models import Document, Rejection, Status, Submission
+from quarry.ingest.documents import Intake
+from quarry.ingest.models import Document, Rejection, Status
 from quarry.ingest.source import Source
 from quarry.runtime import Runtime, background_worker
 from quarry.tenancy.models import Role
@@ -91,21 +91,7 @@ class Report:
 async def _submit(
     rt: Runtime, project_id: uuid.UUID, files: list[Path], tags: tuple[str, ...], report: Report
 ) -> None:
-    pending: list[Source] = []
-
-    async def submit_pending() -> None:
-        results = await rt.documents.submit_many(project_id, pending)
-        for source, result in zip(pending, results, strict=True):
-            if not isinstance(result, Submission):  # this file only: the batch goes on
-                report.rejected.append(
-                    Rejection(name=source.name, code=result.code, detail=result.detail)
-                )
-            elif result.outcome == "unchanged":
-                report.unchanged += 1
-            else:
-                report.submitted[result.document.id] = source.name
-        pending.clear()
-
+    intake = Intake(rt.documents, project_id)
     for path in files:
         name = path_name(path)
         try:
@@ -114,16 +100,21 @@ async def _submit(
             rt.documents.check_size(name, path.stat().st_size)  # before reading it
             data = path.read_bytes()
         except DocumentError as exc:
-            report.rejected.append(Rejection(name=name, code=exc.code, detail=exc.detail))
+            intake.refuse(name, exc)
             continue
         except OSError as exc:
             report.rejected.append(Rejection(name=name, code="unreadable_file", detail=str(exc)))
             continue
-        pending.append(Source(data=data, name=name, external_id=name, kind="path", tags=tags))
-        if batch_full(pending):
-            await submit_pending()
-    if pending:
-        await submit_pending()
+        source = Source(data=data, name=name, external_id=name, kind="path", tags=tags)
+        await intake.add(name, source)
+    await intake.finish()
+    for name, submission in intake.accepted:
+        if submission.outcome == "unchanged":
+            report.unchanged += 1
+        else:
+            report.submitted[submission.document.id] = name
+    # Each refused file only: the rest of the batch goes on.
+    report.rejected += [Rejection(name=n, code=e.code, detail=e.detail) for n, e in intake.refused]
 
 
 def path_name(path: Path) -> str:

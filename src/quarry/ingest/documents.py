@@ -31,15 +31,10 @@ from quarry.validation import unstorable
 PAGE_LIMIT = 1000
 # Why one source of a batch was refused (``Documents.check``): the rest of the batch goes on.
 Refusal = DocumentError | InvalidInput
-# Callers with many sources (a bulk upload, `quarry ingest`, the BEIR loader) pass them to
-# submit_many in batches this large: enough to share its round trips, few enough bytes to hold.
+# An Intake passes its sources to submit_many in batches this large: enough to share its
+# round trips, few enough bytes to hold.
 SUBMIT_BATCH = 256
 SUBMIT_BATCH_BYTES = 64 * 1024 * 1024
-
-
-def batch_full(sources: Sequence[Source]) -> bool:
-    """Whether a caller gathering sources for ``submit_many`` should submit them now."""
-    return len(sources) >= SUBMIT_BATCH or sum(len(s.data) for s in sources) >= SUBMIT_BATCH_BYTES
 
 
 # Re-embeds that only refill token vectors wait for every other job (procrastinate's default
@@ -349,3 +344,41 @@ def text_source(
         metadata=metadata,
         tags=tags,
     )
+
+
+class Intake:
+    """The sources of one bulk caller (a request with many files or texts, `quarry ingest`,
+    the BEIR loader), gathered under names of the caller's choosing and submitted in batches
+    of ``SUBMIT_BATCH`` sources or ``SUBMIT_BATCH_BYTES`` bytes; each accepted or refused on
+    its own. Call ``finish`` to submit what is still waiting."""
+
+    def __init__(self, documents: Documents, project_id: uuid.UUID) -> None:
+        self.documents = documents
+        self.project_id = project_id
+        self.accepted: list[tuple[str, Submission]] = []
+        self.refused: list[tuple[str, Refusal]] = []
+        self._pending: list[tuple[str, Source]] = []
+        self._pending_bytes = 0
+
+    def refuse(self, name: str, exc: Refusal) -> None:
+        """Record a source the caller refused before it was read (too large, say)."""
+        self.refused.append((name, exc))
+
+    async def add(self, name: str, source: Source) -> None:
+        self._pending.append((name, source))
+        self._pending_bytes += len(source.data)
+        if len(self._pending) >= SUBMIT_BATCH or self._pending_bytes >= SUBMIT_BATCH_BYTES:
+            await self.finish()
+
+    async def finish(self) -> None:
+        if not self._pending:
+            return
+        sources = [source for _, source in self._pending]
+        results = await self.documents.submit_many(self.project_id, sources)
+        for (name, _), result in zip(self._pending, results, strict=True):
+            if isinstance(result, Submission):
+                self.accepted.append((name, result))
+            else:
+                self.refused.append((name, result))
+        self._pending.clear()
+        self._pending_bytes = 0

@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quarry.ingest.documents import batch_full, text_source
-from quarry.ingest.models import ProjectCounts, Submission
-from quarry.ingest.source import Source
+from quarry.ingest.documents import Intake, text_source
+from quarry.ingest.models import ProjectCounts
 from quarry.runtime import Runtime
 from quarry.search.evaluate import BeirDataset, summarize
 from quarry.search.fusion import Method
@@ -48,33 +47,26 @@ async def load_corpus(
     """Submit every document, then wait until each is complete or failed (a worker must be
     running)."""
     progress = LoadProgress()
-    pending: list[Source] = []
-
-    async def submit_pending() -> None:
-        for result in await rt.documents.submit_many(project_id, pending):
-            if not isinstance(result, Submission):
-                raise result
-        progress.submitted += len(pending)
-        pending.clear()
-
+    intake = Intake(rt.documents, project_id)
     for item in dataset.corpus():
         text = document_text(item)
         if not text.strip():
             continue
-        pending.append(
-            text_source(
-                text,
-                external_id=str(item["_id"]),
-                title=str(item.get("title") or ""),
-                fmt="txt",
-                metadata={},
-                tags=(),
-            )
+        source = text_source(
+            text,
+            external_id=str(item["_id"]),
+            title=str(item.get("title") or ""),
+            fmt="txt",
+            metadata={},
+            tags=(),
         )
-        if batch_full(pending):
-            await submit_pending()
-    if pending:
-        await submit_pending()
+        await intake.add(source.external_id, source)
+        if intake.refused:  # a dataset is loaded whole or not at all
+            raise intake.refused[0][1]
+    await intake.finish()
+    if intake.refused:
+        raise intake.refused[0][1]
+    progress.submitted = len(intake.accepted)
 
     def show(counts: ProjectCounts) -> None:
         by_status = counts.documents_by_status
