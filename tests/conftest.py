@@ -8,6 +8,7 @@ CREATE DATABASE ... TEMPLATE, which takes milliseconds.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 import uuid
 import warnings
@@ -173,6 +174,9 @@ def ingest_settings(settings: Settings) -> Settings:
             "ingest_max_attempts": 3,
             "worker_concurrency": 8,
             "fetch_timeout": 1.0,
+            # The tests' sites listen on loopback, which a URL document may not reach unless
+            # it is allowed; every other private range stays refused.
+            "fetch_allowed_networks": [ipaddress.ip_network("127.0.0.0/8")],
         }
     )
 

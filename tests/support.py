@@ -124,32 +124,57 @@ class QuarryServer(QuarryProcess):
 
 
 class StaticSite:
-    """A real HTTP server on a free port answering fixed pages, some of them slowly."""
+    """A real HTTP server on a free port answering fixed pages, some of them slowly (``slow``:
+    seconds before the answer; ``drip``: seconds between the body's bytes), some with a
+    redirect (``redirects``: path to Location); ``seen`` lists the paths requested."""
 
-    def __init__(self, pages: dict[str, tuple[int, bytes]], slow: dict[str, float] | None = None):
+    def __init__(
+        self,
+        pages: dict[str, tuple[int, bytes]],
+        slow: dict[str, float] | None = None,
+        *,
+        redirects: dict[str, str] | None = None,
+        drip: dict[str, float] | None = None,
+        host: str = "127.0.0.1",
+    ):
         import http.server
         import threading
 
-        site_pages, delays = pages, slow or {}
+        site_pages, delays, moved, drips = pages, slow or {}, redirects or {}, drip or {}
+        self.seen: list[str] = []
+        seen = self.seen
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                seen.append(self.path)
                 time.sleep(delays.get(self.path, 0))
+                if self.path in moved:
+                    self.send_response(302)
+                    self.send_header("Location", moved[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status, body = site_pages.get(self.path, (404, b""))
                 self.send_response(status)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)  # a client that timed out has gone
+                    if self.path not in drips:
+                        self.wfile.write(body)  # a client that timed out has gone
+                        return
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(drips[self.path])
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
 
     def __enter__(self) -> str:
         self.thread.start()

@@ -167,6 +167,14 @@ class UrlFetchFailed(DocumentError):
     title = "Could not fetch the URL"
 
 
+class UrlNotAllowed(UrlFetchFailed):
+    """The URL leads to an address fetches may not reach (not public, and not allowed by
+    QUARRY_FETCH_ALLOWED_NETWORKS)."""
+
+    code = "url_not_allowed"
+    title = "The URL's address is not allowed"
+
+
 class UrlTimeout(UrlFetchFailed):
     code = "url_timeout"
     title = "Fetching the URL timed out"

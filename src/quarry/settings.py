@@ -8,6 +8,7 @@ from a module global.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -206,7 +207,13 @@ class Settings(BaseSettings):
         description="the largest request body other than a multipart upload, in bytes",
     )
     fetch_timeout: float = Field(
-        default=20.0, gt=0, description="seconds to fetch a document from a URL"
+        default=20.0, gt=0, description="seconds a URL fetch may take in all"
+    )
+    fetch_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list,
+        description="networks other than the public internet that URL documents may be "
+        'fetched from, as a list of CIDR ranges (JSON in the variable: ["10.1.0.0/16"]); '
+        "loopback, private, link-local and reserved addresses are refused otherwise",
     )
     blob_store: Literal["file", "postgres"] | None = Field(
         default=None,

@@ -372,6 +372,13 @@ async def test_text_and_url_sources(ingest_client: httpx.AsyncClient, project) -
         )
         assert slow.status_code == 422
         assert slow.json()["code"] == "url_timeout"
+    metadata = await ingest_client.post(
+        f"/projects/{name}/documents/url",
+        json={"url": "http://169.254.169.254/latest/meta-data/"},
+        headers=key,
+    )
+    assert metadata.status_code == 422
+    assert metadata.json()["code"] == "url_not_allowed"
     not_http = await ingest_client.post(
         f"/projects/{name}/documents/url", json={"url": "file:///etc/passwd"}, headers=key
     )

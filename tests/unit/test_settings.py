@@ -168,3 +168,17 @@ def test_reranker_kind() -> None:
     assert load_settings().rerank_depth is None  # each reranker's own depth
     with pytest.raises(SettingsError, match="reranker cross_encoder needs reranker_model"):
         load_settings(reranker="cross_encoder")
+
+
+def test_fetch_allowed_networks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    assert load_settings().fetch_allowed_networks == []  # public addresses only
+    monkeypatch.setenv("QUARRY_FETCH_ALLOWED_NETWORKS", '["10.1.0.0/16", "fd00::/8"]')
+    assert load_settings().fetch_allowed_networks == [
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+    ]
+    monkeypatch.setenv("QUARRY_FETCH_ALLOWED_NETWORKS", '["10.1.0.300/16"]')
+    with pytest.raises(SettingsError, match="QUARRY_FETCH_ALLOWED_NETWORKS"):
+        load_settings()

@@ -70,7 +70,11 @@ class TextDocuments(Body):
 
 
 class UrlDocument(Body):
-    url: str = Field(max_length=4096)
+    url: str = Field(
+        max_length=4096,
+        description="an http:// or https:// URL on a public address (or in "
+        "QUARRY_FETCH_ALLOWED_NETWORKS)",
+    )
     title: str = Field(default="", max_length=1000)
     external_id: str | None = Field(default=None, max_length=2048, description="default: url")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -212,6 +216,14 @@ async def add_texts(
     "/documents/url",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Fetch a URL and add it as a document (editor)",
+    description=(
+        "The server fetches the URL now (following up to 5 redirects, within "
+        "QUARRY_FETCH_TIMEOUT and QUARRY_MAX_UPLOAD_BYTES) and queues the document. Only "
+        "public addresses are fetched: a URL, or a redirect, whose host is loopback, "
+        "private, link-local or otherwise not on the public internet is a 422 "
+        "`url_not_allowed` unless QUARRY_FETCH_ALLOWED_NETWORKS holds it. A 404 or an "
+        "unreachable host is a 422 `url_fetch_failed`, a timeout `url_timeout`."
+    ),
     responses=problem_responses(413, 415),
 )
 async def add_url(
@@ -219,7 +231,10 @@ async def add_url(
 ) -> Submission:
     found = await rt.projects.resolve(me, project, Role.editor)
     fetched = await fetch(
-        body.url, timeout_s=rt.settings.fetch_timeout, max_bytes=rt.settings.max_upload_bytes
+        body.url,
+        timeout_s=rt.settings.fetch_timeout,
+        max_bytes=rt.settings.max_upload_bytes,
+        allowed_networks=rt.settings.fetch_allowed_networks,
     )
     source = Source(
         data=fetched.data,
