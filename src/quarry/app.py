@@ -76,7 +76,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        max_multipart_bytes=settings.max_upload_request_bytes,
+    )
     app.add_middleware(UrlCheckMiddleware)
     app.add_middleware(RequestIdMiddleware)  # the outermost: every answer carries an id
     for router in ROUTERS:

@@ -1,4 +1,5 @@
-"""Request bodies past QUARRY_MAX_REQUEST_BYTES are a 413 before they are read into memory."""
+"""Request bodies past QUARRY_MAX_REQUEST_BYTES, and multipart uploads past
+QUARRY_MAX_UPLOAD_REQUEST_BYTES, are a 413 before they are read into memory or onto disk."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from tests.conftest import bearer
 from tests.support import app_client
 
 LIMIT = 2048
+UPLOAD_LIMIT = 16 * 1024
 
 
 @pytest.fixture
 async def small_client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    limited = settings.model_copy(update={"max_request_bytes": LIMIT})
+    limited = settings.model_copy(
+        update={"max_request_bytes": LIMIT, "max_upload_request_bytes": UPLOAD_LIMIT}
+    )
     async with app_client(limited, runtime) as http:
         yield http
 
@@ -35,6 +39,7 @@ async def test_a_body_past_the_limit_is_a_413_and_stores_nothing(
     assert declared.status_code == 413
     assert declared.json()["code"] == "payload_too_large"
     assert declared.headers["x-request-id"] == declared.json()["request_id"]
+    assert "QUARRY_MAX_REQUEST_BYTES" in declared.json()["detail"]
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
         for start in range(0, len(big), 512):
@@ -45,6 +50,10 @@ async def test_a_body_past_the_limit_is_a_413_and_stores_nothing(
     )
     assert streamed.status_code == 413
     assert streamed.json()["code"] == "payload_too_large"
+    # Refused before or after the body began to arrive, the problem is the same.
+    assert {k: v for k, v in streamed.json().items() if k != "request_id"} == {
+        k: v for k, v in declared.json().items() if k != "request_id"
+    }
     assert (await small_client.get("/projects", headers=key)).json() == []
 
     small = await small_client.post("/projects", json={"name": "small"}, headers=key)
@@ -56,3 +65,39 @@ async def test_a_body_past_the_limit_is_a_413_and_stores_nothing(
         headers=key,
     )
     assert upload.status_code == 202, upload.text
+
+
+async def test_an_upload_past_its_total_limit_is_a_413_and_stores_nothing(
+    small_client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    key = bearer(admin.api_key.secret)
+    assert (await small_client.post("/projects", json={"name": "up"}, headers=key)).is_success
+    # Two files, each well under the per-file limit, together over the upload limit.
+    files = [
+        ("files", (f"part{n}.txt", f"Part {n} of a long report. ".encode() * 400)) for n in range(2)
+    ]
+    declared = await small_client.post("/projects/up/documents", files=files, headers=key)
+    assert declared.status_code == 413, declared.text
+    assert declared.json()["code"] == "payload_too_large"
+    assert "QUARRY_MAX_UPLOAD_REQUEST_BYTES" in declared.json()["detail"]
+
+    request = small_client.build_request("POST", "/projects/up/documents", files=files)
+    body = request.read()
+    assert len(body) > UPLOAD_LIMIT
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(body), 1024):
+            yield body[start : start + 1024]
+
+    streamed = await small_client.post(
+        "/projects/up/documents",
+        content=chunks(),
+        headers={**key, "content-type": request.headers["content-type"]},
+    )
+    assert streamed.status_code == 413, streamed.text
+    assert streamed.json()["code"] == "payload_too_large"
+    listed = await small_client.get("/projects/up/documents", headers=key)
+    assert listed.json()["documents"] == []
+
+    one = await small_client.post("/projects/up/documents", files=files[:1], headers=key)
+    assert one.status_code == 202, one.text

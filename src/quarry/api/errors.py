@@ -150,7 +150,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "the caller's role does not allow this",
         404: "not found, or not visible to the caller",
         409: "conflicts with the current state",
-        413: "the document is larger than QUARRY_MAX_UPLOAD_BYTES",
+        413: "the document is larger than QUARRY_MAX_UPLOAD_BYTES (document_too_large), or "
+        "the request than QUARRY_MAX_REQUEST_BYTES or, for an upload, "
+        "QUARRY_MAX_UPLOAD_REQUEST_BYTES (payload_too_large)",
         415: "the document's type is not supported",
         422: "invalid input; `field` or `errors` name what is wrong",
         502: "the model's answer could not be used (invalid_model_output, stream_interrupted)",

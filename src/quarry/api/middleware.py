@@ -116,35 +116,38 @@ class BodyTooLarge(HTTPException):
     """Raised from a request's ``receive`` once its body passes the limit; FastAPI lets an
     HTTPException from reading the body through, and the error handlers make it a 413."""
 
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+    def __init__(self, max_bytes: int, setting: str) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes ({setting})")
 
 
 class BodyLimitMiddleware:
-    """Refuse a request body over ``max_bytes`` (QUARRY_MAX_REQUEST_BYTES) with a 413 before
-    it is all read into memory: JSON bodies are read whole before validation. A declared
-    Content-Length over the limit is refused before any of the body is read; a body sent in
-    chunks, once its running count passes it. Multipart uploads are exempt: their files spool
-    to disk and each is held to QUARRY_MAX_UPLOAD_BYTES."""
+    """Refuse a request body over its limit with a 413 before it is all read: JSON bodies
+    are read whole into memory before validation, and a multipart upload's files are spooled
+    to disk before any handler sees them. The limit is ``max_bytes``
+    (QUARRY_MAX_REQUEST_BYTES), or ``max_multipart_bytes`` (QUARRY_MAX_UPLOAD_REQUEST_BYTES)
+    for a multipart upload, all its files together; each file is also held to
+    QUARRY_MAX_UPLOAD_BYTES by the handler. A declared Content-Length over the limit is refused
+    before any of the body is read; a body sent in chunks, once its running count passes it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_multipart_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_multipart_bytes = max_multipart_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _header(scope, b"content-type").startswith("multipart/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if _header(scope, b"content-type").startswith("multipart/"):
+            limit, setting = self.max_multipart_bytes, "QUARRY_MAX_UPLOAD_REQUEST_BYTES"
+        else:
+            limit, setting = self.max_bytes, "QUARRY_MAX_REQUEST_BYTES"
         declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            exc = BodyTooLarge(self.max_bytes)
-            response = problem_response(
-                413,
-                "payload_too_large",
-                "Payload too large",
-                str(exc.detail),
-                scope.get("state", {}).get("request_id"),
-            )
+        if declared.isdigit() and int(declared) > limit:
+            detail = str(BodyTooLarge(limit, setting).detail)
+            request_id = scope.get("state", {}).get("request_id")
+            # The same problem the error handlers make of a BodyTooLarge from a streamed body.
+            response = problem_response(413, "payload_too_large", detail, detail, request_id)
             await response(scope, receive, send)
             return
         received = 0
@@ -154,8 +157,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit, setting)
             return message
 
         await self.app(scope, counted, send)
