@@ -270,7 +270,7 @@ async def open_runtime(
             job_app=job_app,
             keys=keys,
             users=users,
-            projects=Projects(db, users),
+            projects=Projects(db, users, blobs),
             jobs=jobs,
             documents=Documents(db, blobs, registry, jobs, max_bytes=settings.max_upload_bytes),
             embedder=embedder,

@@ -1,15 +1,24 @@
-"""Both blob stores keep a batch of documents' bytes, once each, until deleted."""
+"""Both blob stores keep a batch of documents' bytes, once each, until no document uses them:
+a new version's old bytes, a failed batch's, a deleted document's or project's go."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from quarry.ingest.blobs import BlobMissing, BlobStore, FileBlobStore, PostgresBlobStore
+from quarry.ingest.documents import Documents
+from quarry.ingest.models import Submission
+from quarry.ingest.source import Source
 from quarry.runtime import Runtime
 from quarry.tenancy.models import Principal
+from quarry.tenancy.projects import Projects
 
 
 @pytest.fixture(params=["file", "postgres"])
@@ -34,3 +43,166 @@ async def test_a_batch_is_kept_once_and_read_back(
     with pytest.raises(BlobMissing):
         await store.get(project.id, gone)
     await store.put_many(project.id, {})  # an empty batch is no work
+
+
+class Gate:
+    """A real store whose put_many waits, once its bytes are kept, until it is let go: the
+    moment between a submission keeping its bytes and committing its documents."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.kept = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+        await self.inner.put_many(project_id, blobs)
+        self.kept.set()
+        await self.go.wait()
+
+    async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
+        return await self.inner.get(project_id, content_hash)
+
+    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
+        await self.inner.delete(project_id, content_hash)
+
+    async def delete_project(self, project_id: uuid.UUID) -> None:
+        await self.inner.delete_project(project_id)
+
+
+def documents_over(runtime: Runtime, store: BlobStore) -> Documents:
+    """The runtime's document service, keeping bytes in ``store``."""
+    given = runtime.documents
+    return Documents(given.db, store, given.registry, given.queue, max_bytes=given.max_bytes)
+
+
+def text(name: str, data: bytes) -> Source:
+    return Source(data=data, name=name, external_id=name, kind="upload")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def kept(store: BlobStore, project_id: uuid.UUID, data: bytes) -> bool:
+    try:
+        return await store.get(project_id, digest(data)) == data
+    except BlobMissing:
+        return False
+
+
+async def test_bytes_no_document_uses_are_deleted(
+    store: BlobStore, runtime: Runtime, admin_principal: Principal, fresh_database: str
+) -> None:
+    documents = documents_over(runtime, store)
+    project = await runtime.projects.create(admin_principal, "versions")
+    await documents.submit_many(
+        project.id, [text("a.txt", b"one"), text("b.txt", b"shared"), text("c.txt", b"shared")]
+    )
+    await documents.submit(project.id, text("a.txt", b"two"))  # a new version
+    assert not await kept(store, project.id, b"one")
+    assert await kept(store, project.id, b"two")
+    await documents.submit(project.id, text("b.txt", b"other"))
+    assert await kept(store, project.id, b"shared")  # c.txt still has it
+    # One external id twice in a batch: the first version's bytes are used by nothing.
+    await documents.submit_many(project.id, [text("d.txt", b"first"), text("d.txt", b"last")])
+    assert not await kept(store, project.id, b"first")
+    assert await kept(store, project.id, b"last")
+
+    # A batch whose write fails keeps nothing it brought, and deletes nothing it did not.
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("ALTER TABLE documents ADD CONSTRAINT no_poison CHECK (title <> 'poison')")
+    poisoned = Source(data=b"new", name="e.txt", external_id="e.txt", kind="upload", title="poison")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        await documents.submit_many(project.id, [text("f.txt", b"two"), poisoned])
+    assert not await kept(store, project.id, b"new")
+    assert await kept(store, project.id, b"two")  # a.txt's
+
+    (c,) = [d for d in await documents.list_page(project.id) if d.external_id == "c.txt"]
+    await documents.delete(project.id, c.id)
+    assert not await kept(store, project.id, b"shared")
+
+
+async def test_a_submission_racing_a_delete_of_the_same_content_keeps_its_bytes(
+    store: BlobStore, runtime: Runtime, admin_principal: Principal
+) -> None:
+    project = await runtime.projects.create(admin_principal, "race")
+    (first,) = await documents_over(runtime, store).submit_many(
+        project.id, [text("a.txt", b"same")]
+    )
+    assert isinstance(first, Submission)
+    gate = Gate(store)
+    # b.txt brings the same bytes (already kept) and stops before its document is written,
+    # while a.txt, their only user so far, is deleted.
+    submitting = asyncio.create_task(
+        documents_over(runtime, gate).submit(project.id, text("b.txt", b"same"))
+    )
+    await asyncio.wait_for(gate.kept.wait(), 10)
+    deleting = asyncio.create_task(
+        documents_over(runtime, store).delete(project.id, first.document.id)
+    )
+    await asyncio.sleep(0.5)  # long enough to delete the bytes, were it not made to wait
+    assert not deleting.done()
+    gate.go.set()
+    await asyncio.wait_for(asyncio.gather(submitting, deleting), 10)
+    assert await kept(store, project.id, b"same")
+
+
+async def test_deleting_a_project_deletes_its_bytes(
+    store: BlobStore, runtime: Runtime, admin_principal: Principal, tmp_path: Path
+) -> None:
+    documents = documents_over(runtime, store)
+    projects = Projects(runtime.db, runtime.projects.users, store)
+    gone = await projects.create(admin_principal, "gone")
+    stays = await projects.create(admin_principal, "stays")
+    for project in (gone, stays):
+        await documents.submit(project.id, text("a.txt", b"bytes"))
+    await projects.delete(admin_principal, "gone")
+    assert not await kept(store, gone.id, b"bytes")
+    assert await kept(store, stays.id, b"bytes")
+    if isinstance(store, FileBlobStore):
+        assert [p.name for p in (tmp_path / "blobs").iterdir()] == [str(stays.id)]
+
+
+class Replacing:
+    """A real store that, when a job reads a document's bytes, first has ``meanwhile`` run:
+    a new version submitted, or the document deleted, between the job's claim and its read."""
+
+    def __init__(self, inner: BlobStore, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        self.inner = inner
+        self.meanwhile = meanwhile
+
+    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+        await self.inner.put_many(project_id, blobs)
+
+    async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
+        await self.meanwhile()
+        return await self.inner.get(project_id, content_hash)
+
+    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
+        await self.inner.delete(project_id, content_hash)
+
+    async def delete_project(self, project_id: uuid.UUID) -> None:
+        await self.inner.delete_project(project_id)
+
+
+async def test_a_job_whose_bytes_went_with_a_new_version_or_a_delete_stands_down(
+    ingest_runtime: Runtime, admin_principal: Principal
+) -> None:
+    rt = ingest_runtime
+    assert rt.pipeline is not None
+    project = await rt.projects.create(admin_principal, "superseded")
+    first = await rt.documents.submit(project.id, text("a.txt", b"version one"))
+    store = rt.pipeline.blobs
+    rt.pipeline.blobs = Replacing(
+        store, lambda: rt.documents.submit(project.id, text("a.txt", b"version two"))
+    )
+    try:
+        outcome = await rt.pipeline.index(project.id, first.document.id)
+        assert outcome.status == "superseded"
+        assert not await kept(store, project.id, b"version one")
+        rt.pipeline.blobs = Replacing(
+            store, lambda: rt.documents.delete(project.id, first.document.id)
+        )
+        assert (await rt.pipeline.index(project.id, first.document.id)).status == "gone"
+    finally:
+        rt.pipeline.blobs = store

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,10 @@ class BlobStore(Protocol):
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes: ...
 
     async def delete(self, project_id: uuid.UUID, content_hash: str) -> None: ...
+
+    async def delete_project(self, project_id: uuid.UUID) -> None:
+        """Every blob of a project, once the project is deleted."""
+        ...
 
 
 class BlobMissing(TransientError):
@@ -74,6 +79,9 @@ class FileBlobStore:
         path = self._path(project_id, content_hash)
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
+    async def delete_project(self, project_id: uuid.UUID) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.root / str(project_id), ignore_errors=True)
+
 
 class PostgresBlobStore:
     def __init__(self, db: Database) -> None:
@@ -94,3 +102,6 @@ class PostgresBlobStore:
 
     async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
         await self.db.execute("blobs.delete", project_id=project_id, content_hash=content_hash)
+
+    async def delete_project(self, project_id: uuid.UUID) -> None:
+        """Nothing to do: the project's rows went with it (ON DELETE CASCADE)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
+import structlog
 from psycopg.types.json import Jsonb
 
 from quarry.db.database import Database
@@ -27,6 +28,8 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.source import Source
 from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
 from quarry.validation import unstorable
+
+log = structlog.get_logger(__name__)
 
 PAGE_LIMIT = 1000
 # Why one source of a batch was refused (``Documents.check``): the rest of the batch goes on.
@@ -159,11 +162,26 @@ class Documents:
         return [refused[i] if i in refused else next(written) for i in range(len(sources))]
 
     async def _write(self, project_id: uuid.UUID, checked: list[Checked]) -> list[Submission]:
-        await self.blobs.put_many(project_id, {c.content_hash: c.source.data for c in checked})
-        async with self.db.transaction() as conn:
-            rows = await self.db.fetch_each(
-                "documents.upsert", conn, [c.upsert_params(project_id) for c in checked]
-            )
+        contents = sorted({c.content_hash for c in checked})
+        try:
+            async with self.db.transaction() as conn:
+                await self.db.execute(
+                    "documents.share_contents", conn, project_id=project_id, content_hashes=contents
+                )
+                await self.blobs.put_many(
+                    project_id, {c.content_hash: c.source.data for c in checked}
+                )
+                rows = await self.db.fetch_each(
+                    "documents.upsert", conn, [c.upsert_params(project_id) for c in checked]
+                )
+        except Exception:
+            try:
+                await self._forget(project_id, contents)  # bytes kept for a batch that failed
+            except Exception:
+                log.warning("the bytes of a failed submission stay behind", exc_info=True)
+            raise
+        # A new version's old content may be used by no document now.
+        await self._forget(project_id, [row.pop("replaced_hash") for row in rows if row])
         # Identical content returned no row: such a document is as it was (or as an earlier
         # source of this batch made it).
         unchanged = [c.source.external_id for c, row in zip(checked, rows, strict=True) if not row]
@@ -268,14 +286,31 @@ class Documents:
                 chunks=-locked["chunk_count"],
                 terms=-locked["term_count"],
             )
-            in_use = await self.db.fetch_one(
-                "documents.hash_in_use",
-                conn,
-                project_id=project_id,
-                content_hash=locked["content_hash"],
+        await self._forget(project_id, {locked["content_hash"]})
+
+    async def _forget(self, project_id: uuid.UUID, content_hashes: Iterable[str | None]) -> None:
+        """Delete the kept bytes of each content no document of the project uses.
+
+        A submission holds a shared lock on each of its contents from before it stores their
+        bytes until its documents are committed (``documents.share_contents``); this takes
+        them exclusively, so it sees those documents, or deletes before the bytes are stored
+        again. Without the locks, a document submitted with the content of one being deleted
+        could find its bytes already kept, and then gone. Called after the transaction that
+        stopped using the contents: it holds no row lock while it waits for a submission's."""
+        contents = sorted({h for h in content_hashes if h is not None})
+        if not contents:
+            return
+        async with self.db.transaction() as conn:
+            await self.db.execute(
+                "documents.lock_contents", conn, project_id=project_id, content_hashes=contents
             )
-        if in_use is None:
-            await self.blobs.delete(project_id, locked["content_hash"])
+            rows = await self.db.fetch_all(
+                "documents.contents_in_use", conn, project_id=project_id, content_hashes=contents
+            )
+            in_use = {row["content_hash"] for row in rows}
+            for content_hash in contents:
+                if content_hash not in in_use:
+                    await self.blobs.delete(project_id, content_hash)
 
     async def retry(self, project_id: uuid.UUID, document_ids: list[uuid.UUID] | None) -> int:
         """Queue failed documents again (all of them when ``document_ids`` is None)."""

@@ -20,7 +20,7 @@ import structlog
 from quarry.db.database import Database
 from quarry.db.vector_index import VectorIndexes
 from quarry.errors import EmptyDocument
-from quarry.ingest.blobs import BlobStore
+from quarry.ingest.blobs import BlobMissing, BlobStore
 from quarry.ingest.embedders import (
     Embedder,
     Vector,
@@ -74,7 +74,19 @@ class Pipeline:
                 "documents.get", project_id=project_id, document_id=document_id
             )
             return Outcome("unchanged" if exists else "gone")
-        data = await self.blobs.get(project_id, claimed["content_hash"])
+        try:
+            data = await self.blobs.get(project_id, claimed["content_hash"])
+        except BlobMissing:
+            # A new version submitted since the claim deletes the bytes it replaced; its own
+            # job indexes it.
+            now = await self.db.fetch_one(
+                "documents.get", project_id=project_id, document_id=document_id
+            )
+            if now is None:
+                return Outcome("gone")
+            if now["content_hash"] != claimed["content_hash"]:
+                return Outcome("superseded")
+            raise
         fmt = self.registry.get(claimed["format"])
         parsed, chunks = await asyncio.to_thread(
             self._parse_and_split, fmt.parse, data, claimed["title"]

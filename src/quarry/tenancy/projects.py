@@ -21,6 +21,7 @@ from quarry.errors import (
     ProjectNotFound,
     UserNotFound,
 )
+from quarry.ingest.blobs import BlobStore
 from quarry.tenancy.models import SLUG, Member, Principal, Project, Role
 from quarry.tenancy.users import Users
 
@@ -44,9 +45,10 @@ def _is_uuid(text: str) -> bool:
 
 
 class Projects:
-    def __init__(self, db: Database, users: Users) -> None:
+    def __init__(self, db: Database, users: Users, blobs: BlobStore) -> None:
         self.db = db
         self.users = users
+        self.blobs = blobs
 
     async def create(
         self, actor: Principal, name: str, description: str = "", analyzer: str = "english"
@@ -158,6 +160,7 @@ class Projects:
     async def delete(self, actor: Principal, ref: str) -> Project:
         project = await self.resolve(actor, ref, Role.owner)
         await self.db.execute("projects.delete", project_id=project.id)
+        await self.blobs.delete_project(project.id)  # the raw bytes go with the rows
         return project
 
     async def members(self, actor: Principal, ref: str) -> list[Member]:

@@ -12,7 +12,12 @@ SET source_kind = excluded.source_kind, source = excluded.source, title = exclud
     version = documents.version + 1, status = 'pending', error = NULL, error_code = NULL,
     attempts = 0, updated_at = now()
 WHERE documents.content_hash IS DISTINCT FROM excluded.content_hash
-RETURNING *, (xmax = 0) AS inserted;
+-- replaced_hash: the content a new version replaced (RETURNING's subquery reads the rows as
+-- they were before this statement), whose bytes may now be kept for nothing.
+RETURNING *, (xmax = 0) AS inserted,
+    (SELECT before.content_hash FROM documents AS before
+     WHERE before.project_id = documents.project_id
+       AND before.external_id = documents.external_id) AS replaced_hash;
 
 -- name: get
 SELECT * FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s;
@@ -120,9 +125,23 @@ RETURNING id;
 DELETE FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s
 RETURNING content_hash;
 
--- name: hash_in_use
-SELECT 1 FROM documents
-WHERE project_id = %(project_id)s AND content_hash = %(content_hash)s LIMIT 1;
+-- name: share_contents
+-- A submission's shared lock on each of its contents (sorted by the caller), held until it
+-- commits, so that no forget deletes their bytes between their put and the documents that
+-- use them. Transaction-level advisory locks, in a key space (two keys, the first 7001) of
+-- their own.
+SELECT pg_advisory_xact_lock_shared(7001, hashtext(%(project_id)s::text || content_hash))
+FROM unnest(%(content_hashes)s::text[]) AS content_hash;
+
+-- name: lock_contents
+-- A forget's exclusive lock on each content (sorted by the caller), the other side of
+-- share_contents.
+SELECT pg_advisory_xact_lock(7001, hashtext(%(project_id)s::text || content_hash))
+FROM unnest(%(content_hashes)s::text[]) AS content_hash;
+
+-- name: contents_in_use
+SELECT DISTINCT content_hash FROM documents
+WHERE project_id = %(project_id)s AND content_hash = ANY(%(content_hashes)s::text[]);
 
 -- name: orphaned
 -- A maintenance sweep over all projects (the one query not scoped by project): pending or
