@@ -183,6 +183,16 @@ async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, 
             {"query": "solar", "filters": {"metadata": {"lang": {"in": ["fr", "\ud800"]}}}},
             "filters.metadata.lang.in.1",
         ),
+        # Every value is a condition of the statement: bounded in all, not only per list.
+        (
+            {
+                "query": "solar",
+                "filters": {"metadata": {f"k{n}": {"in": list(range(100))} for n in range(11)}},
+            },
+            "filters",
+        ),
+        ({"query": "solar", "filters": {"metadata": {f"k{n}": n for n in range(65)}}}, "metadata"),
+        ({"query": "solar", "filters": {"metadata": {"lang": "x" * 4097}}}, "metadata.lang"),
         ({"query": "solar \ud800"}, "query"),
         ({"query": "solar", "candidates": 5000}, "candidates"),
         ({"query": "solar", "unknown": 1}, "unknown"),

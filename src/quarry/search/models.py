@@ -15,7 +15,10 @@ MAX_QUERY_CHARS = 4000
 MAX_K = 200
 MAX_CANDIDATES = 1000
 
-Scalar = str | int | float | bool
+MAX_FILTER_FIELDS = 64  # metadata fields one filter may name
+MAX_FILTER_VALUES = 1000  # values in all of a filter's metadata conditions together
+
+Scalar = Annotated[str, StringConstraints(max_length=4096)] | int | float | bool
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -61,9 +64,11 @@ class Filters(BaseModel):
     )
     metadata: dict[MetadataKey, MetadataCondition] | None = Field(
         default=None,
+        max_length=MAX_FILTER_FIELDS,
         description=(
             "per metadata field: a value (equality), {'in': [values]}, or a range "
-            "{'gte': .., 'lt': ..}"
+            f"{{'gte': .., 'lt': ..}}; at most {MAX_FILTER_FIELDS} fields and "
+            f"{MAX_FILTER_VALUES} values in all, strings of at most 4096 characters"
         ),
     )
     tags: list[str] | None = Field(
@@ -81,6 +86,27 @@ class Filters(BaseModel):
     updated_before: Timestamp | None = Field(
         default=None, description="documents updated before this time (no zone: UTC)"
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Filters:
+        # Each value becomes a condition of the statement: bound them all, not each list.
+        values = sum(_values(condition) for condition in (self.metadata or {}).values())
+        if values > MAX_FILTER_VALUES:
+            raise ValueError(
+                f"metadata conditions hold {values} values; at most {MAX_FILTER_VALUES} in all"
+            )
+        return self
+
+
+def _values(condition: MetadataCondition) -> int:
+    if isinstance(condition, AnyOf):
+        return len(condition.in_)
+    if isinstance(condition, Range):
+        return sum(
+            bound is not None
+            for bound in (condition.gt, condition.gte, condition.lt, condition.lte)
+        )
+    return 1
 
 
 class Weights(BaseModel):
