@@ -279,6 +279,8 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         ("files", ("binary.txt", b"\x00\x01\x02" * 100)),
         ("files", ("empty.html", b"<html><body><script>x</script></body></html>")),
         ("files", ("dots.txt", b". . . --- ***")),
+        ("files", ("bomb.docx", files.docx_unpacking_to(300 * 1024 * 1024))),  # 500 KB
+        ("files", ("nested.json", b"[" * 100_000 + b"]" * 100_000)),
         ("files", ("fine.txt", b"This one is fine.")),
     ]
     await ingest_client.post(f"/projects/{name}/documents", files=uploads, headers=key)
@@ -290,6 +292,8 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         "binary.txt": ("failed", "binary_content", 1),
         "empty.html": ("failed", "empty_document", 1),
         "dots.txt": ("failed", "empty_document", 1),
+        "bomb.docx": ("failed", "document_too_large", 1),
+        "nested.json": ("failed", "corrupt_document", 1),
         "fine.txt": ("complete", None, 1),
     }
     assert "password" in documents["secret.pdf"]["error"]
@@ -300,6 +304,8 @@ async def test_unreadable_documents_fail_at_once_into_the_dead_letter_view(
         "binary.txt",
         "empty.html",
         "dots.txt",
+        "bomb.docx",
+        "nested.json",
     }
 
 

@@ -1,5 +1,6 @@
 """Each format's parser on real files, and each way a file can be unreadable."""
 
+import io
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 from quarry.errors import (
     BinaryContent,
     CorruptDocument,
+    DocumentTooLarge,
     EmptyDocument,
     EncryptedDocument,
     UnsupportedFormat,
@@ -128,3 +130,75 @@ def test_unsupported_extension_names_the_supported_ones() -> None:
     assert REGISTRY.detect("page", "text/html; charset=utf-8").name == "html"
     with pytest.raises(UnsupportedFormat):
         REGISTRY.detect("noext", None)
+
+
+# Small files that unpack to far more: refused while they are read, not after.
+
+
+def test_a_docx_that_unpacks_past_its_limit_is_refused_before_it_is_unpacked() -> None:
+    from quarry.ingest.parsers.docx import MAX_UNPACKED_BYTES
+
+    bomb = files.docx_unpacking_to(MAX_UNPACKED_BYTES + 1)
+    assert len(bomb) < 1024 * 1024
+    with pytest.raises(DocumentTooLarge, match="unpacks to") as caught:
+        REGISTRY.detect("bomb.docx").parse(bomb)
+    assert caught.value.code == "document_too_large"
+    # The same construction under the limit reads (a few megabytes of words).
+    assert "word word" in parse("small.docx", files.docx_unpacking_to(4 * 1024 * 1024)).text
+
+
+def test_a_pdf_of_too_many_pages_is_refused() -> None:
+    from quarry.ingest.parsers.pdf import MAX_PAGES
+
+    with pytest.raises(DocumentTooLarge, match=f"limit is {MAX_PAGES}"):
+        parse("pages.pdf", files.pdf_of_one_stream(MAX_PAGES + 1, 1))
+
+
+def test_a_pdf_stops_being_read_once_its_text_passes_the_limit() -> None:
+    from pypdf import PdfReader
+
+    from quarry.ingest.parsers.pdf import _page_texts
+
+    # 50 pages drawing one stream of 200 lines: a few kilobytes, 50 times the stream's text.
+    data = files.pdf_of_one_stream(50, 200)
+    assert len(data) < 10_000
+    per_page = len(_page_texts(PdfReader(io.BytesIO(files.pdf_of_one_stream(1, 200))))[0])
+    assert len(parse("fine.pdf", data).text) > 50 * per_page
+    with pytest.raises(DocumentTooLarge, match="characters of text"):
+        _page_texts(PdfReader(io.BytesIO(data)), max_chars=10 * per_page)
+
+
+def test_json_that_indents_to_too_much_text_is_refused() -> None:
+    # 300 deep, every leaf of the innermost list indented by 600 spaces: 240 KB of JSON
+    # would make about 70 million characters.
+    deep = "[" * 300 + ",".join(["1"] * 120_000) + "]" * 300
+    assert len(deep) < 250_000
+    with pytest.raises(DocumentTooLarge, match="characters of text"):
+        parse("deep.json", deep.encode())
+    assert (
+        parse("shallow.json", b"[[1, 2], [3]]").text
+        == "[\n  [\n    1,\n    2\n  ],\n  [\n    3\n  ]\n]"
+    )
+
+
+def test_json_nested_past_the_interpreter_s_depth_is_corrupt() -> None:
+    with pytest.raises(CorruptDocument, match="nested too deeply"):
+        parse("nested.json", b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_whatever_a_parser_raises_is_a_permanent_document_error() -> None:
+    from quarry.ingest.parsers import Format, read
+
+    def broken(data: bytes) -> Parsed:
+        raise KeyError("/Root")
+
+    def exhausted(data: bytes) -> Parsed:
+        raise MemoryError
+
+    with pytest.raises(CorruptDocument, match="the odd cannot be read: KeyError"):
+        read(Format("odd", (".odd",), broken), b"x")
+    with pytest.raises(DocumentTooLarge, match="more memory"):
+        read(Format("odd", (".odd",), exhausted), b"x")
+    # A DocumentError stays what it is.
+    with pytest.raises(EmptyDocument):
+        read(REGISTRY.get("txt"), b"   ")

@@ -28,7 +28,7 @@ from quarry.ingest.embedders import (
     embed_for_index,
     keeps_token_vectors,
 )
-from quarry.ingest.parsers import Parsed, Parser, ParserRegistry
+from quarry.ingest.parsers import Format, Parsed, ParserRegistry, read
 from quarry.ingest.split import Chunk, Splitter
 from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
 from quarry.ingest.token_vectors import is_current
@@ -88,9 +88,7 @@ class Pipeline:
                 return Outcome("superseded")
             raise
         fmt = self.registry.get(claimed["format"])
-        parsed, chunks = await asyncio.to_thread(
-            self._parse_and_split, fmt.parse, data, claimed["title"]
-        )
+        parsed, chunks = await asyncio.to_thread(self._parse_and_split, fmt, data, claimed["title"])
         if not chunks:
             raise EmptyDocument("the document has no words to index, only punctuation or symbols")
         vectors, token_vectors, reused = await self._vectors(project_id, chunks)
@@ -115,12 +113,10 @@ class Pipeline:
         pack_due = self.writer.take_pack_due(project_id)
         return Outcome("indexed", len(chunks), len(chunks) - reused, reused, pack_due)
 
-    def _parse_and_split(
-        self, parse: Parser, data: bytes, title: str
-    ) -> tuple[Parsed, list[Chunk]]:
+    def _parse_and_split(self, fmt: Format, data: bytes, title: str) -> tuple[Parsed, list[Chunk]]:
         """The document's text and chunks; its title (given, else found by the parser) is
         the context of chunks that do not begin with it."""
-        parsed = parse(data)
+        parsed = read(fmt, data)
         return parsed, self.splitter.split(parsed, title or parsed.title or "")
 
     async def _vectors(

@@ -2,6 +2,9 @@
 
 Adding a format is one module with a ``FORMATS`` list plus one line in ``BUILTIN_MODULES``.
 A parser raises a ``DocumentError`` subclass for input it cannot read; those are permanent.
+``read`` runs a parser so that anything else it raises is permanent too (the same bytes fail
+the same way), and no document yields more than ``MAX_TEXT_CHARS`` of text: a small DOCX or
+PDF can unpack to gigabytes, and formats that can are bounded while they are read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from quarry.errors import UnsupportedFormat
+from quarry.errors import CorruptDocument, DocumentError, DocumentTooLarge, UnsupportedFormat
 from quarry.validation import storable_text
+
+# The most text one document may yield, in characters (twice what a text file at the default
+# QUARRY_MAX_UPLOAD_BYTES holds; about 64,000 chunks of the bundled model).
+MAX_TEXT_CHARS = 64 * 1024 * 1024
+
+
+def too_much_text(what: str, limit: int = MAX_TEXT_CHARS) -> DocumentTooLarge:
+    return DocumentTooLarge(f"{what} yields more than {limit} characters of text")
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,8 @@ class Parsed:
     structured: bool = False  # Markdown headings and lists mark the structure to split on
 
     def __post_init__(self) -> None:
+        if len(self.text) > MAX_TEXT_CHARS:
+            raise too_much_text("the document")
         # Whatever a parser extracts must fit in Postgres' text: a PDF's extracted text can
         # hold NUL characters, so can a UTF-16 file. Replaced one for one, so page starts and
         # chunk offsets stay true (``storable_text``).
@@ -44,6 +57,24 @@ class Parsed:
 
 
 Parser = Callable[[bytes], Parsed]
+
+
+def read(fmt: Format, data: bytes) -> Parsed:
+    """``fmt``'s parser over ``data``, where every failure is a ``DocumentError``: parsing is
+    deterministic, so what a parser raises (a library's own error, a RecursionError from deep
+    nesting, a MemoryError) would only happen again on a retry."""
+    try:
+        return fmt.parse(data)
+    except DocumentError:
+        raise
+    except MemoryError:
+        raise DocumentTooLarge(f"the {fmt.name} needs more memory to read than there is") from None
+    except RecursionError:
+        raise CorruptDocument(f"the {fmt.name} is nested too deeply to read") from None
+    except Exception as exc:
+        raise CorruptDocument(
+            f"the {fmt.name} cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,16 @@ import zipfile
 import docx
 from docx.opc.exceptions import PackageNotFoundError
 
-from quarry.errors import CorruptDocument, EmptyDocument
+from quarry.errors import CorruptDocument, DocumentTooLarge, EmptyDocument
 from quarry.ingest.parsers import Format, Parsed
+
+# The most a DOCX's parts other than its media may unpack to: they are parsed into memory
+# whole, and a few hundred kilobytes of zip can hold gigabytes of XML.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 
 
 def parse_docx(data: bytes) -> Parsed:
+    _check_unpacked(data)
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -37,6 +42,26 @@ def parse_docx(data: bytes) -> Parsed:
     if not lines:
         raise EmptyDocument("the DOCX has no text")
     return Parsed(text="\n\n".join(lines), title=title, structured=True)
+
+
+def _check_unpacked(data: bytes) -> None:
+    """Refuse a DOCX whose parts (its media aside) unpack to more than MAX_UNPACKED_BYTES,
+    before any is unpacked. A zip entry cannot unpack to more than the size it declares:
+    Python's zipfile stops there, and the entry then fails its checksum."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(
+                info.file_size
+                for info in archive.infolist()
+                if not info.filename.startswith("word/media/")
+            )
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise CorruptDocument(f"the DOCX cannot be read: {exc}") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DocumentTooLarge(
+            f"the DOCX unpacks to {unpacked} bytes besides its media; "
+            f"the limit is {MAX_UNPACKED_BYTES}"
+        )
 
 
 def _heading_level(style: str | None) -> int:

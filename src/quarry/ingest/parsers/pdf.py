@@ -8,10 +8,11 @@ import logging
 from pypdf import PdfReader
 from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
 
-from quarry.errors import CorruptDocument, EmptyDocument, EncryptedDocument
-from quarry.ingest.parsers import Format, Parsed
+from quarry.errors import CorruptDocument, DocumentTooLarge, EmptyDocument, EncryptedDocument
+from quarry.ingest.parsers import MAX_TEXT_CHARS, Format, Parsed, too_much_text
 
 PAGE_SEPARATOR = "\n\n"
+MAX_PAGES = 20_000
 
 
 def parse_pdf(data: bytes) -> Parsed:
@@ -21,7 +22,7 @@ def parse_pdf(data: bytes) -> Parsed:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise EncryptedDocument("the PDF is password-protected; upload it without a password")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = _page_texts(reader)
         title = reader.metadata.title if reader.metadata else None
     except (FileNotDecryptedError, NotImplementedError) as exc:
         raise EncryptedDocument(f"the PDF is password-protected ({exc})") from None
@@ -36,6 +37,21 @@ def parse_pdf(data: bytes) -> Parsed:
     if not joined.strip():
         raise EmptyDocument("the PDF has no extractable text (scanned images need OCR)")
     return Parsed(text=joined, title=title or None, page_starts=tuple(starts))
+
+
+def _page_texts(reader: PdfReader, max_chars: int = MAX_TEXT_CHARS) -> list[str]:
+    """Each page's text, stopping as soon as there are too many pages or too much text: pages
+    can share one content stream, so a PDF of a few kilobytes can hold gigabytes of text."""
+    if len(reader.pages) > MAX_PAGES:
+        raise DocumentTooLarge(f"the PDF has {len(reader.pages)} pages; the limit is {MAX_PAGES}")
+    pages, length = [], 0
+    for page in reader.pages:
+        text = page.extract_text() or ""
+        length += len(text) + len(PAGE_SEPARATOR)
+        if length > max_chars:
+            raise too_much_text("the PDF", max_chars)
+        pages.append(text)
+    return pages
 
 
 FORMATS = [Format("pdf", (".pdf",), parse_pdf, ("application/pdf",))]

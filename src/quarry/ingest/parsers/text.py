@@ -7,7 +7,7 @@ import json
 import unicodedata
 
 from quarry.errors import BinaryContent, CorruptDocument, EmptyDocument
-from quarry.ingest.parsers import Format, Parsed
+from quarry.ingest.parsers import MAX_TEXT_CHARS, Format, Parsed, too_much_text
 
 # Share of control characters (other than whitespace) above which "text" is binary.
 _MAX_CONTROL_SHARE = 0.01
@@ -57,10 +57,24 @@ def parse_markdown(data: bytes) -> Parsed:
 def parse_json(data: bytes) -> Parsed:
     text = decode(data)
     try:
-        value = json.loads(text)
+        return Parsed(text=_indented(json.loads(text)))
     except json.JSONDecodeError as exc:
         raise CorruptDocument(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    return Parsed(text=json.dumps(value, indent=2, ensure_ascii=False))
+    except RecursionError:
+        raise CorruptDocument("the JSON is nested too deeply to read") from None
+
+
+def _indented(value: object) -> str:
+    """``value`` as indented JSON. Indented, a value nested a few hundred deep grows by its
+    depth on every line: a few megabytes of JSON could make gigabytes of text, so the text
+    is counted as it is made."""
+    pieces, length = [], 0
+    for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
+        length += len(piece)
+        if length > MAX_TEXT_CHARS:
+            raise too_much_text("the JSON")
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 FORMATS = [
