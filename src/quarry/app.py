@@ -23,7 +23,12 @@ from quarry.api import (
     users,
 )
 from quarry.api.errors import install_error_handlers
-from quarry.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, UrlCheckMiddleware
+from quarry.api.middleware import (
+    BodyLimitMiddleware,
+    KeyFirstMiddleware,
+    RequestIdMiddleware,
+    UrlCheckMiddleware,
+)
 from quarry.runtime import Runtime, background_worker, freeze_startup_heap, open_runtime
 from quarry.settings import Settings
 
@@ -81,6 +86,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         max_multipart_bytes=settings.max_upload_request_bytes,
     )
+    app.add_middleware(KeyFirstMiddleware)  # outside the body limit: a stranger gets a 401
     app.add_middleware(UrlCheckMiddleware)
     app.add_middleware(RequestIdMiddleware)  # the outermost: every answer carries an id
     for router in ROUTERS:

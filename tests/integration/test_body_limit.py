@@ -101,3 +101,64 @@ async def test_an_upload_past_its_total_limit_is_a_413_and_stores_nothing(
 
     one = await small_client.post("/projects/up/documents", files=files[:1], headers=key)
     assert one.status_code == 202, one.text
+
+
+async def test_a_large_body_without_a_valid_key_is_refused_before_it_is_read(
+    small_client: httpx.AsyncClient, client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    key = bearer(admin.api_key.secret)
+    assert (await small_client.post("/projects", json={"name": "kf"}, headers=key)).is_success
+    pulled = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b"x" * 4096
+
+    for headers, code in [
+        ({}, "missing_api_key"),
+        ({"authorization": "Bearer qk_not_a_real_key"}, "invalid_api_key"),
+    ]:
+        pulled = 0
+        streamed = await small_client.post(
+            "/projects/kf/documents/texts",
+            content=chunks(),
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert streamed.status_code == 401, streamed.text
+        assert streamed.json()["code"] == code
+        assert pulled <= 1  # at most what the client sent before the answer
+        declared = await small_client.post(
+            "/projects/kf/documents",
+            files={"files": ("big.txt", b"words " * 20_000)},
+            headers=headers,
+        )
+        assert declared.status_code == 401, declared.text
+        assert declared.json()["code"] == code
+        assert declared.headers["www-authenticate"] == "Bearer"
+    listed = await small_client.get("/projects/kf/documents", headers=key)
+    assert listed.json()["documents"] == []
+
+    # With a valid key a large body is read and taken, declared or streamed (on the default
+    # limits: the small client's would refuse it).
+    taken = await client.post(
+        "/projects/kf/documents", files={"files": ("big.txt", b"words " * 20_000)}, headers=key
+    )
+    assert taken.status_code == 202, taken.text
+    body = json.dumps({"documents": [{"text": "words " * 20_000, "external_id": "t"}]})
+
+    async def body_chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096].encode()
+
+    streamed_in = await client.post(
+        "/projects/kf/documents/texts",
+        content=body_chunks(),
+        headers={**key, "content-type": "application/json"},
+    )
+    assert streamed_in.status_code == 202, streamed_in.text
+    # A small body still reaches its route, which checks the key as before.
+    small = await small_client.post("/projects/kf/documents/text", json={"text": "hi"})
+    assert small.status_code == 401
+    assert small.json()["code"] == "missing_api_key"

@@ -28,6 +28,9 @@ async def get_principal(
     runtime: RuntimeDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    checked = getattr(request.state, "principal", None)  # KeyFirstMiddleware's, for a large body
+    if isinstance(checked, Principal):
+        return checked
     principal = await runtime.keys.authenticate(request.headers.get("authorization"))
     request.state.principal = principal
     return principal

@@ -1,5 +1,5 @@
-"""Request ids, access logs, URL checks and the body limit, as plain ASGI middleware (no
-buffering of streamed bodies)."""
+"""Request ids, access logs, URL checks, the body limit and the key check of large bodies, as
+plain ASGI middleware (no buffering of streamed bodies)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quarry.api.errors import problem_response
+from quarry.errors import Unauthenticated
 
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -164,8 +165,51 @@ class BodyLimitMiddleware:
         await self.app(scope, counted, send)
 
 
-def _header(scope: Scope, name: bytes) -> str:
+class KeyFirstMiddleware:
+    """Check the API key of a request with a large body before any of the body is read.
+
+    FastAPI reads and parses a body before it resolves a route's dependencies, the key check
+    among them, so without this anyone could make the server parse 64 MiB of JSON or spool
+    an upload to disk before answering 401. A request whose declared body is over
+    ``UNCHECKED_BODY_BYTES``, or whose body is sent in chunks of no declared length, has its
+    key checked here: a 401 without reading its body, or the principal is left in the
+    request's state for the route (``get_principal``). Smaller bodies go on as before; their
+    routes check the key."""
+
+    UNCHECKED_BODY_BYTES = 64 * 1024
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._large(scope):
+            await self.app(scope, receive, send)
+            return
+        runtime = scope["app"].state.runtime
+        state = scope.setdefault("state", {})
+        try:
+            state["principal"] = await runtime.keys.authenticate(
+                _header(scope, b"authorization", lower=False) or None
+            )
+        except Unauthenticated as exc:
+            response = problem_response(
+                exc.status, exc.code, exc.title, exc.detail, state.get("request_id")
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _large(self, scope: Scope) -> bool:
+        declared = _header(scope, b"content-length")
+        if declared:
+            return not declared.isdigit() or int(declared) > self.UNCHECKED_BODY_BYTES
+        # Without a length, a body is chunked (of any length) or absent.
+        return bool(_header(scope, b"transfer-encoding"))
+
+
+def _header(scope: Scope, name: bytes, *, lower: bool = True) -> str:
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1").strip().lower())
+            text = str(value.decode("latin-1")).strip()
+            return text.lower() if lower else text
     return ""
