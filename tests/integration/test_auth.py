@@ -240,3 +240,34 @@ async def test_openapi_documents_answers_streams_and_the_openai_face(
     assert "text/event-stream" in completions["responses"]["200"]["content"]
     assert "quarry" in spec["components"]["schemas"]["ChatCompletion"]["properties"]
     assert "get" in paths["/v1/models"]
+
+
+async def test_a_key_cannot_make_a_key_or_a_user_that_outlives_it(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    admin_key = bearer(admin.api_key.secret)
+    soon = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    made = await client.post(
+        "/keys", json={"name": "hour", "expires_at": soon.isoformat()}, headers=admin_key
+    )
+    assert made.status_code == 201, made.text
+    short = bearer(made.json()["secret"])
+
+    # Asked for no expiry, a key made with it expires with it.
+    child = await client.post("/keys", json={"name": "child"}, headers=short)
+    assert child.status_code == 201, child.text
+    assert datetime.fromisoformat(child.json()["key"]["expires_at"]) == soon
+    # Asked for a later one, refused; an earlier one is fine.
+    later = (soon + timedelta(days=365)).isoformat()
+    refused = await client.post("/keys", json={"expires_at": later}, headers=short)
+    body = await _problem(refused, 422, "invalid_input")
+    assert body["field"] == "expires_at"
+    earlier = (soon - timedelta(minutes=30)).isoformat()
+    assert (await client.post("/keys", json={"expires_at": earlier}, headers=short)).is_success
+    # A user made with it gets a first key that expires with it too.
+    user = await client.post("/users", json={"name": "temp"}, headers=short)
+    assert user.status_code == 201, user.text
+    assert datetime.fromisoformat(user.json()["api_key"]["key"]["expires_at"]) == soon
+    # A key with no expiry still makes keys with none.
+    forever = await client.post("/keys", json={"name": "forever"}, headers=admin_key)
+    assert forever.json()["key"]["expires_at"] is None

@@ -38,7 +38,9 @@ class Me(BaseModel):
 class KeyCreate(Body):
     name: str = Field(default="", max_length=200)
     expires_at: ZonedTimestamp | None = Field(
-        default=None, description="when the key stops working (with a time zone); none: never"
+        default=None,
+        description="when the key stops working (with a time zone); none: never, or when the "
+        "calling key expires if it does. A key cannot make one that outlives it",
     )
     user: str | None = Field(
         default=None, description="admins only: the user (id or name) to make the key for"
@@ -74,9 +76,7 @@ async def get_user(
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, summary="Create an API key")
 async def create_key(body: KeyCreate, rt: RuntimeDep, me: PrincipalDep) -> CreatedApiKey:
-    owner = await rt.users.get(me, body.user) if body.user else None
-    user_id = owner.id if owner else me.user_id
-    return await rt.keys.create(user_id, name=body.name, expires_at=body.expires_at)
+    return await rt.users.create_key(me, user=body.user, name=body.name, expires_at=body.expires_at)
 
 
 @router.get("/keys", summary="List your API keys (admins: any user's)")

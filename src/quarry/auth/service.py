@@ -29,8 +29,12 @@ class ApiKeys:
         *,
         name: str = "",
         expires_at: datetime | None = None,
+        not_after: datetime | None = None,
         conn: Conn | None = None,
     ) -> CreatedApiKey:
+        """A new key; ``not_after``: the expiry of the key that asks for it, which the new one
+        may not outlive (it gets that expiry when none is given), or a short-lived key could
+        make itself a permanent one."""
         if expires_at is not None:
             try:  # the rule the API's ZonedTimestamp applies, for every other caller too
                 expires_at = zoned_utc(expires_at)
@@ -38,6 +42,14 @@ class ApiKeys:
                 raise InvalidInput(f"expires_at: {exc}", field="expires_at") from None
             if expires_at <= datetime.now(UTC):
                 raise InvalidInput("expires_at must be in the future", field="expires_at")
+        if expires_at is None:
+            expires_at = not_after
+        elif not_after is not None and expires_at > not_after:
+            raise InvalidInput(
+                f"expires_at is after {not_after.isoformat()}, when the key making it expires; "
+                "a key cannot make one that outlives it",
+                field="expires_at",
+            )
         new = keys.generate()
         row = await self.db.fetch_one(
             "api_keys.create",
@@ -78,6 +90,7 @@ class ApiKeys:
             user_name=row["user_name"],
             is_admin=row["is_admin"],
             key_id=row["id"],
+            key_expires_at=row["expires_at"],
         )
 
     async def list_for(self, user_id: uuid.UUID) -> list[ApiKey]:

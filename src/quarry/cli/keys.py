@@ -37,10 +37,7 @@ def create(
 
     async def go() -> CreatedApiKey:
         async with acting(settings_from(ctx)) as (rt, me):
-            owner = await rt.users.get(me, user) if user else None
-            return await rt.keys.create(
-                owner.id if owner else me.user_id, name=name, expires_at=expires_at
-            )
+            return await rt.users.create_key(me, user=user, name=name, expires_at=expires_at)
 
     created = run(go())
     if as_json:

@@ -37,6 +37,8 @@ class Principal:
     user_name: str
     is_admin: bool
     key_id: uuid.UUID | None = None
+    # When the calling key stops working: no key it makes may outlive it.
+    key_expires_at: datetime | None = None
 
 
 class Model(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from psycopg import errors as pg_errors
@@ -33,9 +34,18 @@ class Users:
     ) -> NewUser:
         """Create a user and their first API key (admins only)."""
         _require_admin(actor)
-        return await self._create(name, email=email, is_admin=is_admin)
+        return await self._create(
+            name, email=email, is_admin=is_admin, key_expires_at=actor.key_expires_at
+        )
 
-    async def _create(self, name: str, *, email: str | None, is_admin: bool) -> NewUser:
+    async def _create(
+        self,
+        name: str,
+        *,
+        email: str | None,
+        is_admin: bool,
+        key_expires_at: datetime | None = None,
+    ) -> NewUser:
         if not USER_NAME.fullmatch(name):
             raise InvalidInput(
                 "name must be 1-63 lower-case letters, digits, '.', '_' or '-', "
@@ -51,8 +61,29 @@ class Users:
                 raise UserNameTaken(f"a user named {name!r} already exists") from None
             assert row is not None
             user = User(**row)
-            key = await self.keys.create(user.id, name="initial", conn=conn)
+            # The first key lives no longer than the key of the admin who makes the user.
+            key = await self.keys.create(
+                user.id, name="initial", not_after=key_expires_at, conn=conn
+            )
         return NewUser(user=user, api_key=key)
+
+    async def create_key(
+        self,
+        actor: Principal,
+        *,
+        user: str | None = None,
+        name: str = "",
+        expires_at: datetime | None = None,
+    ) -> CreatedApiKey:
+        """A key for the actor, or for ``user`` (id or name; admins only), that outlives
+        neither the given expiry nor the actor's own key."""
+        owner = await self.get(actor, user) if user else None
+        return await self.keys.create(
+            owner.id if owner else actor.user_id,
+            name=name,
+            expires_at=expires_at,
+            not_after=actor.key_expires_at,
+        )
 
     async def list_all(self, actor: Principal) -> list[User]:
         _require_admin(actor)
