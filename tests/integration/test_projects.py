@@ -147,3 +147,29 @@ async def test_only_admins_manage_users(client: httpx.AsyncClient, admin: NewUse
     me = await client.get("/me", headers=alice)
     assert me.json()["user"]["name"] == "alice"
     assert (await client.get("/users/admin", headers=alice)).status_code == 404
+
+
+async def test_removing_a_member_tells_no_outsider_whether_a_user_exists(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    alice = bearer(await _user(client, admin, "alice"))
+    bob = bearer(await _user(client, admin, "bob"))
+    await client.post("/projects", json={"name": "hers"}, headers=alice)
+    await client.post("/projects", json={"name": "his"}, headers=bob)
+    await client.put("/projects/his/members/alice", json={"role": "viewer"}, headers=bob)
+    # Not a member of "hers": the same 404 for a user that exists and one that does not.
+    for name in ("alice", "nobody"):
+        outside = await client.delete(f"/projects/hers/members/{name}", headers=bob)
+        assert outside.status_code == 404
+        assert outside.json()["code"] == "project_not_found"
+    # A viewer of "his" may remove only herself: a 403 whether the other user exists or not.
+    for name in ("bob", "nobody"):
+        other = await client.delete(f"/projects/his/members/{name}", headers=alice)
+        assert other.status_code == 403, other.text
+        assert other.json()["code"] == "forbidden"
+    me = (await client.get("/me", headers=alice)).json()["user"]["id"]
+    left = await client.delete(f"/projects/his/members/{me.upper()}", headers=alice)
+    assert left.status_code == 204, left.text
+    # The owner may learn it: removing someone who is no user is a 404 saying so.
+    unknown = await client.delete("/projects/his/members/nobody", headers=bob)
+    assert unknown.json()["code"] == "user_not_found"

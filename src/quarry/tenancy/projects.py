@@ -183,9 +183,15 @@ class Projects:
     async def remove_member(self, actor: Principal, ref: str, user_ref: str) -> None:
         """Owners remove anyone; any member may remove themselves. A project keeps an owner."""
         async with self.db.transaction() as conn:
+            # The project and the right to remove someone else come before the user is looked
+            # up, so that only an owner learns whether a name is a user.
+            itself = (
+                uuid.UUID(user_ref) == actor.user_id
+                if _is_uuid(user_ref)
+                else user_ref == actor.user_name
+            )
+            project = await self.resolve(actor, ref, Role.viewer if itself else Role.owner, conn)
             user = await self._user(user_ref)
-            need = Role.viewer if user.id == actor.user_id else Role.owner
-            project = await self.resolve(actor, ref, need, conn)
             await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
             removed = await self.db.execute(
                 "memberships.delete", conn, project_id=project.id, user_id=user.id
