@@ -68,8 +68,8 @@ async def test_jobs_are_scoped_by_project(client: httpx.AsyncClient, admin: NewU
     assert huge.status_code == 422
 
 
-async def test_ready_without_a_worker_says_so(client: httpx.AsyncClient) -> None:
-    response = await client.get("/ready")
+async def test_ready_without_a_worker_says_so(client: httpx.AsyncClient, admin: NewUser) -> None:
+    response = await client.get("/ready", headers=bearer(admin.api_key.secret))
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["database"]["ok"]
@@ -77,6 +77,11 @@ async def test_ready_without_a_worker_says_so(client: httpx.AsyncClient) -> None
     assert checks["models"]["ok"]
     assert not checks["worker"]["ok"]
     assert "quarry worker" in checks["worker"]["detail"]
+    # Without an admin's key: which checks pass, not why the others fail.
+    anonymous = await client.get("/ready")
+    assert anonymous.status_code == 503
+    assert anonymous.json()["checks"]["worker"] == {"ok": False, "detail": "not ready"}
+    assert anonymous.json()["checks"]["database"] == {"ok": True, "detail": "ok"}
 
 
 async def test_ready_with_a_worker(worker_client: httpx.AsyncClient) -> None:
@@ -89,7 +94,7 @@ async def test_ready_with_a_worker(worker_client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_reports_missing_models(
-    settings: Settings, runtime: Runtime, tmp_path: Path
+    settings: Settings, runtime: Runtime, tmp_path: Path, admin: NewUser
 ) -> None:
     broken = settings.model_copy(update={"generation_model_path": tmp_path / "absent.gguf"})
     app = create_app(broken, runtime=runtime)
@@ -97,10 +102,13 @@ async def test_ready_reports_missing_models(
         app.state.runtime.settings = broken
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
-            response = await http.get("/ready")
+            response = await http.get("/ready", headers=bearer(admin.api_key.secret))
+            anonymous = await http.get("/ready", headers=bearer("qk_not_a_key"))
     assert response.status_code == 503
     assert not response.json()["checks"]["models"]["ok"]
     assert "absent.gguf" in response.json()["checks"]["models"]["detail"]
+    assert anonymous.status_code == 503
+    assert "absent.gguf" not in anonymous.text  # paths are for admins
 
 
 # Procrastinate's fetch: the first queued job of the queue, by priority and id, whose lock no

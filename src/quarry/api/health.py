@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+import structlog
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from quarry.api.deps import RuntimeDep
 from quarry.db import migrate
+from quarry.errors import Unauthenticated
 from quarry.modelfiles import check_models
 from quarry.runtime import Runtime
 
 router = APIRouter(tags=["health"])
+log = structlog.get_logger(__name__)
 
 
 class Check(BaseModel):
@@ -35,14 +38,37 @@ async def health() -> dict[str, str]:
 @router.get(
     "/ready",
     summary="Ready to serve: database, migrations, a live worker and loadable models",
+    description=(
+        "Needs no key. Each check's `detail` says why it failed (the database's error, a "
+        "model file's path) only to an admin's key; anyone else reads `ok` or `not ready`, "
+        "and the details of a failed check go to the log."
+    ),
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
 )
-async def ready(runtime: RuntimeDep) -> JSONResponse:
+async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
     checks = await readiness(runtime)
     ok = all(check.ok for check in checks.values())
+    failed = {name: check.detail for name, check in checks.items() if not check.ok}
+    if failed:
+        log.warning("not ready", **failed)
+    if not await _admin(request, runtime):
+        checks = {
+            name: Check(ok=check.ok, detail="ok" if check.ok else "not ready")
+            for name, check in checks.items()
+        }
     body = Readiness(status="ready" if ok else "not_ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+async def _admin(request: Request, runtime: Runtime) -> bool:
+    header = request.headers.get("authorization")
+    if not header:
+        return False
+    try:
+        return (await runtime.keys.authenticate(header)).is_admin
+    except Unauthenticated:
+        return False
 
 
 async def readiness(runtime: Runtime) -> dict[str, Check]:
