@@ -162,12 +162,10 @@ class Documents:
         return [refused[i] if i in refused else next(written) for i in range(len(sources))]
 
     async def _write(self, project_id: uuid.UUID, checked: list[Checked]) -> list[Submission]:
-        contents = sorted({c.content_hash for c in checked})
+        contents = {c.content_hash for c in checked}
         try:
             async with self.db.transaction() as conn:
-                await self.db.execute(
-                    "documents.share_contents", conn, project_id=project_id, content_hashes=contents
-                )
+                await self.db.execute("documents.share_contents", conn, project_id=project_id)
                 await self.blobs.put_many(
                     project_id, {c.content_hash: c.source.data for c in checked}
                 )
@@ -291,21 +289,22 @@ class Documents:
     async def _forget(self, project_id: uuid.UUID, content_hashes: Iterable[str | None]) -> None:
         """Delete the kept bytes of each content no document of the project uses.
 
-        A submission holds a shared lock on each of its contents from before it stores their
-        bytes until its documents are committed (``documents.share_contents``); this takes
-        them exclusively, so it sees those documents, or deletes before the bytes are stored
-        again. Without the locks, a document submitted with the content of one being deleted
-        could find its bytes already kept, and then gone. Called after the transaction that
-        stopped using the contents: it holds no row lock while it waits for a submission's."""
-        contents = sorted({h for h in content_hashes if h is not None})
+        A submission holds the project's kept bytes shared from before it stores its own
+        until its documents are committed (``documents.share_contents``); this holds them
+        exclusively, so it sees those documents, or deletes before the bytes are stored again.
+        Without the lock, a document submitted with the content of one being deleted could
+        find its bytes already kept, and then gone. Called after the transaction that stopped
+        using the contents: it holds no row lock while it waits for a submission."""
+        contents = {h for h in content_hashes if h is not None}
         if not contents:
             return
         async with self.db.transaction() as conn:
-            await self.db.execute(
-                "documents.lock_contents", conn, project_id=project_id, content_hashes=contents
-            )
+            await self.db.execute("documents.lock_contents", conn, project_id=project_id)
             rows = await self.db.fetch_all(
-                "documents.contents_in_use", conn, project_id=project_id, content_hashes=contents
+                "documents.contents_in_use",
+                conn,
+                project_id=project_id,
+                content_hashes=sorted(contents),
             )
             in_use = {row["content_hash"] for row in rows}
             for content_hash in contents:

@@ -126,18 +126,16 @@ DELETE FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s
 RETURNING content_hash;
 
 -- name: share_contents
--- A submission's shared lock on each of its contents (sorted by the caller), held until it
--- commits, so that no forget deletes their bytes between their put and the documents that
--- use them. Transaction-level advisory locks, in a key space (two keys, the first 7001) of
--- their own.
-SELECT pg_advisory_xact_lock_shared(7001, hashtext(%(project_id)s::text || content_hash))
-FROM unnest(%(content_hashes)s::text[]) AS content_hash;
+-- A submission's shared hold on the project's kept bytes until it commits, so that no forget
+-- deletes bytes between their put and the documents that use them. A transaction-level
+-- advisory lock in a key space of its own (two keys, the first 7001); one per project, not
+-- one per content, so a batch of hundreds of documents takes one slot of the lock table.
+SELECT pg_advisory_xact_lock_shared(7001, hashtext(%(project_id)s::text));
 
 -- name: lock_contents
--- A forget's exclusive lock on each content (sorted by the caller), the other side of
--- share_contents.
-SELECT pg_advisory_xact_lock(7001, hashtext(%(project_id)s::text || content_hash))
-FROM unnest(%(content_hashes)s::text[]) AS content_hash;
+-- A forget's exclusive hold, the other side of share_contents: it waits for the project's
+-- submissions in flight, and they for it.
+SELECT pg_advisory_xact_lock(7001, hashtext(%(project_id)s::text));
 
 -- name: contents_in_use
 SELECT DISTINCT content_hash FROM documents
