@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, model_validator
 from pydantic_core import PydanticCustomError
 
+MAX_DEPTH = 64  # objects and lists within each other in any value quarry stores
+
 
 def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
     """Where in a JSON-like value Postgres could not store it, and why; None if it can.
@@ -21,18 +23,24 @@ def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
     that writes or compares it, so it must be refused before it reaches the database. The
     place is a dotted path of keys and list positions below ``path``; a bad key is reported
     at its object, so that the key itself is never echoed back. Walked with a stack of its
-    own, not by recursion: a body may nest as deep as the JSON parser allows."""
-    pending: list[tuple[Any, str]] = [(value, path)]
+    own, not by recursion: a body may nest as deep as the JSON parser allows. Nesting deeper
+    than ``MAX_DEPTH`` is refused too: stored, it could not be read back (Pydantic's
+    serializer stops at 255 levels, and every page listing it would fail)."""
+    pending: list[tuple[Any, str, int]] = [(value, path, 0)]
     while pending:
-        item, place = pending.pop()
+        item, place, depth = pending.pop()
+        if isinstance(item, dict | list | tuple) and depth >= MAX_DEPTH:
+            return place, f"values must not nest more than {MAX_DEPTH} levels deep"
         if isinstance(item, dict):
             for key in item:
                 reason = _unstorable_scalar(key)
                 if reason:
                     return place, f"a key: {reason}"
-            pending.extend((v, _below(place, k)) for k, v in reversed(item.items()))
+            pending.extend((v, _below(place, k), depth + 1) for k, v in reversed(item.items()))
         elif isinstance(item, list | tuple):
-            pending.extend((v, _below(place, i)) for i, v in reversed(list(enumerate(item))))
+            pending.extend(
+                (v, _below(place, i), depth + 1) for i, v in reversed(list(enumerate(item)))
+            )
         else:
             reason = _unstorable_scalar(item)
             if reason:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -555,5 +556,41 @@ async def test_values_postgres_cannot_hold_are_refused_before_they_reach_it(
         "/projects", json={"name": "nul", "description": "\x00"}, headers=key
     )
     assert created.status_code == 422
+    # Index keys Postgres bounds in bytes, metadata too deep to read back, form metadata
+    # Python's JSON parser cannot take: a 422 naming the field, wherever they arrive.
+    deep: object = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    for body, field in [
+        ({"text": "fine", "external_id": "\u6587" * 1000}, "external_id"),  # 3,000 bytes
+        ({"text": "fine", "tags": ["\u6587" * 1000]}, "tags.0"),
+        ({"text": "fine", "tags": ["t" * 20_000]}, "tags.0"),
+        ({"text": "fine", "metadata": {"k": deep}}, "metadata.k"),
+    ]:
+        answer = await ingest_client.post(
+            f"/projects/{name}/documents/text", json=body, headers=key
+        )
+        assert answer.status_code == 422, answer.text
+        assert field in answer.text
+        many = await ingest_client.post(
+            f"/projects/{name}/documents/texts", json={"documents": [body]}, headers=key
+        )
+        assert many.status_code == 422, many.text
+    for form, field in [
+        ({"metadata": '{"a":' * 5000 + "1" + "}" * 5000}, "metadata"),
+        ({"metadata": '{"a": ' + "9" * 5000 + "}"}, "metadata"),
+        ({"metadata": json.dumps({"k": deep})}, "metadata.k"),
+        # Refused per file, by the reason: a tag and the external id are a file's own.
+        ({"tags": "\u6587" * 1000}, "a tag is longer"),
+        ({"external_id": "\u6587" * 1000}, "external_id is longer"),
+    ]:
+        upload = await ingest_client.post(
+            f"/projects/{name}/documents",
+            files={"files": ("a.txt", b"fine", "text/plain")},
+            data=form,
+            headers=key,
+        )
+        assert upload.status_code == 422, upload.text
+        assert field in upload.text
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from quarry.errors import UrlFetchFailed, UrlNotAllowed, UrlTimeout
+from quarry.errors import InvalidInput, UrlFetchFailed, UrlNotAllowed, UrlTimeout
 from quarry.ingest.fetch import fetch, is_public
 from tests.support import StaticSite
 
@@ -114,3 +114,27 @@ async def test_the_timeout_bounds_the_whole_fetch_not_each_read() -> None:
             await fetch(f"{url}/drip", timeout_s=1, max_bytes=1000, allowed_networks=LOOPBACK)
         assert time.monotonic() - started < 5
     assert caught.value.code == "url_timeout"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/",
+        "http://a:80:80/",
+        "http://0177.0.0.1/",
+        "http://ex\U0001f600.com/",
+        "http://\uff11\uff12\uff17.0.0.1/",
+        "http://a.example/\r\nX-Injected: 1",
+        "http://xn--/",  # an A-label IDNA cannot decode
+        "http://a.example:99999/",
+        "http://a.example:-1/",
+        "https://a.example:0/",
+        "file:///etc/passwd",
+        "http:///x",
+        ":abc",
+    ],
+)
+async def test_a_malformed_url_is_invalid_input_before_any_connection(url: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await fetch(url, timeout_s=5, max_bytes=1000)
+    assert caught.value.extra == {"field": "url"}

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from quarry.validation import Timestamp, ZonedTimestamp, unstorable, utc, zoned_utc
+from quarry.validation import MAX_DEPTH, Timestamp, ZonedTimestamp, unstorable, utc, zoned_utc
 
 
 @pytest.mark.parametrize(
@@ -46,13 +46,22 @@ NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 texts = st.text(st.characters(exclude_categories=()) | st.sampled_from("\x00\ud800\\u"))
 
 
-def test_unstorable_walks_any_depth_without_recursion() -> None:
+def test_unstorable_walks_any_depth_without_recursion_and_refuses_past_its_limit() -> None:
     deep: object = [float("nan")]
     for _ in range(5000):  # past Python's recursion limit
         deep = [deep]
     found = unstorable({"k": deep})
     assert found is not None
-    assert found[0] == "k" + ".0" * 5001
+    # Refused where it passes MAX_DEPTH: stored, Pydantic could not serialize it back.
+    assert found == (
+        "k" + ".0" * (MAX_DEPTH - 1),
+        f"values must not nest more than {MAX_DEPTH} levels deep",
+    )
+    at_limit: object = "leaf"
+    for _ in range(MAX_DEPTH):
+        at_limit = [at_limit]
+    assert unstorable(at_limit) is None
+    assert unstorable([at_limit]) is not None
 
 
 def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:

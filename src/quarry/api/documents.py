@@ -11,12 +11,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem, problem_responses
 from quarry.errors import DocumentError, InvalidInput
-from quarry.ingest.documents import Intake, text_source
+from quarry.ingest.documents import (
+    MAX_EXTERNAL_ID_BYTES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    Intake,
+    text_source,
+)
 from quarry.ingest.fetch import fetch
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Rejection, Status, Submission
 from quarry.ingest.source import Source
@@ -31,6 +37,9 @@ router = APIRouter(
 DocumentId = Annotated[uuid.UUID, Path(description="the document's id")]
 
 
+Tag = Annotated[str, StringConstraints(max_length=MAX_TAG_CHARS)]
+
+
 class Batch(BaseModel):
     documents: list[Submission] = Field(description="accepted: created, updated or unchanged")
     rejected: list[Rejection] = Field(description="refused, each with its reason")
@@ -40,11 +49,13 @@ class TextDocument(Body):
     text: str = Field(min_length=1)
     title: str = Field(default="", max_length=1000)
     external_id: str | None = Field(
-        default=None, max_length=2048, description="default: the text's SHA-256"
+        default=None,
+        max_length=MAX_EXTERNAL_ID_BYTES,
+        description="at most 2048 bytes in UTF-8; default: the text's SHA-256",
     )
     format: str = Field(default="txt", description="how to read the text: txt, md, html, ...")
     metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
     def source(self) -> Source:
         return text_source(
@@ -76,9 +87,13 @@ class UrlDocument(Body):
         "QUARRY_FETCH_ALLOWED_NETWORKS)",
     )
     title: str = Field(default="", max_length=1000)
-    external_id: str | None = Field(default=None, max_length=2048, description="default: url")
+    external_id: str | None = Field(
+        default=None,
+        max_length=MAX_EXTERNAL_ID_BYTES,
+        description="at most 2048 bytes in UTF-8; default: the url",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
 class DocumentPage(BaseModel):
@@ -165,7 +180,7 @@ def _metadata(raw: str | None) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a number past 4300 digits, deep nesting
         raise InvalidInput("metadata must be a JSON object", field="metadata") from None
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object", field="metadata")

@@ -32,6 +32,9 @@ from quarry.validation import unstorable
 log = structlog.get_logger(__name__)
 
 PAGE_LIMIT = 1000
+MAX_EXTERNAL_ID_BYTES = 2048
+MAX_TAGS = 100
+MAX_TAG_CHARS = 256
 # Why one source of a batch was refused (``Documents.check``): the rest of the batch goes on.
 Refusal = DocumentError | InvalidInput
 # An Intake passes its sources to submit_many in batches this large: enough to share its
@@ -111,8 +114,6 @@ class Documents:
         self.check_size(source.name, len(source.data))
         if not source.data:
             raise EmptyDocument(f"{source.name} is empty")
-        if len(source.external_id) > 2048:
-            raise InvalidInput("external_id is longer than 2048 characters", field="external_id")
         for field, value in (
             ("name", source.name),
             ("external_id", source.external_id),
@@ -123,6 +124,19 @@ class Documents:
             found = unstorable(value, field)
             if found:
                 raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
+        # Both are index keys, which Postgres bounds in bytes (about 2,700 per entry).
+        if len(source.external_id.encode()) > MAX_EXTERNAL_ID_BYTES:
+            raise InvalidInput(
+                f"external_id is longer than {MAX_EXTERNAL_ID_BYTES} bytes in UTF-8",
+                field="external_id",
+            )
+        if len(source.tags) > MAX_TAGS:
+            raise InvalidInput(f"more than {MAX_TAGS} tags", field="tags")
+        for position, tag in enumerate(source.tags):
+            if len(tag) > MAX_TAG_CHARS:
+                raise InvalidInput(
+                    f"a tag is longer than {MAX_TAG_CHARS} characters", field=f"tags.{position}"
+                )
         if source.format is not None:
             return self.registry.get(source.format).name
         return self.registry.detect(source.name, source.media_type).name

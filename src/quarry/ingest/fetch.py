@@ -122,7 +122,7 @@ async def _resolve(host: str, port: int, limit_s: float | None) -> list[IPAddres
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except TimeoutError:
         raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise httpcore.ConnectError(f"{host} could not be resolved: {exc}") from None
     found: list[IPAddress] = []
     for family, *_, sockaddr in infos:
@@ -154,9 +154,7 @@ async def fetch(
     max_bytes: int,
     allowed_networks: Sequence[IPNetwork] = (),
 ) -> Fetched:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInput("url must be an absolute http:// or https:// URL", field="url")
+    _check_url(url)
     try:
         # httpx's timeout bounds each connect and read; the deadline bounds the whole fetch,
         # so a server sending a byte now and then cannot hold the request open.
@@ -170,6 +168,20 @@ async def fetch(
         raise UrlFetchFailed(f"{url} redirects more than {MAX_REDIRECTS} times", url=url) from None
     except httpx.HTTPError as exc:
         raise UrlFetchFailed(f"{url} could not be fetched: {exc}", url=url) from None
+
+
+def _check_url(url: str) -> None:
+    """Refuse what is not an absolute http(s) URL httpx can request, before any connection:
+    a malformed host or port would otherwise fail deep inside httpx or the resolver."""
+    try:
+        parsed = httpx.URL(url)
+        host, port = parsed.host, parsed.port  # httpx checks a port's digits, not its range
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+        raise InvalidInput(f"url is not a valid URL: {exc}", field="url") from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise InvalidInput("url must be an absolute http:// or https:// URL", field="url")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInput(f"url has port {port}; a port is 1 to 65535", field="url")
 
 
 async def _get(
