@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from quarry.errors import ProjectNotFound
 from quarry.ingest.blobs import BlobMissing, BlobStore, FileBlobStore, PostgresBlobStore
 from quarry.ingest.documents import Documents
 from quarry.ingest.models import Submission
@@ -206,3 +207,40 @@ async def test_a_job_whose_bytes_went_with_a_new_version_or_a_delete_stands_down
         assert (await rt.pipeline.index(project.id, first.document.id)).status == "gone"
     finally:
         rt.pipeline.blobs = store
+
+
+async def test_versions_submitted_at_once_leave_only_the_last_ones_bytes(
+    store: BlobStore, runtime: Runtime, admin_principal: Principal
+) -> None:
+    documents = documents_over(runtime, store)
+    project = await runtime.projects.create(admin_principal, "versions")
+    await documents.submit(project.id, text("v.txt", b"version 0"))
+    versions = [f"version {n}".encode() for n in range(1, 11)]
+    await asyncio.gather(*(documents.submit(project.id, text("v.txt", v)) for v in versions))
+    (document,) = await documents.list_page(project.id)
+    last = next(v for v in versions if digest(v) == document.content_hash)
+    assert [v for v in [b"version 0", *versions] if await kept(store, project.id, v)] == [last]
+
+
+async def test_a_submission_holds_its_project_until_it_commits(
+    store: BlobStore, runtime: Runtime, admin_principal: Principal, tmp_path: Path
+) -> None:
+    projects = Projects(runtime.db, runtime.projects.users, store)
+    project = await projects.create(admin_principal, "held")
+    gate = Gate(store)
+    submitting = asyncio.create_task(
+        documents_over(runtime, gate).submit(project.id, text("a.txt", b"bytes"))
+    )
+    await asyncio.wait_for(gate.kept.wait(), 10)
+    deleting = asyncio.create_task(projects.delete(admin_principal, "held"))
+    await asyncio.sleep(0.5)
+    assert not deleting.done()  # it waits for the submission, which then lands
+    gate.go.set()
+    submitted = await asyncio.wait_for(submitting, 10)
+    assert submitted.outcome == "created"
+    await asyncio.wait_for(deleting, 10)
+    # The project went after it, with the document and its bytes.
+    assert not await kept(store, project.id, b"bytes")
+    with pytest.raises(ProjectNotFound):
+        await documents_over(runtime, store).submit(project.id, text("b.txt", b"late"))
+    assert not await kept(store, project.id, b"late")

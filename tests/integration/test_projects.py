@@ -3,6 +3,7 @@
 import uuid
 
 import httpx
+import psycopg
 
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
@@ -173,3 +174,25 @@ async def test_removing_a_member_tells_no_outsider_whether_a_user_exists(
     # The owner may learn it: removing someone who is no user is a 404 saying so.
     unknown = await client.delete("/projects/his/members/nobody", headers=bob)
     assert unknown.json()["code"] == "user_not_found"
+
+
+async def test_a_write_whose_project_is_deleted_meanwhile_is_a_404(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    key = bearer(admin.api_key.secret)
+    await client.post("/projects", json={"name": "fleeting"}, headers=key)
+    # The deletion lands between the request finding the project and its write: a trigger
+    # deletes the project just before the conversation's row goes in (and is undone with the
+    # failed statement, so the project stays; what is tested is the answer).
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE FUNCTION delete_its_project() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN DELETE FROM projects WHERE id = NEW.project_id; RETURN NEW; END $$;
+            CREATE TRIGGER meanwhile BEFORE INSERT ON conversations
+            FOR EACH ROW EXECUTE FUNCTION delete_its_project();
+            """
+        )
+    answer = await client.post("/projects/fleeting/conversations", json={}, headers=key)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["code"] == "project_not_found"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -398,6 +399,18 @@ async def test_the_analyzer_is_per_project_and_changing_it_reanalyses(
     assert invariant_violations(fresh_database) == []
     bad = await ingest_client.patch("/projects/plain", json={"analyzer": "nope"}, headers=key)
     assert bad.status_code == 422
+    # Two changes at once: the postings follow whichever lands last, never the other. (Each
+    # used to compare with the analyzer before both, so the second could skip re-analysing.)
+    for _ in range(4):
+        both = await asyncio.gather(
+            *(
+                ingest_client.patch("/projects/plain", json={"analyzer": a}, headers=key)
+                for a in ("simple", "english")
+            )
+        )
+        assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+        now = (await ingest_client.get("/projects/plain", headers=key)).json()["analyzer"]
+        assert await lexical("run") == (["run"], 1 if now == "english" else 0), now
 
 
 async def test_fuzzed_requests_get_an_answer_or_a_422_never_a_500(

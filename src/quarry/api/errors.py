@@ -9,10 +9,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg import errors as pg_errors
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from quarry.errors import QuarryError, Unauthenticated
+from quarry.errors import ProjectNotFound, QuarryError, Unauthenticated
 
 PROBLEM = "application/problem+json"
 log = structlog.get_logger(__name__)
@@ -125,10 +126,22 @@ def _methods_of(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+async def _project_gone(request: Request, exc: Exception) -> JSONResponse:
+    """A write that names a project deleted since the request found it (every project-scoped
+    row references its project): the project is not found, as it would be a moment later.
+    Any other broken reference is a bug, answered as one."""
+    assert isinstance(exc, pg_errors.ForeignKeyViolation)
+    constraint = exc.diag.constraint_name or ""
+    if not constraint.endswith("_project_id_fkey"):
+        raise exc
+    return await _quarry_error(request, ProjectNotFound("the project was deleted"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QuarryError, _quarry_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(pg_errors.ForeignKeyViolation, _project_gone)
     # Anything else is caught by RequestIdMiddleware, which answers 500 with the request id.
 
 

@@ -14,13 +14,14 @@ from typing import Any, Protocol
 import structlog
 from psycopg.types.json import Jsonb
 
-from quarry.db.database import Database
+from quarry.db.database import Conn, Database
 from quarry.errors import (
     DocumentError,
     DocumentNotFound,
     DocumentTooLarge,
     EmptyDocument,
     InvalidInput,
+    ProjectNotFound,
 )
 from quarry.ingest.blobs import BlobStore
 from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Submission
@@ -176,28 +177,46 @@ class Documents:
         return [refused[i] if i in refused else next(written) for i in range(len(sources))]
 
     async def _write(self, project_id: uuid.UUID, checked: list[Checked]) -> list[Submission]:
-        contents = {c.content_hash for c in checked}
+        external_ids = sorted({c.source.external_id for c in checked})
+        kept = False
         try:
             async with self.db.transaction() as conn:
-                await self.db.execute("documents.share_contents", conn, project_id=project_id)
+                held = await self.db.fetch_one(
+                    "documents.hold_project", conn, project_id=project_id
+                )
+                if held is None:
+                    raise ProjectNotFound("the project was deleted")
+                before = await self.db.fetch_all(
+                    "documents.lock_by_external_ids",
+                    conn,
+                    project_id=project_id,
+                    external_ids=external_ids,
+                )
+                kept = True
                 await self.blobs.put_many(
                     project_id, {c.content_hash: c.source.data for c in checked}
                 )
                 rows = await self.db.fetch_each(
                     "documents.upsert", conn, [c.upsert_params(project_id) for c in checked]
                 )
+                # Identical content returned no row: such a document is as it was (or as an
+                # earlier source of this batch made it).
+                unchanged = [
+                    c.source.external_id for c, row in zip(checked, rows, strict=True) if not row
+                ]
+                current = await self._by_external_id(conn, project_id, unchanged)
         except Exception:
-            try:
-                await self._forget(project_id, contents)  # bytes kept for a batch that failed
-            except Exception:
-                log.warning("the bytes of a failed submission stay behind", exc_info=True)
+            if kept:
+                try:
+                    await self._forget(project_id, {c.content_hash for c in checked})
+                except Exception:
+                    log.warning("the bytes of a failed submission stay behind", exc_info=True)
             raise
-        # A new version's old content may be used by no document now.
-        await self._forget(project_id, [row.pop("replaced_hash") for row in rows if row])
-        # Identical content returned no row: such a document is as it was (or as an earlier
-        # source of this batch made it).
-        unchanged = [c.source.external_id for c, row in zip(checked, rows, strict=True) if not row]
-        current = await self._by_external_id(project_id, unchanged) if unchanged else {}
+        # The contents this batch replaced, its own earlier versions of an external id given
+        # twice included, may be used by no document now.
+        last = {c.source.external_id: c.content_hash for c in checked}
+        replaced = {row["content_hash"] for row in before} | {c.content_hash for c in checked}
+        await self._forget(project_id, replaced - set(last.values()))
         submissions = []
         for c, row in zip(checked, rows, strict=True):
             if row is None:
@@ -213,10 +232,12 @@ class Documents:
         return submissions
 
     async def _by_external_id(
-        self, project_id: uuid.UUID, external_ids: list[str]
+        self, conn: Conn, project_id: uuid.UUID, external_ids: list[str]
     ) -> dict[str, Document]:
+        if not external_ids:
+            return {}
         rows = await self.db.fetch_all(
-            "documents.get_by_external_ids", project_id=project_id, external_ids=external_ids
+            "documents.get_by_external_ids", conn, project_id=project_id, external_ids=external_ids
         )
         return {row["external_id"]: Document(**row) for row in rows}
 

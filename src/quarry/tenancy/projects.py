@@ -125,6 +125,14 @@ class Projects:
         if analyzer is not None:
             await self._check_analyzer(analyzer)
         async with self.db.transaction() as conn:
+            # The analyzer to compare with is the one this update replaces, read under the
+            # row's lock: two updates at once would otherwise both compare with the one before
+            # them, and the second could skip re-analysing what the first changed.
+            before = await self.db.fetch_one(
+                "projects.lock_for_update", conn, project_id=project.id
+            )
+            if before is None:
+                raise ProjectNotFound(f"no project {ref!r}")
             try:
                 row = await self.db.fetch_one(
                     "projects.update",
@@ -136,8 +144,8 @@ class Projects:
                 )
             except pg_errors.UniqueViolation:
                 raise ProjectNameTaken(f"a project named {name!r} already exists") from None
-            assert row is not None
-            if analyzer is not None and analyzer != project.analyzer:
+            assert row is not None  # the row is locked
+            if analyzer is not None and analyzer != before["analyzer"]:
                 # Not beside a pack of this project (it moves the postings about to go).
                 await self.db.execute("postings.lock_project", conn, project_id=project.id)
                 await self.db.execute("postings.unpack", conn, project_id=project.id)

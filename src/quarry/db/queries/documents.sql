@@ -12,12 +12,16 @@ SET source_kind = excluded.source_kind, source = excluded.source, title = exclud
     version = documents.version + 1, status = 'pending', error = NULL, error_code = NULL,
     attempts = 0, updated_at = now()
 WHERE documents.content_hash IS DISTINCT FROM excluded.content_hash
--- replaced_hash: the content a new version replaced (RETURNING's subquery reads the rows as
--- they were before this statement), whose bytes may now be kept for nothing.
-RETURNING *, (xmax = 0) AS inserted,
-    (SELECT before.content_hash FROM documents AS before
-     WHERE before.project_id = documents.project_id
-       AND before.external_id = documents.external_id) AS replaced_hash;
+RETURNING *, (xmax = 0) AS inserted;
+
+-- name: lock_by_external_ids
+-- The documents a submission is about to version, locked (in one order, so two submissions
+-- cannot each wait for the other) until it commits: the content each replaces is then the
+-- content it read here.
+SELECT external_id, content_hash FROM documents
+WHERE project_id = %(project_id)s AND external_id = ANY(%(external_ids)s::text[])
+ORDER BY external_id
+FOR NO KEY UPDATE;
 
 -- name: get
 SELECT * FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s;
@@ -125,15 +129,18 @@ RETURNING id;
 DELETE FROM documents WHERE project_id = %(project_id)s AND id = %(document_id)s
 RETURNING content_hash;
 
--- name: share_contents
--- A submission's shared hold on the project's kept bytes until it commits, so that no forget
--- deletes bytes between their put and the documents that use them. A transaction-level
--- advisory lock in a key space of its own (two keys, the first 7001); one per project, not
--- one per content, so a batch of hundreds of documents takes one slot of the lock table.
-SELECT pg_advisory_xact_lock_shared(7001, hashtext(%(project_id)s::text));
+-- name: hold_project
+-- What a submission holds until it commits: the project's row, which then cannot be deleted
+-- under it (no row if it already is), and the project's kept bytes, shared, so that no
+-- forget deletes bytes between their put and the documents that use them. The second is a
+-- transaction-level advisory lock in a key space of its own (two keys, the first 7001); one
+-- per project, not one per content, so a batch of hundreds of documents takes one slot of
+-- the lock table.
+SELECT pg_advisory_xact_lock_shared(7001, hashtext(id::text))
+FROM projects WHERE id = %(project_id)s FOR KEY SHARE;
 
 -- name: lock_contents
--- A forget's exclusive hold, the other side of share_contents: it waits for the project's
+-- A forget's exclusive hold, the other side of hold_project's: it waits for the project's
 -- submissions in flight, and they for it.
 SELECT pg_advisory_xact_lock(7001, hashtext(%(project_id)s::text));
 

@@ -7,8 +7,9 @@ LEFT JOIN job_results r ON r.job_id = j.id AND r.project_id = %(project_id)s
 WHERE j.id = %(job_id)s AND j.args ->> 'project_id' = %(project_id)s::text;
 
 -- name: save_result
+-- Nothing when the project has been deleted since the job was queued: no one can ask.
 INSERT INTO job_results (job_id, project_id, result)
-VALUES (%(job_id)s, %(project_id)s, %(result)s)
+SELECT %(job_id)s, id, %(result)s FROM projects WHERE id = %(project_id)s
 ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, finished_at = now();
 
 -- name: last_heartbeat

@@ -29,6 +29,11 @@ FROM projects p
 LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = %(user_id)s
 ORDER BY p.name;
 
+-- name: lock_for_update
+-- The project's row as an update will change it, held until the transaction ends (the lock
+-- an UPDATE of its non-key columns takes, so writers of its documents are not kept waiting).
+SELECT analyzer::text AS analyzer FROM projects WHERE id = %(project_id)s FOR NO KEY UPDATE;
+
 -- name: update
 UPDATE projects
 SET name = coalesce(%(name)s, name),
