@@ -153,11 +153,16 @@ async def test_a_body_that_is_not_json_is_a_422_whatever_its_bytes(
     client: httpx.AsyncClient, admin: NewUser
 ) -> None:
     json_type = {**bearer(admin.api_key.secret), "content-type": "application/json"}
-    for body in (b'{"name": ', b"\xff\xfe\xfd"):  # not JSON; not even UTF-8
+    for body, reason in (
+        (b'{"name": ', "not JSON"),
+        (b"\xff\xfe\xfd", "not JSON"),  # not even UTF-8
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),  # past the parser's depth
+        (b'{"name": ' + b"9" * 5000 + b"}", "4300 digits"),  # past Python's int digits
+    ):
         response = await client.post("/projects", content=body, headers=json_type)
         problem = await _problem(response, 422, "validation_error")
         assert problem["errors"][0]["field"] == "body"  # type: ignore[index]
-        assert "not JSON" in problem["errors"][0]["message"]  # type: ignore[index]
+        assert reason in problem["errors"][0]["message"]  # type: ignore[index]
 
 
 async def test_a_nul_in_the_url_is_a_422_naming_where(

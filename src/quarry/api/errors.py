@@ -97,10 +97,12 @@ def _field(error: Any) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI answers a JSON body that is not UTF-8 with a 400 of its own, where a body
-        # that is not JSON gets a 422. JSON is UTF-8 (RFC 8259): the same invalid body.
-        errors = [{"field": "body", "message": "the body is not JSON: JSON is UTF-8"}]
+    unreadable = _unreadable_json(exc)
+    if unreadable:
+        # FastAPI answers a JSON body its parser fails on in other ways than a syntax error
+        # with a 400 of its own, where a body that is not JSON gets a 422: the same invalid
+        # body, so the same answer.
+        errors = [{"field": "body", "message": unreadable}]
         detail = "invalid value for body"
         return problem(request, 422, "validation_error", "Invalid request", detail, errors=errors)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
@@ -114,6 +116,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def _unreadable_json(exc: HTTPException) -> str | None:
+    """Why FastAPI's 400 for a body it could not parse is a JSON body quarry refuses: not
+    UTF-8 (JSON is UTF-8, RFC 8259), nested past the parser's depth, or a number past
+    Python's 4300 digits."""
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not JSON: JSON is UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the body is JSON nested too deeply to read"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "the body is JSON with a number of more than 4300 digits"
+    return None
 
 
 def _methods_of(app: FastAPI, path: str) -> list[str]:

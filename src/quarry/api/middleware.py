@@ -177,6 +177,9 @@ class KeyFirstMiddleware:
     routes check the key."""
 
     UNCHECKED_BODY_BYTES = 64 * 1024
+    PUBLIC_PATHS = frozenset(
+        {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    )
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -200,6 +203,8 @@ class KeyFirstMiddleware:
         await self.app(scope, receive, send)
 
     def _large(self, scope: Scope) -> bool:
+        if scope["path"] in self.PUBLIC_PATHS:  # they need no key, and read no body
+            return False
         declared = _header(scope, b"content-length")
         if declared:
             return not declared.isdigit() or int(declared) > self.UNCHECKED_BODY_BYTES
