@@ -119,7 +119,7 @@ async def send_message(
     turn = await rt.conversations.start_turn(
         found.id, me.user_id, conversation, body, getattr(request.state, "request_id", None)
     )
-    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+    if body.stream or wants_events(request.headers.get("accept", "")):
         return StreamingResponse(_sse(turn), media_type="text/event-stream", headers=SSE_HEADERS)
     return await turn.run()
 
@@ -127,3 +127,23 @@ async def send_message(
 async def _sse(turn: Turn) -> AsyncIterator[bytes]:
     async for event in turn.events():
         yield event.encode()
+
+
+def wants_events(accept: str) -> bool:
+    """Whether an Accept header asks for server-sent events: it names text/event-stream with
+    a weight above 0, and no higher than JSON's (application/json, application/* or */*)."""
+    weights: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[media.lower()] = max(weight, weights.get(media.lower(), 0.0))
+    events = weights.get("text/event-stream", 0.0)
+    json_weight = max(weights.get(m, 0.0) for m in ("application/json", "application/*", "*/*"))
+    return events > 0 and events >= json_weight
