@@ -170,6 +170,30 @@ async def test_events_arrive_as_the_model_produces_them(chat: Served, script: Ch
     assert names.count("llm_chunk") == 3
 
 
+async def test_a_conversation_deleted_while_it_answers_ends_its_stream_saying_so(
+    chat: Served, script: ChatScript
+) -> None:
+    http = chat.http
+    cid = await new_conversation(http)
+    script.steps = ["hold:Solar panels turn"]
+    names: list[str] = []
+    async with http.stream(
+        "POST",
+        f"/projects/energy/conversations/{cid}/messages",
+        json={"content": "How do solar panels work?", "stream": True},
+    ) as response:
+        async for name, data in events(response):
+            names.append(name)
+            if name == "llm_chunk" and names.count("llm_chunk") == 1:
+                deleted = await http.delete(f"/projects/energy/conversations/{cid}")
+                assert deleted.status_code == 204, deleted.text
+                script.release.set()
+            if name == "error":
+                assert data["code"] == "conversation_not_found"
+    assert names[-1] == "error"
+    assert (await http.get(f"/projects/energy/conversations/{cid}")).status_code == 404
+
+
 async def test_a_client_that_leaves_stops_generation_and_the_partial_answer_is_kept(
     chat: Served, script: ChatScript
 ) -> None:
