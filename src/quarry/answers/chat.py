@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from quarry.answers.ask import NOTHING_FOUND, Answers, Earlier, Prepared, answer_usage
@@ -315,13 +314,13 @@ class Turn:
                 log.exception("the answer failed", conversation_id=str(self.conversation_id))
                 progress.error = QuarryError(f"the answer failed: {exc}")
             queue.put_nowait(await self._store(progress, left))
-        except pg_errors.ForeignKeyViolation:  # not a fault: deleted by someone meanwhile
+        except ConversationNotFound as exc:  # not a fault: deleted by someone meanwhile
             log.info(
                 "the conversation was deleted while it answered",
                 conversation_id=str(self.conversation_id),
             )
-            self.error = ConversationNotFound("the conversation was deleted while it answered")
-            queue.put_nowait(Event("error", {"code": self.error.code, "detail": self.error.detail}))
+            self.error = exc
+            queue.put_nowait(Event("error", {"code": exc.code, "detail": exc.detail}))
         except Exception as exc:  # storing failed: the client still gets an ending
             log.exception("storing the answer failed", conversation_id=str(self.conversation_id))
             self.error = exc if isinstance(exc, QuarryError) else QuarryError(str(exc))
