@@ -204,12 +204,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,
-        description="the largest request body other than a multipart upload, in bytes",
+        description="the largest request body other than an upload of files, in bytes",
     )
     max_upload_request_bytes: int = Field(
         default=1024 * 1024 * 1024,
         ge=1024,
-        description="the largest multipart upload request, all its files together, in bytes",
+        description="the largest upload of files (POST /projects/{p}/documents), all its files "
+        "together, in bytes",
     )
     fetch_timeout: float = Field(
         default=20.0, gt=0, description="seconds a URL fetch may take in all"

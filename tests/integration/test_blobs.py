@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from quarry.db.database import Conn
 from quarry.errors import ProjectNotFound
 from quarry.ingest.blobs import BlobMissing, BlobStore, FileBlobStore, PostgresBlobStore
 from quarry.ingest.documents import Documents
@@ -40,7 +41,7 @@ async def test_a_batch_is_kept_once_and_read_back(
     for content_hash, expected in blobs.items():
         assert await store.get(project.id, content_hash) == expected
     gone = next(iter(blobs))
-    await store.delete(project.id, gone)
+    await store.delete_many(project.id, [gone])
     with pytest.raises(BlobMissing):
         await store.get(project.id, gone)
     await store.put_many(project.id, {})  # an empty batch is no work
@@ -55,19 +56,37 @@ class Gate:
         self.kept = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
-        await self.inner.put_many(project_id, blobs)
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
+        await self.inner.put_many(project_id, blobs, conn=conn)
         self.kept.set()
         await self.go.wait()
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         return await self.inner.get(project_id, content_hash)
 
-    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
-        await self.inner.delete(project_id, content_hash)
+    async def delete_many(
+        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
+    ) -> None:
+        await self.inner.delete_many(project_id, content_hashes, conn=conn)
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         await self.inner.delete_project(project_id)
+
+
+async def waiting_on_a_lock(runtime: Runtime, task: asyncio.Task[object]) -> None:
+    """Return once a statement waits for a lock in Postgres; fail if ``task`` ends first."""
+    for _ in range(400):
+        assert not task.done(), "it finished without waiting"
+        async with runtime.db.pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM pg_locks WHERE NOT granted")
+            row = await cur.fetchone()
+        if row is not None and row["n"] > 0:
+            assert not task.done()
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("nothing waited for a lock within 10 s")
 
 
 def documents_over(runtime: Runtime, store: BlobStore) -> Documents:
@@ -141,8 +160,7 @@ async def test_a_submission_racing_a_delete_of_the_same_content_keeps_its_bytes(
     deleting = asyncio.create_task(
         documents_over(runtime, store).delete(project.id, first.document.id)
     )
-    await asyncio.sleep(0.5)  # long enough to delete the bytes, were it not made to wait
-    assert not deleting.done()
+    await waiting_on_a_lock(runtime, deleting)  # without the lock it would be done by now
     gate.go.set()
     await asyncio.wait_for(asyncio.gather(submitting, deleting), 10)
     assert await kept(store, project.id, b"same")
@@ -172,15 +190,19 @@ class Replacing:
         self.inner = inner
         self.meanwhile = meanwhile
 
-    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
-        await self.inner.put_many(project_id, blobs)
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
+        await self.inner.put_many(project_id, blobs, conn=conn)
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         await self.meanwhile()
         return await self.inner.get(project_id, content_hash)
 
-    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
-        await self.inner.delete(project_id, content_hash)
+    async def delete_many(
+        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
+    ) -> None:
+        await self.inner.delete_many(project_id, content_hashes, conn=conn)
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         await self.inner.delete_project(project_id)
@@ -233,8 +255,7 @@ async def test_a_submission_holds_its_project_until_it_commits(
     )
     await asyncio.wait_for(gate.kept.wait(), 10)
     deleting = asyncio.create_task(projects.delete(admin_principal, "held"))
-    await asyncio.sleep(0.5)
-    assert not deleting.done()  # it waits for the submission, which then lands
+    await waiting_on_a_lock(runtime, deleting)  # it waits for the submission, which then lands
     gate.go.set()
     submitted = await asyncio.wait_for(submitting, 10)
     assert submitted.outcome == "created"

@@ -101,6 +101,10 @@ async def test_an_upload_past_its_total_limit_is_a_413_and_stores_nothing(
 
     one = await small_client.post("/projects/up/documents", files=files[:1], headers=key)
     assert one.status_code == 202, one.text
+    # Any other route sent as multipart is held to the limit of every other body.
+    other = await small_client.post("/projects/up/documents/texts", files=files[:1], headers=key)
+    assert other.status_code == 413, other.text
+    assert "QUARRY_MAX_REQUEST_BYTES" in other.json()["detail"]
 
 
 async def test_a_large_body_without_a_valid_key_is_refused_before_it_is_read(

@@ -35,6 +35,15 @@ LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
         ("0.0.0.0", False),
         ("224.0.0.1", False),
         ("192.0.2.1", False),  # documentation range
+        # IPv6 that carries an IPv4 address leads where that one does.
+        ("64:ff9b::7f00:1", False),  # NAT64 to 127.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 to 8.8.8.8
+        ("64:ff9b:1::a00:5", False),  # local-use NAT64 to 10.0.0.5
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:808:808::", True),
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("fec0::1", False),  # site-local
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ],
 )
 def test_public_addresses(address: str, public: bool) -> None:
@@ -54,6 +63,7 @@ async def test_loopback_is_refused_by_default_before_any_request(host: str) -> N
     assert caught.value.code == "url_not_allowed"
     assert caught.value.status == 422
     assert "not a public address" in caught.value.detail
+    assert "127.0.0.1" not in caught.value.detail or host == "127.0.0.1"  # names stay unmapped
     assert caught.value.extra == {"url": target}
 
 

@@ -202,3 +202,23 @@ def test_whatever_a_parser_raises_is_a_permanent_document_error() -> None:
     # A DocumentError stays what it is.
     with pytest.raises(EmptyDocument):
         read(REGISTRY.get("txt"), b"   ")
+
+
+def test_a_docx_whose_media_unpack_past_the_limit_is_refused_too() -> None:
+    import zipfile
+
+    from quarry.ingest.parsers.docx import MAX_UNPACKED_BYTES
+
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(files.docx_file([("p", "seed")]))) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        for item in source.infolist():
+            archive.writestr(item, source.read(item.filename))
+        with archive.open("word/media/image1.png", "w", force_zip64=True) as image:
+            block = bytes(1024 * 1024)
+            for _ in range(MAX_UNPACKED_BYTES // len(block) + 1):
+                image.write(block)
+    with pytest.raises(DocumentTooLarge, match="unpacks to"):
+        parse("pictures.docx", out.getvalue())

@@ -131,7 +131,7 @@ async def _sse(turn: Turn) -> AsyncIterator[bytes]:
 
 def wants_events(accept: str) -> bool:
     """Whether an Accept header asks for server-sent events: it names text/event-stream with
-    a weight above 0, and no higher than JSON's (application/json, application/* or */*)."""
+    a weight above 0 and at least JSON's (application/json, application/* or */*)."""
     weights: dict[str, float] = {}
     for item in accept.split(","):
         media, *params = (part.strip() for part in item.split(";"))

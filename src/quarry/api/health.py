@@ -41,7 +41,8 @@ async def health() -> dict[str, str]:
     description=(
         "Needs no key. Each check's `detail` says why it failed (the database's error, a "
         "model file's path) only to an admin's key; anyone else reads `ok` or `not ready`, "
-        "and the details of a failed check go to the log."
+        "and the details of a failed check go to the log (where they are all there is while "
+        "the database, which checks keys, is unreachable)."
     ),
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
@@ -52,7 +53,7 @@ async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
     failed = {name: check.detail for name, check in checks.items() if not check.ok}
     if failed:
         log.warning("not ready", **failed)
-    if not await _admin(request, runtime):
+    if not checks["database"].ok or not await _admin(request, runtime):
         checks = {
             name: Check(ok=check.ok, detail="ok" if check.ok else "not ready")
             for name, check in checks.items()
@@ -68,6 +69,9 @@ async def _admin(request: Request, runtime: Runtime) -> bool:
     try:
         return (await runtime.keys.authenticate(header)).is_admin
     except Unauthenticated:
+        return False
+    except Exception:  # the probe answers whatever the key check meets
+        log.warning("ready: the key could not be checked", exc_info=True)
         return False
 
 

@@ -126,20 +126,32 @@ class BodyLimitMiddleware:
     are read whole into memory before validation, and a multipart upload's files are spooled
     to disk before any handler sees them. The limit is ``max_bytes``
     (QUARRY_MAX_REQUEST_BYTES), or ``max_multipart_bytes`` (QUARRY_MAX_UPLOAD_REQUEST_BYTES)
-    for a multipart upload, all its files together; each file is also held to
+    for a multipart upload of files (``POST /projects/{p}/documents``), all its files
+    together; each file is also held to
     QUARRY_MAX_UPLOAD_BYTES by the handler. A declared Content-Length over the limit is refused
     before any of the body is read; a body sent in chunks, once its running count passes it."""
+
+    # The one route that takes files. Its limit follows the route, not the Content-Type a
+    # client chooses: another route sent as multipart is still read whole into memory.
+    UPLOAD_PATH = re.compile(r"/projects/[^/]+/documents/?")
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_multipart_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_multipart_bytes = max_multipart_bytes
 
+    def _upload(self, scope: Scope) -> bool:
+        return (
+            scope["method"] == "POST"
+            and _header(scope, b"content-type").startswith("multipart/")
+            and self.UPLOAD_PATH.fullmatch(scope["path"]) is not None
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if _header(scope, b"content-type").startswith("multipart/"):
+        if self._upload(scope):
             limit, setting = self.max_multipart_bytes, "QUARRY_MAX_UPLOAD_REQUEST_BYTES"
         else:
             limit, setting = self.max_bytes, "QUARRY_MAX_REQUEST_BYTES"

@@ -12,22 +12,30 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from quarry.db.database import Database
+from quarry.db.database import Conn, Database
 from quarry.errors import TransientError
 
 
 class BlobStore(Protocol):
-    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+    """``conn``: the transaction of the caller, which a store in the database writes in (so
+    its writes commit or roll back with the caller's, on the connection the caller already
+    holds); a store elsewhere ignores it."""
+
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
         """Keep each content hash's bytes (once: a hash already kept is left as it is)."""
         ...
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes: ...
 
-    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None: ...
+    async def delete_many(
+        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
+    ) -> None: ...
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         """Every blob of a project, once the project is deleted."""
@@ -47,7 +55,9 @@ class FileBlobStore:
             raise ValueError(f"not a SHA-256 hex digest: {content_hash!r}")
         return self.root / str(project_id) / content_hash[:2] / content_hash
 
-    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
         """All in one trip to a worker thread: a batch of small files costs one hand-off."""
         files = [
             (self._path(project_id, content_hash), data) for content_hash, data in blobs.items()
@@ -75,9 +85,16 @@ class FileBlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"raw bytes not found at {path}") from None
 
-    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
-        path = self._path(project_id, content_hash)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+    async def delete_many(
+        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
+    ) -> None:
+        paths = [self._path(project_id, content_hash) for content_hash in content_hashes]
+        await asyncio.to_thread(self._unlink_all, paths)
+
+    @staticmethod
+    def _unlink_all(paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / str(project_id), ignore_errors=True)
@@ -87,12 +104,14 @@ class PostgresBlobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def put_many(self, project_id: uuid.UUID, blobs: Mapping[str, bytes]) -> None:
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
         params = [
             {"project_id": project_id, "content_hash": content_hash, "data": data}
             for content_hash, data in blobs.items()
         ]
-        await self.db.execute_many("blobs.put", None, params)
+        await self.db.execute_many("blobs.put", conn, params)
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         row = await self.db.fetch_one("blobs.get", project_id=project_id, content_hash=content_hash)
@@ -100,8 +119,12 @@ class PostgresBlobStore:
             raise BlobMissing(f"raw bytes {content_hash} not in the database")
         return bytes(row["data"])
 
-    async def delete(self, project_id: uuid.UUID, content_hash: str) -> None:
-        await self.db.execute("blobs.delete", project_id=project_id, content_hash=content_hash)
+    async def delete_many(
+        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
+    ) -> None:
+        await self.db.execute(
+            "blobs.delete", conn, project_id=project_id, content_hashes=list(content_hashes)
+        )
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         """Nothing to do: the project's rows went with it (ON DELETE CASCADE)."""

@@ -177,7 +177,10 @@ class Documents:
         return [refused[i] if i in refused else next(written) for i in range(len(sources))]
 
     async def _write(self, project_id: uuid.UUID, checked: list[Checked]) -> list[Submission]:
-        external_ids = sorted({c.source.external_id for c in checked})
+        # Upserts go in order of external id (a stable sort: one id given twice keeps its
+        # order), as every submission's do, so two batches never wait on each other's
+        # inserts in opposite orders.
+        order = sorted(range(len(checked)), key=lambda i: checked[i].source.external_id)
         kept = False
         try:
             async with self.db.transaction() as conn:
@@ -190,15 +193,18 @@ class Documents:
                     "documents.lock_by_external_ids",
                     conn,
                     project_id=project_id,
-                    external_ids=external_ids,
+                    external_ids=sorted({c.source.external_id for c in checked}),
                 )
                 kept = True
                 await self.blobs.put_many(
-                    project_id, {c.content_hash: c.source.data for c in checked}
+                    project_id, {c.content_hash: c.source.data for c in checked}, conn=conn
                 )
-                rows = await self.db.fetch_each(
-                    "documents.upsert", conn, [c.upsert_params(project_id) for c in checked]
+                sent = await self.db.fetch_each(
+                    "documents.upsert", conn, [checked[i].upsert_params(project_id) for i in order]
                 )
+                rows: list[dict[str, Any] | None] = [None] * len(checked)
+                for i, row in zip(order, sent, strict=True):
+                    rows[i] = row
                 # Identical content returned no row: such a document is as it was (or as an
                 # earlier source of this batch made it).
                 unchanged = [
@@ -206,17 +212,12 @@ class Documents:
                 ]
                 current = await self._by_external_id(conn, project_id, unchanged)
         except Exception:
-            if kept:
+            if kept:  # bytes kept outside the database stay unless taken back
                 try:
                     await self._forget(project_id, {c.content_hash for c in checked})
                 except Exception:
                     log.warning("the bytes of a failed submission stay behind", exc_info=True)
             raise
-        # The contents this batch replaced, its own earlier versions of an external id given
-        # twice included, may be used by no document now.
-        last = {c.source.external_id: c.content_hash for c in checked}
-        replaced = {row["content_hash"] for row in before} | {c.content_hash for c in checked}
-        await self._forget(project_id, replaced - set(last.values()))
         submissions = []
         for c, row in zip(checked, rows, strict=True):
             if row is None:
@@ -229,6 +230,15 @@ class Documents:
         await self.queue.enqueue_ingest_many(
             project_id, [s.document.id for s in submissions if s.outcome != "unchanged"]
         )
+        # The contents this batch replaced, its own earlier versions of an external id given
+        # twice included, may be used by no document now. The documents are stored and
+        # queued whatever happens here: bytes left behind are only disk.
+        last = {c.source.external_id: c.content_hash for c in checked}
+        replaced = {row["content_hash"] for row in before} | {c.content_hash for c in checked}
+        try:
+            await self._forget(project_id, replaced - set(last.values()))
+        except Exception:
+            log.warning("the bytes a submission replaced stay behind", exc_info=True)
         return submissions
 
     async def _by_external_id(
@@ -325,11 +335,15 @@ class Documents:
         """Delete the kept bytes of each content no document of the project uses.
 
         A submission holds the project's kept bytes shared from before it stores its own
-        until its documents are committed (``documents.share_contents``); this holds them
+        until its documents are committed (``documents.hold_project``); this holds them
         exclusively, so it sees those documents, or deletes before the bytes are stored again.
         Without the lock, a document submitted with the content of one being deleted could
         find its bytes already kept, and then gone. Called after the transaction that stopped
-        using the contents: it holds no row lock while it waits for a submission."""
+        using the contents: it holds no row lock while it waits for a submission.
+
+        What it is given is all it checks: a content whose last document was versioned by a
+        submission that did not see it (the same new external id created by two submissions
+        at once) is not among them, and its bytes stay."""
         contents = {h for h in content_hashes if h is not None}
         if not contents:
             return
@@ -341,10 +355,9 @@ class Documents:
                 project_id=project_id,
                 content_hashes=sorted(contents),
             )
-            in_use = {row["content_hash"] for row in rows}
-            for content_hash in contents:
-                if content_hash not in in_use:
-                    await self.blobs.delete(project_id, content_hash)
+            unused = contents - {row["content_hash"] for row in rows}
+            if unused:
+                await self.blobs.delete_many(project_id, sorted(unused), conn=conn)
 
     async def retry(self, project_id: uuid.UUID, document_ids: list[uuid.UUID] | None) -> int:
         """Queue failed documents again (all of them when ``document_ids`` is None)."""

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpcore
 import httpx
+import structlog
 
 from quarry.errors import (
     DocumentTooLarge,
@@ -35,6 +36,7 @@ from quarry.errors import (
 )
 
 MAX_REDIRECTS = 5
+log = structlog.get_logger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,21 +50,44 @@ class Fetched:
     final_url: str
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits, which is where they lead:
+# NAT64's well-known and local-use prefixes (RFC 6052, 8215) and the deprecated
+# IPv4-compatible form (::a.b.c.d).
+_CARRYING_IPV4 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
 def is_public(address: IPAddress) -> bool:
     """Whether an address is on the public internet: not loopback, private, link-local,
-    shared (carrier-grade NAT), reserved, unspecified or multicast. An IPv4 address written
-    as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address it is."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    shared (carrier-grade NAT), reserved, unspecified or multicast. An IPv6 address that
+    carries an IPv4 one (``::ffff:127.0.0.1``, 6to4, NAT64, ``::10.0.0.1``) is judged as
+    the IPv4 address it leads to; Teredo and site-local IPv6 are refused."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _carried_ipv4(address)
+        if inner is not None:
+            return is_public(inner)
+        if address.teredo is not None or address.is_site_local:
+            return False
     return address.is_global and not address.is_multicast
+
+
+def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def allowed(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     """Whether a fetch may connect to ``address``: it is public, or in an allowed network."""
     if is_public(address):
         return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _carried_ipv4(address) or address
     return any(address in network for network in networks)
 
 
@@ -84,10 +109,10 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
         addresses = await _resolve(host, port, timeout)
         usable = [address for address in addresses if allowed(address, self._networks)]
         if not usable:
-            shown = ", ".join(str(address) for address in addresses)
-            named = host if shown == host.strip("[]") else f"{host} ({shown})"
+            # The addresses go to the log, not to the caller: they would map internal names.
+            log.info("url not allowed", host=host, addresses=[str(a) for a in addresses])
             raise UrlNotAllowed(
-                f"{named} is not a public address (QUARRY_FETCH_ALLOWED_NETWORKS can allow it)"
+                f"{host} is not a public address (QUARRY_FETCH_ALLOWED_NETWORKS can allow it)"
             )
         error: httpcore.ConnectError | None = None
         for address in usable:

@@ -7,4 +7,5 @@ ON CONFLICT (project_id, content_hash) DO NOTHING;
 SELECT data FROM blobs WHERE project_id = %(project_id)s AND content_hash = %(content_hash)s;
 
 -- name: delete
-DELETE FROM blobs WHERE project_id = %(project_id)s AND content_hash = %(content_hash)s;
+DELETE FROM blobs
+WHERE project_id = %(project_id)s AND content_hash = ANY(%(content_hashes)s::text[]);

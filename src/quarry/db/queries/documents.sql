@@ -15,12 +15,12 @@ WHERE documents.content_hash IS DISTINCT FROM excluded.content_hash
 RETURNING *, (xmax = 0) AS inserted;
 
 -- name: lock_by_external_ids
--- The documents a submission is about to version, locked (in one order, so two submissions
--- cannot each wait for the other) until it commits: the content each replaces is then the
--- content it read here.
+-- The documents a submission is about to version, locked until it commits, so the content
+-- each replaces is the content read here. In order of id, the order the chunk writer locks
+-- documents in (documents.lock_for_write), so neither waits for the other in a circle.
 SELECT external_id, content_hash FROM documents
 WHERE project_id = %(project_id)s AND external_id = ANY(%(external_ids)s::text[])
-ORDER BY external_id
+ORDER BY id
 FOR NO KEY UPDATE;
 
 -- name: get

@@ -11,8 +11,8 @@ from docx.opc.exceptions import PackageNotFoundError
 from quarry.errors import CorruptDocument, DocumentTooLarge, EmptyDocument
 from quarry.ingest.parsers import Format, Parsed
 
-# The most a DOCX's parts other than its media may unpack to: they are parsed into memory
-# whole, and a few hundred kilobytes of zip can hold gigabytes of XML.
+# The most a DOCX may unpack to: python-docx reads every part into memory (media included),
+# and a few hundred kilobytes of zip can hold gigabytes.
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 
 
@@ -45,22 +45,17 @@ def parse_docx(data: bytes) -> Parsed:
 
 
 def _check_unpacked(data: bytes) -> None:
-    """Refuse a DOCX whose parts (its media aside) unpack to more than MAX_UNPACKED_BYTES,
-    before any is unpacked. A zip entry cannot unpack to more than the size it declares:
-    Python's zipfile stops there, and the entry then fails its checksum."""
+    """Refuse a DOCX whose parts unpack to more than MAX_UNPACKED_BYTES in all, before any
+    is unpacked. A zip entry cannot unpack to more than the size it declares: Python's
+    zipfile stops there, and the entry then fails its checksum."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(
-                info.file_size
-                for info in archive.infolist()
-                if not info.filename.startswith("word/media/")
-            )
+            unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, ValueError) as exc:
         raise CorruptDocument(f"the DOCX cannot be read: {exc}") from None
     if unpacked > MAX_UNPACKED_BYTES:
         raise DocumentTooLarge(
-            f"the DOCX unpacks to {unpacked} bytes besides its media; "
-            f"the limit is {MAX_UNPACKED_BYTES}"
+            f"the DOCX unpacks to {unpacked} bytes; the limit is {MAX_UNPACKED_BYTES}"
         )
 
 
