@@ -148,6 +148,10 @@ class Projects:
             if analyzer is not None and analyzer != before["analyzer"]:
                 # Not beside a pack of this project (it moves the postings about to go).
                 await self.db.execute("postings.lock_project", conn, project_id=project.id)
+                # Every document's totals change below: their rows are locked first, in id
+                # order as every other locker of several documents does, or the update's scan
+                # order and a submission's could each hold what the other waits for.
+                await self.db.execute("projects.lock_documents", conn, project_id=project.id)
                 await self.db.execute("postings.unpack", conn, project_id=project.id)
                 await self.db.execute("chunks.drop_postings", conn, project_id=project.id)
                 await self.db.fetch_one(

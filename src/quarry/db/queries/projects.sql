@@ -34,6 +34,9 @@ ORDER BY p.name;
 -- an UPDATE of its non-key columns takes, so writers of its documents are not kept waiting).
 SELECT analyzer::text AS analyzer FROM projects WHERE id = %(project_id)s FOR NO KEY UPDATE;
 
+-- name: lock_documents
+SELECT id FROM documents WHERE project_id = %(project_id)s ORDER BY id FOR NO KEY UPDATE;
+
 -- name: update
 UPDATE projects
 SET name = coalesce(%(name)s, name),
