@@ -184,6 +184,11 @@ class TransientError(Exception):
     """A failure that may pass on its own (a provider's 5xx, a dropped connection): retry."""
 
 
+class InvitationNotFound(NotFound):
+    code = "invitation_not_found"
+    title = "Invitation not found"
+
+
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
     title = "Conversation not found"

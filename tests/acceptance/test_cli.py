@@ -50,6 +50,18 @@ def test_projects_keys_and_users_from_the_cli(fresh_database: str, tmp_path: Pat
     assert (
         json.loads(cli("projects", "list", "--json", QUARRY_API_KEY=carol))[0]["role"] == "editor"
     )
+    # An owner who is no admin invites; the user joins by accepting, by the project's id.
+    dave = cli("users", "create", "dave").strip()
+    cli("projects", "create", "carols", QUARRY_API_KEY=carol)
+    invited = cli("projects", "add-member", "carols", "dave", QUARRY_API_KEY=carol)
+    assert "invited dave" in invited
+    (invitation,) = json.loads(cli("projects", "invitations", "--json", QUARRY_API_KEY=dave))
+    assert (invitation["project_name"], invitation["invited_by"]) == ("carols", "carol")
+    assert json.loads(cli("projects", "list", "--json", QUARRY_API_KEY=dave)) == []
+    cli("projects", "accept", invitation["project_id"], QUARRY_API_KEY=dave)
+    joined = json.loads(cli("projects", "list", "--json", QUARRY_API_KEY=dave))
+    assert [(p["name"], p["role"]) for p in joined] == [("carols", "viewer")]
+    cli("projects", "delete", "carols", "--yes", QUARRY_API_KEY=carol)
 
     keys_before = json.loads(cli("keys", "list", "--json"))
     for days in ("1e9", "3000000", "inf", "nan"):  # past the year 9999, or not a time at all

@@ -94,10 +94,13 @@ async def test_roles_decide_what_members_may_do(client: httpx.AsyncClient, admin
     )
     assert added.status_code == 200
     assert added.json()["role"] == "viewer"
+    assert added.json()["pending"]  # invited: a member once they accept
     viewer_key = (
         await client.post("/keys", json={"user": "viewer1"}, headers=bearer(admin.api_key.secret))
     ).json()["secret"]
     viewer = bearer(viewer_key)
+    accepted = await client.post(f"/invitations/{project['id']}", headers=viewer)
+    assert accepted.status_code == 200, accepted.text
     assert (await client.get("/projects/team", headers=viewer)).json()["role"] == "viewer"
     forbidden = await client.delete("/projects/team", headers=viewer)
     assert forbidden.status_code == 403
@@ -156,8 +159,9 @@ async def test_removing_a_member_tells_no_outsider_whether_a_user_exists(
     alice = bearer(await _user(client, admin, "alice"))
     bob = bearer(await _user(client, admin, "bob"))
     await client.post("/projects", json={"name": "hers"}, headers=alice)
-    await client.post("/projects", json={"name": "his"}, headers=bob)
+    his = (await client.post("/projects", json={"name": "his"}, headers=bob)).json()
     await client.put("/projects/his/members/alice", json={"role": "viewer"}, headers=bob)
+    assert (await client.post(f"/invitations/{his['id']}", headers=alice)).is_success
     # Not a member of "hers": the same 404 for a user that exists and one that does not.
     for name in ("alice", "nobody"):
         outside = await client.delete(f"/projects/hers/members/{name}", headers=bob)
@@ -196,3 +200,72 @@ async def test_a_write_whose_project_is_deleted_meanwhile_is_a_404(
     answer = await client.post("/projects/fleeting/conversations", json={}, headers=key)
     assert answer.status_code == 404, answer.text
     assert answer.json()["code"] == "project_not_found"
+
+
+async def test_a_user_joins_a_project_only_by_accepting_its_invitation(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    """The attack this prevents: Alice renames her project "acme"; Mallory creates a new
+    "acme" and adds Alice to it; Alice's scripts, still writing to "acme" by name, would
+    have written into Mallory's project."""
+    alice = bearer(await _user(client, admin, "alice"))
+    mallory = bearer(await _user(client, admin, "mallory"))
+    mine = (await client.post("/projects", json={"name": "acme"}, headers=alice)).json()
+    await client.patch("/projects/acme", json={"name": "acme-2026"}, headers=alice)
+    trap = (await client.post("/projects", json={"name": "acme"}, headers=mallory)).json()
+    invited = await client.put(
+        "/projects/acme/members/alice", json={"role": "editor"}, headers=mallory
+    )
+    assert invited.status_code == 200, invited.text
+    assert invited.json()["pending"]
+    # Until she accepts, "acme" is not hers to see or to write to.
+    written = await client.post(
+        "/projects/acme/documents/text", json={"text": "secret plans"}, headers=alice
+    )
+    assert written.status_code == 404
+    assert written.json()["code"] == "project_not_found"
+    assert [p["name"] for p in (await client.get("/projects", headers=alice)).json()] == [
+        "acme-2026"
+    ]
+    # She sees the invitation, by id, with who sent it.
+    (invitation,) = (await client.get("/invitations", headers=alice)).json()
+    assert invitation["project_id"] == trap["id"]
+    assert (invitation["project_name"], invitation["role"], invitation["invited_by"]) == (
+        "acme",
+        "editor",
+        "mallory",
+    )
+    members = (await client.get("/projects/acme/members", headers=mallory)).json()
+    assert sorted((m["user_name"], m["pending"]) for m in members) == [
+        ("alice", True),
+        ("mallory", False),
+    ]
+    # Declined, it is gone; answering twice, or someone else's, is a 404.
+    assert (await client.delete(f"/invitations/{trap['id']}", headers=alice)).status_code == 204
+    again = await client.delete(f"/invitations/{trap['id']}", headers=alice)
+    assert again.json()["code"] == "invitation_not_found"
+    assert (await client.post(f"/invitations/{mine['id']}", headers=mallory)).status_code == 404
+    assert (await client.get("/invitations", headers=alice)).json() == []
+
+    # Invited again and accepted, she is an editor; an owner's role change needs no consent.
+    await client.put("/projects/acme/members/alice", json={"role": "viewer"}, headers=mallory)
+    joined = await client.post(f"/invitations/{trap['id']}", headers=alice)
+    assert joined.status_code == 200, joined.text
+    assert (joined.json()["role"], joined.json()["pending"]) == ("viewer", False)
+    promoted = await client.put(
+        "/projects/acme/members/alice", json={"role": "editor"}, headers=mallory
+    )
+    assert (promoted.json()["role"], promoted.json()["pending"]) == ("editor", False)
+    # An owner withdraws an invitation as they would remove a member.
+    await _user(client, admin, "carol")
+    await client.put("/projects/acme/members/carol", json={"role": "viewer"}, headers=mallory)
+    withdrawn = await client.delete("/projects/acme/members/carol", headers=mallory)
+    assert withdrawn.status_code == 204
+    members = (await client.get("/projects/acme/members", headers=mallory)).json()
+    assert sorted(m["user_name"] for m in members) == ["alice", "mallory"]
+    # An admin adds at once.
+    admin_key = bearer(admin.api_key.secret)
+    direct = await client.put(
+        "/projects/acme/members/carol", json={"role": "viewer"}, headers=admin_key
+    )
+    assert direct.json()["pending"] is False

@@ -93,7 +93,15 @@ async def list_members(project: ProjectRef, rt: RuntimeDep, me: PrincipalDep) ->
     return await rt.projects.members(me, project)
 
 
-@router.put("/{project}/members/{user}", summary="Add a member or change their role (owner)")
+@router.put(
+    "/{project}/members/{user}",
+    summary="Change a member's role, or invite a user (owner; admins add at once)",
+    description=(
+        "A user who is not yet a member is invited (`pending: true`) and becomes one by "
+        "accepting (`POST /invitations/{project_id}`); an admin adds them at once. Removing "
+        "the user withdraws the invitation."
+    ),
+)
 async def set_member(
     project: ProjectRef, user: UserRef, body: MemberSet, rt: RuntimeDep, me: PrincipalDep
 ) -> Member:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from quarry.api.deps import PrincipalDep, RuntimeDep
 from quarry.api.errors import problem_responses
-from quarry.tenancy.models import USER_NAME, ApiKey, CreatedApiKey, User
+from quarry.tenancy.models import USER_NAME, ApiKey, CreatedApiKey, Invitation, Member, User
 from quarry.validation import Body, ZonedTimestamp, described
 
 router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403, 404, 409, 422))
@@ -96,3 +96,37 @@ async def revoke_key(
     me: PrincipalDep,
 ) -> ApiKey:
     return await rt.keys.revoke(me, key)
+
+
+@router.get("/invitations", summary="Projects you are invited to and have not yet answered")
+async def list_invitations(rt: RuntimeDep, me: PrincipalDep) -> list[Invitation]:
+    return await rt.projects.invitations(me)
+
+
+@router.post(
+    "/invitations/{project_id}",
+    summary="Accept an invitation: become a member of the project, in the role offered",
+    description=(
+        "By the project's id, as `GET /invitations` lists it: a name could belong to another "
+        "project by the time you answer."
+    ),
+)
+async def accept_invitation(
+    project_id: Annotated[uuid.UUID, Path(description="the project's id")],
+    rt: RuntimeDep,
+    me: PrincipalDep,
+) -> Member:
+    return await rt.projects.accept(me, project_id)
+
+
+@router.delete(
+    "/invitations/{project_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Decline an invitation",
+)
+async def decline_invitation(
+    project_id: Annotated[uuid.UUID, Path(description="the project's id")],
+    rt: RuntimeDep,
+    me: PrincipalDep,
+) -> None:
+    await rt.projects.decline(me, project_id)

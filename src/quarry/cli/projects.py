@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import typer
 
 from quarry.cli.common import JSON_OPTION, acting, out, print_json, print_table, run, settings_from
-from quarry.tenancy.models import Member, Project, Role
+from quarry.tenancy.models import Invitation, Member, Project, Role
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -109,7 +110,15 @@ def members(
     print_table(
         f"members of {project}",
         ["user", "user id", "role", "since"],
-        [(m.user_name, m.user_id, m.role.value, m.created_at) for m in found],
+        [
+            (
+                m.user_name,
+                m.user_id,
+                f"{m.role.value} (invited)" if m.pending else m.role.value,
+                m.created_at,
+            )
+            for m in found
+        ],
     )
 
 
@@ -120,13 +129,19 @@ def add_member(
     user: str = typer.Argument(help="The user's name or id."),
     role: Role = typer.Option(Role.viewer, "--role", help="viewer, editor or owner."),
 ) -> None:
-    """Add a member, or change a member's role (owner)."""
+    """Change a member's role, or invite a user (owner; an admin adds them at once)."""
 
     async def go() -> Member:
         async with acting(settings_from(ctx)) as (rt, me):
             return await rt.projects.set_member(me, project, user, role)
 
     member = run(go())
+    if member.pending:
+        out.print(
+            f"invited {member.user_name} to {project} as {member.role.value}: they become a "
+            f"member with `quarry projects accept {member.project_id}`"
+        )
+        return
     out.print(f"{member.user_name} is now {member.role.value} of {project}")
 
 
@@ -144,3 +159,52 @@ def remove_member(
 
     run(go())
     out.print(f"removed {user} from {project}")
+
+
+@app.command("invitations")
+def invitations(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Projects you are invited to and have not yet answered."""
+
+    async def go() -> list[Invitation]:
+        async with acting(settings_from(ctx)) as (rt, me):
+            return await rt.projects.invitations(me)
+
+    found = run(go())
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        "invitations",
+        ["project", "project id", "role", "invited by", "since"],
+        [(i.project_name, i.project_id, i.role.value, i.invited_by, i.created_at) for i in found],
+    )
+
+
+@app.command("accept")
+def accept(
+    ctx: typer.Context,
+    project_id: uuid.UUID = typer.Argument(help="The project's id, as `invitations` lists it."),
+) -> None:
+    """Accept an invitation: become a member of the project."""
+
+    async def go() -> Member:
+        async with acting(settings_from(ctx)) as (rt, me):
+            return await rt.projects.accept(me, project_id)
+
+    member = run(go())
+    out.print(f"you are now {member.role.value} of project {member.project_id}")
+
+
+@app.command("decline")
+def decline(
+    ctx: typer.Context,
+    project_id: uuid.UUID = typer.Argument(help="The project's id, as `invitations` lists it."),
+) -> None:
+    """Decline an invitation."""
+
+    async def go() -> None:
+        async with acting(settings_from(ctx)) as (rt, me):
+            await rt.projects.decline(me, project_id)
+
+    run(go())
+    out.print(f"declined the invitation to project {project_id}")

@@ -75,6 +75,18 @@ class Member(Model):
     user_name: str | None = None
     role: Role
     created_at: datetime
+    pending: bool = Field(
+        default=False,
+        description="invited, not yet a member: the user has not accepted (POST /invitations)",
+    )
+
+
+class Invitation(Model):
+    project_id: uuid.UUID
+    project_name: str
+    role: Role
+    invited_by: str | None = Field(description="the name of the user who invited you")
+    created_at: datetime
 
 
 class ApiKey(Model):

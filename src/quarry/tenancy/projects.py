@@ -16,13 +16,14 @@ from quarry.db.database import Conn, Database
 from quarry.errors import (
     Forbidden,
     InvalidInput,
+    InvitationNotFound,
     LastOwner,
     ProjectNameTaken,
     ProjectNotFound,
     UserNotFound,
 )
 from quarry.ingest.blobs import BlobStore
-from quarry.tenancy.models import SLUG, Member, Principal, Project, Role
+from quarry.tenancy.models import SLUG, Invitation, Member, Principal, Project, Role
 from quarry.tenancy.users import Users
 
 
@@ -176,21 +177,74 @@ class Projects:
         return project
 
     async def members(self, actor: Principal, ref: str) -> list[Member]:
+        """Members, then users invited and not yet members (``pending``)."""
         project = await self.resolve(actor, ref)
         rows = await self.db.fetch_all("memberships.list", project_id=project.id)
-        return [Member(**row) for row in rows]
+        invited = await self.db.fetch_all("memberships.list_invited", project_id=project.id)
+        return [Member(**row) for row in [*rows, *invited]]
 
     async def set_member(self, actor: Principal, ref: str, user_ref: str, role: Role) -> Member:
+        """Change a member's role, or add a user: an admin adds at once, an owner invites,
+        and the user becomes a member by accepting (``accept``). Without that consent anyone
+        could make a user a member of a project named as one of theirs was (a name freed by
+        a rename or a delete), and the user's requests by that name would land there."""
         async with self.db.transaction() as conn:
             project = await self.resolve(actor, ref, Role.owner, conn)
             user = await self._user(user_ref)
             await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
+            member = await self.db.fetch_one(
+                "memberships.is_member", conn, project_id=project.id, user_id=user.id
+            )
+            if member is None and not actor.is_admin and user.id != actor.user_id:
+                row = await self.db.fetch_one(
+                    "memberships.invite",
+                    conn,
+                    project_id=project.id,
+                    user_id=user.id,
+                    role=role.value,
+                    invited_by=actor.user_id,
+                )
+                assert row is not None
+                return Member(**row, user_name=user.name, pending=True)
             row = await self.db.fetch_one(
                 "memberships.upsert", conn, project_id=project.id, user_id=user.id, role=role.value
+            )
+            await self.db.execute(
+                "memberships.uninvite", conn, project_id=project.id, user_id=user.id
             )
             await self._keep_an_owner(conn, project.id)
         assert row is not None
         return Member(**row, user_name=user.name)
+
+    async def invitations(self, actor: Principal) -> list[Invitation]:
+        rows = await self.db.fetch_all("memberships.invitations_for", user_id=actor.user_id)
+        return [Invitation(**row) for row in rows]
+
+    async def accept(self, actor: Principal, project_id: uuid.UUID) -> Member:
+        """Become a member of a project one was invited to (by its id: a name could be
+        another project's by the time one answers)."""
+        async with self.db.transaction() as conn:
+            taken = await self.db.fetch_one(
+                "memberships.take_invitation", conn, project_id=project_id, user_id=actor.user_id
+            )
+            if taken is None:
+                raise InvitationNotFound(f"no invitation to project {project_id}")
+            row = await self.db.fetch_one(
+                "memberships.upsert",
+                conn,
+                project_id=project_id,
+                user_id=actor.user_id,
+                role=taken["role"],
+            )
+        assert row is not None
+        return Member(**row, user_name=actor.user_name)
+
+    async def decline(self, actor: Principal, project_id: uuid.UUID) -> None:
+        declined = await self.db.execute(
+            "memberships.uninvite", project_id=project_id, user_id=actor.user_id
+        )
+        if not declined:
+            raise InvitationNotFound(f"no invitation to project {project_id}")
 
     async def remove_member(self, actor: Principal, ref: str, user_ref: str) -> None:
         """Owners remove anyone; any member may remove themselves. A project keeps an owner."""
@@ -207,6 +261,9 @@ class Projects:
             await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
             removed = await self.db.execute(
                 "memberships.delete", conn, project_id=project.id, user_id=user.id
+            )
+            removed += await self.db.execute(  # an invitation is withdrawn the same way
+                "memberships.uninvite", conn, project_id=project.id, user_id=user.id
             )
             if not removed:
                 raise UserNotFound(f"{user.name!r} is not a member of {project.name!r}")
