@@ -47,21 +47,17 @@ async def test_a_batch_is_kept_once_and_read_back(
     await store.put_many(project.id, {})  # an empty batch is no work
 
 
-class Gate:
-    """A real store whose put_many waits, once its bytes are kept, until it is let go: the
-    moment between a submission keeping its bytes and committing its documents."""
+class Passing:
+    """A real store passed through: the base of the stores below, which each step in at one
+    moment of a submission or a job."""
 
     def __init__(self, inner: BlobStore) -> None:
         self.inner = inner
-        self.kept = asyncio.Event()
-        self.go = asyncio.Event()
 
     async def put_many(
         self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
     ) -> None:
         await self.inner.put_many(project_id, blobs, conn=conn)
-        self.kept.set()
-        await self.go.wait()
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         return await self.inner.get(project_id, content_hash)
@@ -73,6 +69,23 @@ class Gate:
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         await self.inner.delete_project(project_id)
+
+
+class Gate(Passing):
+    """A real store whose put_many waits, once its bytes are kept, until it is let go: the
+    moment between a submission keeping its bytes and committing its documents."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        super().__init__(inner)
+        self.kept = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put_many(
+        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
+    ) -> None:
+        await self.inner.put_many(project_id, blobs, conn=conn)
+        self.kept.set()
+        await self.go.wait()
 
 
 async def waiting_on_a_lock(runtime: Runtime, task: asyncio.Task[object]) -> None:
@@ -182,30 +195,17 @@ async def test_deleting_a_project_deletes_its_bytes(
         assert [p.name for p in (tmp_path / "blobs").iterdir()] == [str(stays.id)]
 
 
-class Replacing:
+class Replacing(Passing):
     """A real store that, when a job reads a document's bytes, first has ``meanwhile`` run:
     a new version submitted, or the document deleted, between the job's claim and its read."""
 
     def __init__(self, inner: BlobStore, meanwhile: Callable[[], Awaitable[object]]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.meanwhile = meanwhile
-
-    async def put_many(
-        self, project_id: uuid.UUID, blobs: Mapping[str, bytes], *, conn: Conn | None = None
-    ) -> None:
-        await self.inner.put_many(project_id, blobs, conn=conn)
 
     async def get(self, project_id: uuid.UUID, content_hash: str) -> bytes:
         await self.meanwhile()
         return await self.inner.get(project_id, content_hash)
-
-    async def delete_many(
-        self, project_id: uuid.UUID, content_hashes: Collection[str], *, conn: Conn | None = None
-    ) -> None:
-        await self.inner.delete_many(project_id, content_hashes, conn=conn)
-
-    async def delete_project(self, project_id: uuid.UUID) -> None:
-        await self.inner.delete_project(project_id)
 
 
 async def test_a_job_whose_bytes_went_with_a_new_version_or_a_delete_stands_down(
