@@ -83,12 +83,11 @@ def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
 
 
 def allowed(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    """Whether a fetch may connect to ``address``: it is public, or in an allowed network."""
-    if is_public(address):
-        return True
+    """Whether a fetch may connect to ``address``: it is public, or in an allowed network
+    (an IPv6 address that carries an IPv4 one judged, as by ``is_public``, by that one)."""
     if isinstance(address, ipaddress.IPv6Address):
         address = _carried_ipv4(address) or address
-    return any(address in network for network in networks)
+    return is_public(address) or any(address in network for network in networks)
 
 
 class _CheckedBackend(httpcore.AsyncNetworkBackend):

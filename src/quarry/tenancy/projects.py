@@ -193,7 +193,7 @@ class Projects:
             user = await self._user(user_ref)
             await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
             member = await self.db.fetch_one(
-                "memberships.is_member", conn, project_id=project.id, user_id=user.id
+                "projects.role_of", conn, project_id=project.id, user_id=user.id
             )
             if member is None and not actor.is_admin and user.id != actor.user_id:
                 row = await self.db.fetch_one(
@@ -225,7 +225,7 @@ class Projects:
         another project's by the time one answers)."""
         async with self.db.transaction() as conn:
             taken = await self.db.fetch_one(
-                "memberships.take_invitation", conn, project_id=project_id, user_id=actor.user_id
+                "memberships.uninvite", conn, project_id=project_id, user_id=actor.user_id
             )
             if taken is None:
                 raise InvitationNotFound(f"no invitation to project {project_id}")

@@ -21,10 +21,6 @@ SELECT id FROM projects WHERE id = %(project_id)s FOR UPDATE;
 SELECT count(*) AS n FROM memberships
 WHERE project_id = %(project_id)s AND role = 'owner';
 
--- name: is_member
-SELECT 1 AS found FROM memberships
-WHERE project_id = %(project_id)s AND user_id = %(user_id)s;
-
 -- name: invite
 INSERT INTO invitations (project_id, user_id, role, invited_by)
 VALUES (%(project_id)s, %(user_id)s, %(role)s::member_role, %(invited_by)s)
@@ -40,7 +36,9 @@ WHERE i.project_id = %(project_id)s
 ORDER BY i.created_at, u.name;
 
 -- name: uninvite
-DELETE FROM invitations WHERE project_id = %(project_id)s AND user_id = %(user_id)s;
+-- Withdrawn, declined or accepted: the role it offered, or no row if there was none.
+DELETE FROM invitations WHERE project_id = %(project_id)s AND user_id = %(user_id)s
+RETURNING role::text AS role;
 
 -- name: invitations_for
 SELECT i.project_id, p.name AS project_name, i.role::text AS role, u.name AS invited_by,
@@ -50,7 +48,3 @@ JOIN projects p ON p.id = i.project_id
 LEFT JOIN users u ON u.id = i.invited_by
 WHERE i.user_id = %(user_id)s
 ORDER BY i.created_at;
-
--- name: take_invitation
-DELETE FROM invitations WHERE project_id = %(project_id)s AND user_id = %(user_id)s
-RETURNING role::text AS role;
