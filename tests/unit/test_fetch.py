@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from quarry.errors import InvalidInput, UrlFetchFailed, UrlNotAllowed, UrlTimeout
+from quarry.errors import InvalidInput, UrlNotAllowed, UrlTimeout
 from quarry.ingest.fetch import fetch, is_public
 from tests.support import StaticSite
 
@@ -62,7 +62,7 @@ async def test_loopback_is_refused_by_default_before_any_request(host: str) -> N
             await fetch(target, timeout_s=5, max_bytes=1000)
     assert caught.value.code == "url_not_allowed"
     assert caught.value.status == 422
-    assert "not a public address" in caught.value.detail
+    assert "has no address that may be fetched" in caught.value.detail
     assert "127.0.0.1" not in caught.value.detail or host == "127.0.0.1"  # names stay unmapped
     assert caught.value.extra == {"url": target}
 
@@ -109,11 +109,15 @@ async def test_a_redirect_is_checked_like_the_first_request() -> None:
     assert inner.seen == ["/secret"]
 
 
-async def test_a_name_that_does_not_resolve_is_a_fetch_failure() -> None:
-    with pytest.raises(UrlFetchFailed) as caught:
+async def test_a_name_that_does_not_resolve_is_answered_as_a_refused_one() -> None:
+    """Otherwise the difference would tell a caller which internal names exist."""
+    with pytest.raises(UrlNotAllowed) as unresolved:
         await fetch("http://nowhere.invalid/x", timeout_s=5, max_bytes=1000)
-    assert caught.value.code == "url_fetch_failed"
-    assert "could not be resolved" in caught.value.detail
+    with pytest.raises(UrlNotAllowed) as refused:
+        await fetch("http://localhost/x", timeout_s=5, max_bytes=1000)
+    assert unresolved.value.code == refused.value.code == "url_not_allowed"
+    detail = unresolved.value.detail
+    assert detail.replace("nowhere.invalid", "localhost") == refused.value.detail
 
 
 async def test_the_timeout_bounds_the_whole_fetch_not_each_read() -> None:

@@ -110,9 +110,7 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
         if not usable:
             # The addresses go to the log, not to the caller: they would map internal names.
             log.info("url not allowed", host=host, addresses=[str(a) for a in addresses])
-            raise UrlNotAllowed(
-                f"{host} is not a public address (QUARRY_FETCH_ALLOWED_NETWORKS can allow it)"
-            )
+            raise UrlNotAllowed(_no_address(host))
         error: httpcore.ConnectError | None = None
         for address in usable:
             try:
@@ -147,7 +145,8 @@ async def _resolve(host: str, port: int, limit_s: float | None) -> list[IPAddres
     except TimeoutError:
         raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
-        raise httpcore.ConnectError(f"{host} could not be resolved: {exc}") from None
+        log.info("url host not resolved", host=host, error=str(exc))
+        raise UrlNotAllowed(_no_address(host)) from None
     found: list[IPAddress] = []
     for family, *_, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -155,8 +154,18 @@ async def _resolve(host: str, port: int, limit_s: float | None) -> list[IPAddres
             if address not in found:
                 found.append(address)
     if not found:
-        raise httpcore.ConnectError(f"{host} has no IPv4 or IPv6 address")
+        log.info("url host not resolved", host=host, error="no IPv4 or IPv6 address")
+        raise UrlNotAllowed(_no_address(host))
     return found
+
+
+def _no_address(host: str) -> str:
+    """One answer for a name that does not resolve and one that resolves only to addresses
+    fetches may not reach: two answers would tell a caller which internal names exist."""
+    return (
+        f"{host} has no address that may be fetched: it does not resolve, or not to a public "
+        "address (QUARRY_FETCH_ALLOWED_NETWORKS can allow other networks)"
+    )
 
 
 class _CheckedTransport(httpx.AsyncHTTPTransport):
