@@ -78,6 +78,7 @@ class Runtime:
             self.gateway,
             self.settings.document_summaries,
             self.settings.bm25_pack_min_postings,
+            self.documents,
         )
 
     async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
@@ -203,7 +204,9 @@ async def open_runtime(
         keys = ApiKeys(db)
         users = Users(db, keys)
         job_app = build_app(
-            max_attempts=settings.ingest_max_attempts, retry_base=settings.ingest_retry_base
+            max_attempts=settings.ingest_max_attempts,
+            retry_base=settings.ingest_retry_base,
+            blob_sweep_cron=settings.blob_sweep_cron,
         )
         await job_app.open_async(pool)
         stack.push_async_callback(job_app.close_async)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import croniter  # type: ignore[import-untyped]
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -237,6 +238,11 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds without a heartbeat before a worker's jobs are taken over",
     )
+    blob_sweep_cron: str = Field(
+        default="23 * * * *",
+        description="when workers sweep away kept bytes no document uses (a cron line, UTC, "
+        "with an optional sixth field of seconds; empty: never)",
+    )
 
     bm25_k1: float = Field(
         default=1.2, ge=0, le=10, description="BM25 term-frequency saturation, 0 to 10"
@@ -373,6 +379,14 @@ class Settings(BaseSettings):
         scheme = urlsplit(value.get_secret_value()).scheme
         if scheme not in ("postgresql", "postgres"):
             raise ValueError(f"the URL scheme must be postgresql://, not {scheme or 'missing'}")
+        return value
+
+    @field_validator("blob_sweep_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        value = value.strip()
+        if value and not croniter.croniter.is_valid(value):
+            raise ValueError(f"not a cron line: {value!r} (e.g. '23 * * * *', or empty for never)")
         return value
 
     @model_validator(mode="after")

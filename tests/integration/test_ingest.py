@@ -162,6 +162,29 @@ async def test_reupload_is_idempotent_and_a_new_version_reuses_embeddings(
     await wait_settled(ingest_client, key, name)
     assert len(counting.texts) == embedded_first  # nothing embedded, nothing written
 
+    # The same content with new tags and metadata: described anew in place, not re-indexed.
+    tagged = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files={"files": ("doc.txt", first)},
+        data={"tags": "reviewed", "metadata": '{"team": "search"}'},
+        headers=key,
+    )
+    (submitted,) = tagged.json()["documents"]
+    assert submitted["outcome"] == "metadata_updated"
+    assert submitted["document"]["version"] == 1
+    assert submitted["document"]["status"] == "complete"
+    assert submitted["document"]["tags"] == ["reviewed"]
+    documents = await wait_settled(ingest_client, key, name)
+    assert documents["doc.txt"]["metadata"] == {"team": "search"}
+    assert documents["doc.txt"]["chunk_count"] == chunk_count
+    assert len(counting.texts) == embedded_first
+    found = await ingest_client.post(
+        f"/projects/{name}/search",
+        json={"query": "paragraph sentence", "mode": "bm25", "filters": {"tags": ["reviewed"]}},
+        headers=key,
+    )
+    assert {hit["document_id"] for hit in found.json()["hits"]} == {submitted["document"]["id"]}
+
     changed = "\n\n".join([*paragraphs[:-1], "A brand new closing paragraph."]).encode()
     v2 = await ingest_client.post(
         f"/projects/{name}/documents", files={"files": ("doc.txt", changed)}, headers=key

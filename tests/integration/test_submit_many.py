@@ -160,3 +160,55 @@ async def test_the_beir_loader_shape_of_texts_in_one_batch(
     assert [outcome(r) for r in results] == [(str(i), "created") for i in range(50)]
     again = await runtime.documents.submit_many(project.id, sources)
     assert {outcome(r)[1] for r in again} == {"unchanged"}
+
+
+async def test_what_describes_a_document_changes_in_place_and_what_is_indexed_versions_it(
+    runtime: Runtime, admin_principal: Principal, fresh_database: str
+) -> None:
+    """Metadata, tags and the source's name are updated without a new version or job; new
+    content, a new format or a new title (chunks are embedded with it) make a new version.
+    The same, submitted one by one and as one batch."""
+
+    def source(name: str = "a.txt", title: str = "", tags: tuple[str, ...] = (), **meta: str):
+        return Source(
+            data=b"alpha", name=name, external_id="a", kind="upload", title=title,
+            metadata=dict(meta), tags=tags,
+        )  # fmt: skip
+
+    steps = [
+        (source(), "created", 1),
+        (source(tags=("x",), team="a"), "metadata_updated", 1),
+        (source(tags=("x",), team="a"), "unchanged", 1),
+        (source(name="renamed.txt", tags=("x",), team="a"), "metadata_updated", 1),
+        (source(name="renamed.txt", title="Alpha", tags=("x",), team="a"), "updated", 2),
+        # No title: the one it has stays (an empty title asks for the parser's).
+        (source(name="renamed.txt", tags=("x",), team="a"), "unchanged", 2),
+        (source(name="renamed.md", tags=("x",), team="a"), "updated", 3),  # now Markdown
+        (source(name="renamed.md"), "metadata_updated", 3),  # what is given is what it has
+    ]
+    alone = await runtime.projects.create(admin_principal, "alone")
+    for given, expected, version in steps:
+        with psycopg.connect(fresh_database, autocommit=True) as conn:  # as if indexed
+            conn.execute("UPDATE documents SET status = 'complete'")
+            conn.execute("DELETE FROM procrastinate_jobs")
+        submitted = await runtime.documents.submit(alone.id, given)
+        assert (submitted.outcome, submitted.document.version) == (expected, version)
+        document = submitted.document
+        assert (document.source, document.tags, document.metadata) == (
+            given.name,
+            list(given.tags),
+            given.metadata,
+        )
+        # A new version without a title takes the parser's again (none here, for text).
+        assert document.title == ("Alpha" if version == 2 else "")
+        indexing = expected in ("created", "updated")
+        assert document.status == ("pending" if indexing else "complete")
+        assert queued_jobs(fresh_database) == ([str(document.id)] if indexing else [])
+
+    together = await runtime.projects.create(admin_principal, "together")
+    results = await runtime.documents.submit_many(together.id, [given for given, _, _ in steps])
+    assert [outcome(r) for r in results] == [("a", expected) for _, expected, _ in steps]
+    # Each change carries the version it made (an unchanged one, as the batch left it).
+    assert [r.document.version for r in results if isinstance(r, Submission)] == [
+        3 if expected == "unchanged" else version for _, expected, version in steps
+    ]

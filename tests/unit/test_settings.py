@@ -65,6 +65,8 @@ def test_external_database_turns_off_the_in_process_worker(monkeypatch: pytest.M
         ("QUARRY_LOCAL_EMBEDDING_PRECISION", "float16", "QUARRY_LOCAL_EMBEDDING_PRECISION"),
         ("QUARRY_INDEX_NICENESS", "-5", "QUARRY_INDEX_NICENESS"),  # would need privileges
         ("QUARRY_INDEX_NICENESS", "20", "QUARRY_INDEX_NICENESS"),
+        ("QUARRY_BLOB_SWEEP_CRON", "hourly", "QUARRY_BLOB_SWEEP_CRON"),
+        ("QUARRY_BLOB_SWEEP_CRON", "61 * * * *", "QUARRY_BLOB_SWEEP_CRON"),
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(
@@ -182,3 +184,11 @@ def test_fetch_allowed_networks_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("QUARRY_FETCH_ALLOWED_NETWORKS", '["10.1.0.300/16"]')
     with pytest.raises(SettingsError, match="QUARRY_FETCH_ALLOWED_NETWORKS"):
         load_settings()
+
+
+def test_the_blob_sweep_schedule_is_a_cron_line_or_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().blob_sweep_cron == "23 * * * *"
+    monkeypatch.setenv("QUARRY_BLOB_SWEEP_CRON", " */5 * * * * 30 ")
+    assert load_settings().blob_sweep_cron == "*/5 * * * * 30"
+    monkeypatch.setenv("QUARRY_BLOB_SWEEP_CRON", "")
+    assert load_settings().blob_sweep_cron == ""

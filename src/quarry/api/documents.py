@@ -41,7 +41,9 @@ Tag = Annotated[str, StringConstraints(max_length=MAX_TAG_CHARS)]
 
 
 class Batch(BaseModel):
-    documents: list[Submission] = Field(description="accepted: created, updated or unchanged")
+    documents: list[Submission] = Field(
+        description="accepted: created, updated, metadata_updated or unchanged"
+    )
     rejected: list[Rejection] = Field(description="refused, each with its reason")
 
 

@@ -83,6 +83,7 @@ class Settled:
 class Report:
     submitted: dict[uuid.UUID, str] = field(default_factory=dict)  # id -> path
     unchanged: int = 0
+    metadata_updated: int = 0  # the same content, newly tagged: its index stands
     rejected: list[Rejection] = field(default_factory=list)
     final: list[Settled] = field(default_factory=list)
     indexing_seconds: float = 0.0
@@ -111,6 +112,8 @@ async def _submit(
     for name, submission in intake.accepted:
         if submission.outcome == "unchanged":
             report.unchanged += 1
+        elif submission.outcome == "metadata_updated":
+            report.metadata_updated += 1
         else:
             report.submitted[submission.document.id] = name
     # Each refused file only: the rest of the batch goes on.
@@ -190,6 +193,7 @@ def ingest(
     summary = {
         "submitted": len(report.submitted),
         "unchanged": report.unchanged,
+        "metadata_updated": report.metadata_updated,
         "complete": sum(1 for r in report.final if r.status == Status.complete.value),
         "failed": len(failed),
         "rejected": len(report.rejected),

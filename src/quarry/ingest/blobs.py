@@ -9,10 +9,12 @@ read what an API replica received (the default with an external database).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +43,20 @@ class BlobStore(Protocol):
         """Every blob of a project, once the project is deleted."""
         ...
 
+    def scan(self, project_id: uuid.UUID) -> AsyncIterator[list[str]]:
+        """The content hashes kept for a project, in batches (for ``Documents.sweep_blobs``)."""
+        ...
+
+    async def projects(self) -> list[uuid.UUID]:
+        """The projects whose bytes the store keeps apart from their rows, which a crash
+        between a project's deletion and ``delete_project`` could leave behind."""
+        ...
+
+
+# The sweep's batches, and the age from which a put's temporary file is one a crash left.
+SCAN_BATCH = 1000
+PARTIAL_AFTER_S = 3600.0
+
 
 class BlobMissing(TransientError):
     """The bytes of a document are not (yet) readable: a shared disk may be catching up."""
@@ -51,7 +67,7 @@ class FileBlobStore:
         self.root = root
 
     def _path(self, project_id: uuid.UUID, content_hash: str) -> Path:
-        if len(content_hash) != 64 or not all(c in "0123456789abcdef" for c in content_hash):
+        if not _is_digest(content_hash):
             raise ValueError(f"not a SHA-256 hex digest: {content_hash!r}")
         return self.root / str(project_id) / content_hash[:2] / content_hash
 
@@ -99,6 +115,54 @@ class FileBlobStore:
     async def delete_project(self, project_id: uuid.UUID) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / str(project_id), ignore_errors=True)
 
+    async def scan(self, project_id: uuid.UUID) -> AsyncIterator[list[str]]:
+        """A directory of the project's at a time (a 256th of its bytes, by the first two
+        digits of their hash), in batches of about ``SCAN_BATCH``. A put's temporary file
+        over ``PARTIAL_AFTER_S`` old, which a crash left between its write and its rename,
+        is removed on the way."""
+        prefixes = await asyncio.to_thread(_entries, self.root / str(project_id))
+        batch: list[str] = []
+        for prefix in sorted(prefixes, key=lambda entry: entry.name):
+            batch.extend(await asyncio.to_thread(self._scan_prefix, Path(prefix.path)))
+            if len(batch) >= SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @staticmethod
+    def _scan_prefix(prefix: Path) -> list[str]:
+        stale = time.time() - PARTIAL_AFTER_S
+        hashes = []
+        for entry in _entries(prefix):
+            if _is_digest(entry.name):
+                hashes.append(entry.name)
+            elif entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < stale:
+                        os.unlink(entry.path)
+        return hashes
+
+    async def projects(self) -> list[uuid.UUID]:
+        entries = await asyncio.to_thread(_entries, self.root)
+        found = []
+        for entry in entries:
+            with contextlib.suppress(ValueError):  # not a project's: left alone
+                found.append(uuid.UUID(entry.name))
+        return found
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
 
 class PostgresBlobStore:
     def __init__(self, db: Database) -> None:
@@ -128,3 +192,18 @@ class PostgresBlobStore:
 
     async def delete_project(self, project_id: uuid.UUID) -> None:
         """Nothing to do: the project's rows went with it (ON DELETE CASCADE)."""
+
+    async def scan(self, project_id: uuid.UUID) -> AsyncIterator[list[str]]:
+        after = ""
+        while True:
+            rows = await self.db.fetch_all(
+                "blobs.scan", project_id=project_id, after=after, limit=SCAN_BATCH
+            )
+            if not rows:
+                return
+            yield [row["content_hash"] for row in rows]
+            after = rows[-1]["content_hash"]
+
+    async def projects(self) -> list[uuid.UUID]:
+        """None: a deleted project's rows go with it, in the same transaction."""
+        return []

@@ -33,6 +33,10 @@ from quarry.validation import unstorable
 log = structlog.get_logger(__name__)
 
 PAGE_LIMIT = 1000
+# A submission's outcomes that queue the document's indexing (a new row, or a new version);
+# the others are "metadata_updated" (metadata, tags or source changed in place) and
+# "unchanged".
+INDEXED_OUTCOMES = frozenset({"created", "updated"})
 MAX_EXTERNAL_ID_BYTES = 2048
 MAX_TAGS = 100
 MAX_TAG_CHARS = 256
@@ -225,10 +229,16 @@ class Documents:
                     Submission(document=current[c.source.external_id], outcome="unchanged")
                 )
             else:
-                outcome = "created" if row.pop("inserted") else "updated"
+                inserted, previous = row.pop("inserted"), row.pop("previous_version")
+                if inserted:
+                    outcome = "created"
+                elif previous == row["version"]:
+                    outcome = "metadata_updated"  # described anew; its index stands
+                else:
+                    outcome = "updated"
                 submissions.append(Submission(document=Document(**row), outcome=outcome))
         await self.queue.enqueue_ingest_many(
-            project_id, [s.document.id for s in submissions if s.outcome != "unchanged"]
+            project_id, [s.document.id for s in submissions if s.outcome in INDEXED_OUTCOMES]
         )
         # The contents this batch replaced, its own earlier versions of an external id given
         # twice included, may be used by no document now. The documents are stored and
@@ -331,7 +341,7 @@ class Documents:
             )
         await self._forget(project_id, {locked["content_hash"]})
 
-    async def _forget(self, project_id: uuid.UUID, content_hashes: Iterable[str | None]) -> None:
+    async def _forget(self, project_id: uuid.UUID, content_hashes: Iterable[str | None]) -> int:
         """Delete the kept bytes of each content no document of the project uses.
 
         A submission holds the project's kept bytes shared from before it stores its own
@@ -343,10 +353,11 @@ class Documents:
 
         What it is given is all it checks: a content whose last document was versioned by a
         submission that did not see it (the same new external id created by two submissions
-        at once) is not among them, and its bytes stay."""
+        at once) is not among them, and its bytes stay until ``sweep_blobs``. Returns how many
+        contents it deleted."""
         contents = {h for h in content_hashes if h is not None}
         if not contents:
-            return
+            return 0
         async with self.db.transaction() as conn:
             await self.db.execute("documents.lock_contents", conn, project_id=project_id)
             rows = await self.db.fetch_all(
@@ -358,6 +369,36 @@ class Documents:
             unused = contents - {row["content_hash"] for row in rows}
             if unused:
                 await self.blobs.delete_many(project_id, sorted(unused), conn=conn)
+        return len(unused)
+
+    async def sweep_blobs(self, project_id: uuid.UUID) -> int:
+        """Delete every kept content no document of the project uses, and return how many.
+
+        Submissions and deletions forget what they stop using; what they cannot see is left
+        for this: the bytes of a submission cancelled or killed before it committed (a file
+        store keeps them outside the transaction), and those of one of two submissions that
+        created the same external id at once (``_forget``). A batch at a time, each under the
+        forget's lock, so a submission in flight is waited for, and its bytes are in use by
+        the time they are checked."""
+        swept = 0
+        async for batch in self.blobs.scan(project_id):
+            swept += await self._forget(project_id, batch)
+        return swept
+
+    async def sweep_all_blobs(self) -> dict[str, int]:
+        """``sweep_blobs`` for every project, and the bytes of projects deleted without them
+        (a crash between a project's deletion and its bytes'). The store is listed before the
+        projects are read: a project it lists that is not among them was deleted (ids are
+        never reused), while one created in between is in neither list."""
+        stored = await self.blobs.projects()
+        existing = {row["id"] for row in await self.db.fetch_all("projects.ids")}
+        deleted = [project_id for project_id in stored if project_id not in existing]
+        for project_id in deleted:
+            await self.blobs.delete_project(project_id)
+        swept = 0
+        for project_id in sorted(existing):
+            swept += await self.sweep_blobs(project_id)
+        return {"projects": len(existing), "contents": swept, "deleted_projects": len(deleted)}
 
     async def retry(self, project_id: uuid.UUID, document_ids: list[uuid.UUID] | None) -> int:
         """Queue failed documents again (all of them when ``document_ids`` is None)."""

@@ -48,7 +48,11 @@ class Document(BaseModel):
 
 class Submission(BaseModel):
     document: Document
-    outcome: str = Field(description="created, updated (a new version) or unchanged")
+    outcome: str = Field(
+        description="created; updated (a new version: new content or format, or a new title, "
+        "queued for indexing); metadata_updated (the same content, with new metadata, tags or "
+        "source name, changed in place: no new version, the index stands); or unchanged"
+    )
 
 
 class Rejection(BaseModel):

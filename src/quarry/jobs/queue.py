@@ -33,11 +33,15 @@ class Job(BaseModel):
     finished_at: datetime | None = None
 
 
-def build_app(*, max_attempts: int = 5, retry_base: float = 2.0) -> procrastinate.App:
+def build_app(
+    *, max_attempts: int = 5, retry_base: float = 2.0, blob_sweep_cron: str = ""
+) -> procrastinate.App:
     """A Procrastinate app with quarry's tasks; open it with ``open_async(pool)`` to share
     quarry's pool."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector())
-    tasks.register(app, max_attempts=max_attempts, retry_base=retry_base)
+    tasks.register(
+        app, max_attempts=max_attempts, retry_base=retry_base, blob_sweep_cron=blob_sweep_cron
+    )
     return app
 
 

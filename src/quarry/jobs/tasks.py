@@ -2,7 +2,8 @@
 
 Tasks are plain functions registered on each App by ``register``: a module-level Blueprint
 would be global state shared by every App in the process. Every task takes ``project_id``:
-jobs are scoped by project like everything else.
+jobs are scoped by project like everything else; the one exception is the periodic sweep of
+kept bytes, which goes over every project.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from quarry.answers.summaries import summarise_document as write_document_summar
 from quarry.db.database import Database
 from quarry.errors import DocumentError, QuarryError
 from quarry.gateway.gateway import Gateway
+from quarry.ingest.documents import Documents
 from quarry.ingest.pipeline import Pipeline
 from quarry.search.postings import MIN_POSTINGS, pack
 
@@ -37,6 +39,7 @@ REEMBED = "quarry:reembed_document"
 SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
 SUMMARISE_DOCUMENT = "quarry:summarise_document"
 PACK_POSTINGS = "quarry:pack_postings"
+SWEEP_BLOBS = "quarry:sweep_blobs"
 MAINTENANCE_QUEUE = "maintenance"
 INGEST_QUEUE = "ingest"
 
@@ -48,6 +51,7 @@ class TaskDeps:
     gateway: Gateway | None = None
     document_summaries: bool = False  # queue a summary of each document once indexed
     pack_min_postings: int = MIN_POSTINGS  # a term's postings packed from this many
+    documents: Documents | None = None  # for the sweep of kept bytes
 
 
 def deps_of(context: procrastinate.JobContext) -> TaskDeps:
@@ -160,6 +164,16 @@ async def pack_postings(context: procrastinate.JobContext, project_id: str) -> N
     await pack(deps.db, uuid.UUID(project_id), min_postings=deps.pack_min_postings)
 
 
+async def sweep_blobs(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Delete the kept bytes no document uses, in every project (``Documents.sweep_all_blobs``).
+    Periodic: ``timestamp`` is the time it was due, which Procrastinate passes."""
+    documents = deps_of(context).documents
+    if documents is None:
+        raise RuntimeError("this worker was started without the document service")
+    swept = await documents.sweep_all_blobs()
+    log.info("kept bytes swept", **swept)
+
+
 async def summarise_conversation(
     context: procrastinate.JobContext, project_id: str, conversation_id: str, through: int
 ) -> None:
@@ -185,8 +199,22 @@ async def summarise_document(
     )
 
 
-def register(app: procrastinate.App, *, max_attempts: int, retry_base: float) -> None:
+def register(
+    app: procrastinate.App, *, max_attempts: int, retry_base: float, blob_sweep_cron: str = ""
+) -> None:
+    """``blob_sweep_cron``: when the sweep of kept bytes is queued (a cron line, with an
+    optional sixth field of seconds); empty: never by itself."""
     retry = BackoffRetry(max_attempts, retry_base)
+    # One sweep queued and one running at a time, however many workers queue it when due.
+    sweep = app.task(
+        name=SWEEP_BLOBS,
+        pass_context=True,
+        queue=MAINTENANCE_QUEUE,
+        lock=SWEEP_BLOBS,
+        queueing_lock=SWEEP_BLOBS,
+    )(sweep_blobs)
+    if blob_sweep_cron:
+        app.periodic(cron=blob_sweep_cron)(sweep)
     app.task(name=ECHO, pass_context=True, queue="default")(echo)
     app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
     app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)

@@ -9,3 +9,9 @@ SELECT data FROM blobs WHERE project_id = %(project_id)s AND content_hash = %(co
 -- name: delete
 DELETE FROM blobs
 WHERE project_id = %(project_id)s AND content_hash = ANY(%(content_hashes)s::text[]);
+
+-- name: scan
+-- A page of a project's kept contents, in hash order after the last page's last.
+SELECT content_hash FROM blobs
+WHERE project_id = %(project_id)s AND content_hash > %(after)s
+ORDER BY content_hash LIMIT %(limit)s;

@@ -1,18 +1,38 @@
 -- name: upsert
--- A new document, or a new version of an existing one when its content changed. Identical
--- content returns no row: nothing new is written.
+-- A new document; a new version of an existing one when what is indexed changed: its content,
+-- its format, or a title given and different (a chunk is embedded with its document's title;
+-- no title means the one the parser finds, which is then kept); or, when only what describes
+-- it changed (metadata, tags, its source's name or kind), those updated in place, with the
+-- same version, status and chunks. Nothing changed returns no row. previous_version is the
+-- version before this statement (a subquery reads the statement's snapshot, which does not
+-- see the statement's own change; null where the row is new to it).
 INSERT INTO documents (project_id, external_id, source_kind, source, title, format,
                        content_hash, size_bytes, metadata, tags)
 VALUES (%(project_id)s, %(external_id)s, %(source_kind)s, %(source)s, %(title)s, %(format)s,
         %(content_hash)s, %(size_bytes)s, %(metadata)s, %(tags)s)
 ON CONFLICT (project_id, external_id) DO UPDATE
-SET source_kind = excluded.source_kind, source = excluded.source, title = excluded.title,
-    format = excluded.format, content_hash = excluded.content_hash,
-    size_bytes = excluded.size_bytes, metadata = excluded.metadata, tags = excluded.tags,
-    version = documents.version + 1, status = 'pending', error = NULL, error_code = NULL,
-    attempts = 0, updated_at = now()
-WHERE documents.content_hash IS DISTINCT FROM excluded.content_hash
-RETURNING *, (xmax = 0) AS inserted;
+SET source_kind = excluded.source_kind, source = excluded.source, format = excluded.format,
+    content_hash = excluded.content_hash, size_bytes = excluded.size_bytes,
+    metadata = excluded.metadata, tags = excluded.tags, updated_at = now(),
+    (title, version, status, error, error_code, attempts) = (
+        SELECT CASE WHEN new_version THEN excluded.title ELSE documents.title END,
+               documents.version + new_version::int,
+               CASE WHEN new_version THEN 'pending' ELSE documents.status END,
+               CASE WHEN new_version THEN NULL ELSE documents.error END,
+               CASE WHEN new_version THEN NULL ELSE documents.error_code END,
+               CASE WHEN new_version THEN 0 ELSE documents.attempts END
+        FROM (SELECT documents.content_hash <> excluded.content_hash
+                     OR documents.format <> excluded.format
+                     OR (excluded.title <> '' AND excluded.title <> documents.title)
+                     AS new_version) AS versioning
+    )
+WHERE (excluded.title <> '' AND excluded.title <> documents.title)
+   OR (documents.content_hash, documents.format, documents.source_kind, documents.source,
+       documents.metadata, documents.tags)
+      IS DISTINCT FROM (excluded.content_hash, excluded.format, excluded.source_kind,
+                        excluded.source, excluded.metadata, excluded.tags)
+RETURNING *, (xmax = 0) AS inserted,
+          (SELECT old.version FROM documents old WHERE old.id = documents.id) AS previous_version;
 
 -- name: lock_by_external_ids
 -- The documents a submission is about to version, locked until it commits, so the content

@@ -29,6 +29,10 @@ FROM projects p
 LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = %(user_id)s
 ORDER BY p.name;
 
+-- name: ids
+-- Every project, for a maintenance sweep (Documents.sweep_all_blobs); not scoped by design.
+SELECT id FROM projects ORDER BY id;
+
 -- name: lock_for_update
 -- The project's row as an update will change it, held until the transaction ends (the lock
 -- an UPDATE of its non-key columns takes, so writers of its documents are not kept waiting).
