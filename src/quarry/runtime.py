@@ -186,6 +186,8 @@ async def open_runtime(
     """Open everything a process needs. ``load_models`` loads the embedder (seconds); pass
     ``embedder`` to share one already loaded."""
     blas_on_calling_thread()
+    for variable in settings.unknown_environment():
+        log.warning("environment variable names no setting, ignored", variable=variable)
     async with AsyncExitStack() as stack:
         url = await _database_url(settings, stack)
         await check_server(url, settings.db_connect_timeout)

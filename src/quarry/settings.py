@@ -8,9 +8,11 @@ from a module global.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -284,7 +286,7 @@ class Settings(BaseSettings):
         default=None,
         description="the rerank stage of hybrid searches: late_interaction (the local "
         "embedding model's token vectors, MaxSim; indexing then stores each chunk's, about "
-        "6 KB for 200 tokens), cross_encoder (reranker_model), llm (the gateway's rerank role "
+        "5.5 KB for 200 tokens), cross_encoder (reranker_model), llm (the gateway's rerank role "
         "grades each passage), none, or unset: cross_encoder when reranker_model is set, "
         "late_interaction with the local embedder, else none",
     )
@@ -467,6 +469,21 @@ class Settings(BaseSettings):
     @property
     def admin_key_path(self) -> Path:
         return self.data_dir / "admin.key"
+
+    def unknown_environment(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The ``QUARRY_*`` environment variables that name no setting, each with the
+        setting it most resembles: a misspelt one is otherwise silently ignored. Variables a
+        configured model reads its API key from are not among them."""
+        environ = os.environ if environ is None else environ
+        names = {f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}
+        keys = {model.api_key_env for model in self.models.values() if model.api_key_env}
+        found = []
+        for variable in sorted(environ):
+            if not variable.startswith(ENV_PREFIX) or variable in names | keys:
+                continue
+            close = difflib.get_close_matches(variable, names, n=1, cutoff=0.75)
+            found.append(f"{variable} (did you mean {close[0]}?)" if close else variable)
+        return found
 
     @classmethod
     def settings_customise_sources(

@@ -228,7 +228,17 @@ async def test_openapi_documents_auth_and_problems(client: httpx.AsyncClient) ->
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     get_project = spec["paths"]["/projects/{project}"]["get"]
     assert "404" in get_project["responses"]
-    assert "Problem" in spec["components"]["schemas"]
+    assert "errors" in spec["components"]["schemas"]["Problem"]["properties"]
+    # Every error is described as it is sent: a Problem, as application/problem+json (but
+    # /ready's 503, which is its readiness report).
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in spec["paths"].items():
+        if path == "/ready":
+            continue
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    assert response.get("content") == problem, (method, path, status)
 
 
 async def test_openapi_documents_answers_streams_and_the_openai_face(

@@ -11,8 +11,9 @@ import pytest
 
 from quarry.cli.ingest import Report, _submit
 from quarry.errors import EmptyDocument, InvalidInput, UnsupportedFormat
+from quarry.ingest import documents as documents_module
 from quarry.ingest.documents import SUBMIT_BATCH, text_source
-from quarry.ingest.models import Submission
+from quarry.ingest.models import Status, Submission
 from quarry.ingest.source import Source
 from quarry.jobs.tasks import INGEST
 from quarry.runtime import Runtime
@@ -212,3 +213,25 @@ async def test_what_describes_a_document_changes_in_place_and_what_is_indexed_ve
     assert [r.document.version for r in results if isinstance(r, Submission)] == [
         3 if expected == "unchanged" else version for _, expected, version in steps
     ]
+
+
+async def test_every_failed_document_is_listed_past_a_page(
+    runtime: Runtime,
+    admin_principal: Principal,
+    fresh_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`quarry jobs failed` lists them all (it once stopped at the first 1000)."""
+    monkeypatch.setattr(documents_module, "PAGE_LIMIT", 2)
+    project = await runtime.projects.create(admin_principal, "dead-letters")
+    await runtime.documents.submit_many(
+        project.id, [upload(f"{n}.txt", f"text {n}".encode()) for n in range(6)]
+    )
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE documents SET status = 'failed' WHERE external_id <> '5.txt'")
+    failed = await runtime.documents.list_all(project.id, status=Status.failed)
+    assert sorted(d.external_id for d in failed) == [f"{n}.txt" for n in range(5)]
+    assert [(d.created_at, d.id) for d in failed] == sorted(
+        ((d.created_at, d.id) for d in failed), reverse=True
+    )
+    assert len(await runtime.documents.list_all(project.id)) == 6

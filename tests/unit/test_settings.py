@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from quarry.settings import SettingsError, load_settings
+from quarry.gateway.config import ModelConfig
+from quarry.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +193,21 @@ def test_the_blob_sweep_schedule_is_a_cron_line_or_empty(monkeypatch: pytest.Mon
     assert load_settings().blob_sweep_cron == "*/5 * * * * 30"
     monkeypatch.setenv("QUARRY_BLOB_SWEEP_CRON", "")
     assert load_settings().blob_sweep_cron == ""
+
+
+def test_unknown_quarry_variables_are_named_with_the_setting_they_resemble() -> None:
+    settings = Settings()
+    settings.models["cloud"] = ModelConfig(
+        provider="openai", model="gpt-4o-mini", api_key_env="QUARRY_CLOUD_KEY"
+    )
+    environ = {
+        "QUARRY_RERANK": "none",
+        "QUARRY_PORT": "8000",
+        "QUARRY_CLOUD_KEY": "sk-...",  # a model's key: not a setting, not unknown
+        "QUARRY_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert settings.unknown_environment(environ) == [
+        "QUARRY_RERANK (did you mean QUARRY_RERANKER?)",
+        "QUARRY_ZZZ",
+    ]

@@ -27,7 +27,7 @@ from quarry.validation import Timestamp
 router = APIRouter(
     prefix="/projects/{project}/conversations",
     tags=["conversations"],
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 ConversationRef = Annotated[uuid.UUID, Path(description="the conversation's id")]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -39,12 +39,14 @@ the prompt (within `budget.history`; older turns are summarised in the backgroun
 With `"stream": true` or `Accept: text/event-stream` the answer comes as server-sent events:
 
 - `start`: `conversation_id`, the stored `user_message`, `request_id`, `model`;
-- `result`: one per source passage the model reads (`number`, `document_id`,
-  `document_title`, `chunk_ids`, `page`, `char_start`, `char_end`, `text`);
+- `result`: one per source the model reads (`number`, `kind`: `passage` or a document's
+  `summary`, `document_id`, `document_title`, `chunk_ids`, `page`, `char_start`,
+  `char_end`, `text`);
 - `llm_chunk`: `{"text": ...}`, each delta as the model produces it;
 - then `complete` (the same object the JSON answer returns: answer, citations, usage,
-  timings, the stored message) or `error` (`code`, `detail`, `partial`: the text sent before
-  the failure, and the stored `message`).
+  timings, the stored message) or `error` (`code`, `detail`; where the answer was stored,
+  also `partial`: the text sent before the failure, and the stored `message`; not where the
+  conversation was deleted meanwhile or the answer could not be stored).
 
 The user's message is stored before the answer starts; the answer is stored when it ends,
 as `complete`, `partial` (the model broke off, or the client disconnected: generation stops

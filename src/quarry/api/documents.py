@@ -44,7 +44,10 @@ class Batch(BaseModel):
     documents: list[Submission] = Field(
         description="accepted: created, updated, metadata_updated or unchanged"
     )
-    rejected: list[Rejection] = Field(description="refused, each with its reason")
+    rejected: list[Rejection] = Field(
+        description="refused, each with its reason (when none is accepted, the answer is "
+        "instead an error, 413, 415 or 422, whose `rejected` lists them)"
+    )
 
 
 class TextDocument(Body):
@@ -238,8 +241,10 @@ async def add_texts(
         "QUARRY_FETCH_TIMEOUT and QUARRY_MAX_UPLOAD_BYTES) and queues the document. Only "
         "public addresses are fetched: a URL, or a redirect, whose host is loopback, "
         "private, link-local or otherwise not on the public internet is a 422 "
-        "`url_not_allowed` unless QUARRY_FETCH_ALLOWED_NETWORKS holds it. A 404 or an "
-        "unreachable host is a 422 `url_fetch_failed`, a timeout `url_timeout`."
+        "`url_not_allowed` unless QUARRY_FETCH_ALLOWED_NETWORKS holds it, and so is a host "
+        "name that does not resolve (one answer for both, so that it does not tell which "
+        "internal names exist). A 404, or a host that refuses or drops the connection, is "
+        "a 422 `url_fetch_failed`; a timeout `url_timeout`."
     ),
     responses=problem_responses(413, 415),
 )

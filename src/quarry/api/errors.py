@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from quarry.errors import ProjectNotFound, QuarryError, Unauthenticated
@@ -161,10 +161,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(pg_errors.ForeignKeyViolation, _project_gone)
     # Anything else is caught by RequestIdMiddleware, which answers 500 with the request id.
+    _describe_problems(app)
+
+
+def _describe_problems(app: FastAPI) -> None:
+    """Put ``Problem`` among the OpenAPI description's schemas, where the responses of
+    ``problem_responses`` refer to it under application/problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(problem_schema.pop("$defs", {}))
+        schemas["Problem"] = problem_schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where in the request, e.g. filters.metadata.year")
+    message: str
 
 
 class Problem(BaseModel):
-    """An error, as RFC 9457 problem details. Clients switch on ``code``."""
+    """An error, as RFC 9457 problem details. Clients switch on ``code``. Some errors carry
+    members of their own beside these (``rejected``, ``attempts``, ``url``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = Field(examples=["urn:quarry:error:project_not_found"])
     title: str
@@ -172,6 +199,10 @@ class Problem(BaseModel):
     detail: str
     code: str = Field(description="stable machine-readable error code")
     request_id: str | None = Field(description="also in the X-Request-ID response header")
+    field: str | None = Field(default=None, description="the one field at fault, where one is")
+    errors: list[FieldError] | None = Field(
+        default=None, description="each field at fault (validation_error)"
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -190,7 +221,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "a part this needs is not configured or not loaded, or no model of the role "
         "could serve the call (models_unavailable)",
     }
+    # Under the media type the answer has (FastAPI's "model" would describe application/json,
+    # which no error is sent as).
+    schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
     return {
-        status: {"model": Problem, "description": described[status], "content": {PROBLEM: {}}}
+        status: {"description": described[status], "content": {PROBLEM: schema}}
         for status in statuses
     }

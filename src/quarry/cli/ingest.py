@@ -163,7 +163,12 @@ def ingest(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders (recursively) or globs."),
     project: str = PROJECT,
-    tag: list[str] = typer.Option([], "--tag", "-t", help="A tag for every document."),
+    tag: list[str] = typer.Option(
+        [],
+        "--tag",
+        "-t",
+        help="A tag for every document: their tags become these (none given: no tags).",
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until all are indexed."),
     worker: bool = typer.Option(
         True, "--worker/--no-worker", help="While waiting, index in this process too."
@@ -236,7 +241,7 @@ def failed(ctx: typer.Context, project: str = PROJECT, as_json: bool = JSON_OPTI
     async def go() -> list[Document]:
         async with acting(settings_from(ctx)) as (rt, me):
             found = await rt.projects.resolve(me, project)
-            return await rt.documents.list_page(found.id, status=Status.failed, limit=1000)
+            return await rt.documents.list_all(found.id, status=Status.failed)
 
     documents = run(go())
     if as_json:

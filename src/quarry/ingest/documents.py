@@ -287,6 +287,19 @@ class Documents:
         )
         return [Document(**row) for row in rows]
 
+    async def list_all(
+        self, project_id: uuid.UUID, *, status: Status | None = None
+    ) -> list[Document]:
+        """Every document (of ``status``), newest first, read a page at a time."""
+        documents: list[Document] = []
+        before = None
+        while True:
+            page = await self.list_page(project_id, status=status, limit=PAGE_LIMIT, before=before)
+            documents += page
+            if len(page) < PAGE_LIMIT:
+                return documents
+            before = (page[-1].created_at, page[-1].id)
+
     async def chunks(self, project_id: uuid.UUID, document_id: uuid.UUID) -> list[ChunkView]:
         await self.get(project_id, document_id)
         rows = await self.db.fetch_all(

@@ -6,7 +6,17 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from quarry.search.fusion import Method
 from quarry.validation import Body, Timestamp
@@ -51,7 +61,42 @@ class AnyOf(BaseModel):
     in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000)
 
 
-MetadataCondition = Scalar | AnyOf | Range
+RANGE_BOUNDS = ("gt", "gte", "lt", "lte")
+SCALAR = "a string of at most 4096 characters, a number or a boolean"
+
+
+def _one_error(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """A condition that fits none of its shapes is one error at its field, saying what was
+    wrong with the shape it looks like, where pydantic's union gives an error per shape tried,
+    each under a path of pydantic's own (``function-after[_not_empty(), Range]``)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("metadata_condition", _what_is_wrong(value)) from None
+
+
+def _what_is_wrong(value: object) -> str:
+    if not isinstance(value, dict):
+        return (
+            f"a condition is a value ({SCALAR}), {{'in': [values]}} or a range of "
+            f"{', '.join(RANGE_BOUNDS)}"
+        )
+    if "in" in value:
+        if set(value) != {"in"}:
+            return "an 'in' condition takes nothing but 'in'"
+        values = value["in"]
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_FILTER_VALUES:
+            return f"'in' takes a list of 1 to {MAX_FILTER_VALUES} values"
+        return f"each value of 'in' is {SCALAR}"
+    unknown = sorted(set(value) - set(RANGE_BOUNDS))
+    if unknown:
+        return f"a range takes {', '.join(RANGE_BOUNDS)}, not {', '.join(map(str, unknown))}"
+    if not value:
+        return f"a range needs at least one of {', '.join(RANGE_BOUNDS)}"
+    return f"each bound of a range is {SCALAR}"
+
+
+MetadataCondition = Annotated[Scalar | AnyOf | Range, WrapValidator(_one_error)]
 
 
 class Filters(BaseModel):
