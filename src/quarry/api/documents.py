@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem, problem_responses
@@ -99,6 +99,24 @@ class UrlDocument(Body):
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+
+
+class DocumentChanges(Body):
+    # Anything else (a title, the text) would change what is indexed: a new submission.
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="the document's metadata from now on (replaces it whole)"
+    )
+    tags: list[Tag] | None = Field(
+        default=None, max_length=MAX_TAGS, description="the document's tags from now on"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> DocumentChanges:
+        if self.metadata is None and self.tags is None:
+            raise ValueError("give metadata, tags or both")
+        return self
 
 
 class DocumentPage(BaseModel):
@@ -323,6 +341,28 @@ async def get_chunks(
 ) -> list[ChunkView]:
     found = await rt.projects.resolve(me, project)
     return await rt.documents.chunks(found.id, document_id)
+
+
+@router.patch(
+    "/documents/{document_id}",
+    summary="Replace a document's metadata or tags in place (editor)",
+    description=(
+        "What describes the document changes at once, for searches' filters too; its "
+        "content, version and chunks stay as they are, and nothing is re-indexed. Each of "
+        "`metadata` and `tags` that is given replaces the document's whole."
+    ),
+)
+async def describe_document(
+    project: ProjectRef,
+    document_id: DocumentId,
+    body: DocumentChanges,
+    rt: RuntimeDep,
+    me: PrincipalDep,
+) -> Document:
+    found = await rt.projects.resolve(me, project, Role.editor)
+    return await rt.documents.describe(
+        found.id, document_id, metadata=body.metadata, tags=body.tags
+    )
 
 
 @router.delete(

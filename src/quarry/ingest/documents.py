@@ -119,29 +119,16 @@ class Documents:
         self.check_size(source.name, len(source.data))
         if not source.data:
             raise EmptyDocument(f"{source.name} is empty")
-        for field, value in (
-            ("name", source.name),
-            ("external_id", source.external_id),
-            ("title", source.title),
-            ("metadata", source.metadata),
-            ("tags", list(source.tags)),
-        ):
-            found = unstorable(value, field)
-            if found:
-                raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
-        # Both are index keys, which Postgres bounds in bytes (about 2,700 per entry).
+        _check_storable(
+            ("name", source.name), ("external_id", source.external_id), ("title", source.title)
+        )
+        _check_description(source.metadata, source.tags)
+        # An index key, which Postgres bounds in bytes (about 2,700 per entry).
         if len(source.external_id.encode()) > MAX_EXTERNAL_ID_BYTES:
             raise InvalidInput(
                 f"external_id is longer than {MAX_EXTERNAL_ID_BYTES} bytes in UTF-8",
                 field="external_id",
             )
-        if len(source.tags) > MAX_TAGS:
-            raise InvalidInput(f"more than {MAX_TAGS} tags", field="tags")
-        for position, tag in enumerate(source.tags):
-            if len(tag) > MAX_TAG_CHARS:
-                raise InvalidInput(
-                    f"a tag is longer than {MAX_TAG_CHARS} characters", field=f"tags.{position}"
-                )
         if source.format is not None:
             return self.registry.get(source.format).name
         return self.registry.detect(source.name, source.media_type).name
@@ -334,6 +321,29 @@ class Documents:
                 return counts
             await asyncio.sleep(poll)
 
+    async def describe(
+        self,
+        project_id: uuid.UUID,
+        document_id: uuid.UUID,
+        *,
+        metadata: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Document:
+        """Replace a document's metadata or tags (whichever is given) in place: what
+        describes it, not what is indexed, so there is no new version and no job, and
+        searches filter on the new values at once."""
+        _check_description(metadata or {}, tags or ())
+        row = await self.db.fetch_one(
+            "documents.describe",
+            project_id=project_id,
+            document_id=document_id,
+            metadata=None if metadata is None else Jsonb(metadata),
+            tags=None if tags is None else list(tags),
+        )
+        if row is None:
+            raise DocumentNotFound(f"no document {document_id} in this project")
+        return Document(**row)
+
     async def delete(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Remove a document, its chunks, vectors and statistics in one transaction."""
         async with self.db.transaction() as conn:
@@ -457,6 +467,26 @@ class Documents:
                 row["project_id"], row["document_id"], priority=REFILL_PRIORITY
             )
         return len(rows)
+
+
+def _check_storable(*fields: tuple[str, object]) -> None:
+    for field, value in fields:
+        found = unstorable(value, field)
+        if found:
+            raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
+
+
+def _check_description(metadata: dict[str, Any], tags: Sequence[str]) -> None:
+    """What a document's metadata and tags must be, however they are given."""
+    _check_storable(("metadata", metadata), ("tags", list(tags)))
+    # Tags are index keys too (a GIN index over them).
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"more than {MAX_TAGS} tags", field="tags")
+    for position, tag in enumerate(tags):
+        if len(tag) > MAX_TAG_CHARS:
+            raise InvalidInput(
+                f"a tag is longer than {MAX_TAG_CHARS} characters", field=f"tags.{position}"
+            )
 
 
 def text_source(

@@ -87,6 +87,14 @@ WHERE project_id = %(project_id)s AND id = %(document_id)s
   AND (status <> 'complete' OR indexed_hash IS DISTINCT FROM content_hash)
 RETURNING id, project_id, content_hash, format, title, version;
 
+-- name: describe
+-- New metadata or tags (null: as they are) in place: no new version, nothing to re-index.
+UPDATE documents
+SET metadata = coalesce(%(metadata)s, metadata), tags = coalesce(%(tags)s::text[], tags),
+    updated_at = now()
+WHERE project_id = %(project_id)s AND id = %(document_id)s
+RETURNING *;
+
 -- name: lock
 SELECT id, content_hash, status, chunk_count, term_count FROM documents
 WHERE project_id = %(project_id)s AND id = %(document_id)s
