@@ -102,6 +102,7 @@ def settings(fresh_database: str, tmp_path: Path) -> Settings:
         worker_in_process=False,
         worker_heartbeat_interval=0.5,
         log_format="console",
+        blob_sweep_cron="",  # a test that wants the hourly sweep asks for it
     )
 
 

@@ -71,7 +71,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 freeze_startup_heap()
             app.state.runtime = rt
             if settings.run_worker_in_process:
-                await stack.enter_async_context(background_worker(rt, "in-process"))
+                await stack.enter_async_context(background_worker(rt, "in-process", sweeps=True))
             yield
 
     app = FastAPI(

@@ -37,7 +37,7 @@ from quarry.ingest.factory import build_blob_store, build_embedder, build_splitt
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
-from quarry.jobs.tasks import TaskDeps
+from quarry.jobs.tasks import QUEUES, SWEEP_QUEUE, TaskDeps
 from quarry.search.rerank import (
     LLMReranker,
     Reranker,
@@ -81,7 +81,11 @@ class Runtime:
             self.documents,
         )
 
-    async def run_worker(self, *, install_signal_handlers: bool, name: str = "quarry") -> None:
+    async def run_worker(
+        self, *, install_signal_handlers: bool, name: str = "quarry", sweeps: bool = True
+    ) -> None:
+        """``sweeps``: this worker also takes the periodic sweep of kept bytes (a long-lived
+        one: a command's short-lived worker would have to finish a sweep before it exits)."""
         # Beside the worker, not before it: the scan reads every chunk's vector row (0.25 s
         # at 100k chunks on two cores).
         refill = asyncio.create_task(self._refill_beside_worker(), name="refill")
@@ -93,6 +97,7 @@ class Runtime:
                 stalled_after=self.settings.worker_stalled_after,
                 install_signal_handlers=install_signal_handlers,
                 name=name,
+                queues=None if sweeps else [q for q in QUEUES if q != SWEEP_QUEUE],
             )
         finally:
             refill.cancel()
@@ -122,10 +127,11 @@ class Runtime:
 
 
 @asynccontextmanager
-async def background_worker(rt: Runtime, name: str) -> AsyncIterator[None]:
+async def background_worker(rt: Runtime, name: str, *, sweeps: bool = False) -> AsyncIterator[None]:
     """A worker running beside something else in this process (the API, a CLI command) for
-    the duration of the block; it stops gracefully at the end."""
-    task = asyncio.create_task(_supervise(rt, name), name=f"quarry-{name}")
+    the duration of the block; it stops gracefully at the end. ``sweeps``: as for
+    ``Runtime.run_worker`` (the API's worker, not a command's)."""
+    task = asyncio.create_task(_supervise(rt, name, sweeps), name=f"quarry-{name}")
     try:
         yield
     finally:
@@ -134,14 +140,14 @@ async def background_worker(rt: Runtime, name: str) -> AsyncIterator[None]:
             await task
 
 
-async def _supervise(rt: Runtime, name: str, pause: float = 1.0) -> None:
+async def _supervise(rt: Runtime, name: str, sweeps: bool, pause: float = 1.0) -> None:
     """Keep the worker running until cancelled. Procrastinate stops a worker whose heartbeat
     or listener fails (a dropped connection, a pool timeout under load); a separate
     ``quarry worker`` process exits and its supervisor restarts it, and this is that
     supervisor for a worker inside another process."""
     while True:
         try:
-            await rt.run_worker(install_signal_handlers=False, name=name)
+            await rt.run_worker(install_signal_handlers=False, name=name, sweeps=sweeps)
             log.error("background worker stopped on its own; restarting", worker=name)
         except Exception:
             log.exception("background worker failed; restarting", worker=name)

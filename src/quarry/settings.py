@@ -387,8 +387,15 @@ class Settings(BaseSettings):
     @classmethod
     def _cron(cls, value: str) -> str:
         value = value.strip()
-        if value and not croniter.croniter.is_valid(value):
-            raise ValueError(f"not a cron line: {value!r} (e.g. '23 * * * *', or empty for never)")
+        if not value:
+            return value
+        try:  # a valid line may still never come (31 February): the worker would then fail
+            croniter.croniter(value).get_next()
+        except (ValueError, KeyError, croniter.CroniterError) as exc:
+            raise ValueError(
+                f"not a cron line that comes due: {value!r} ({exc}; e.g. '23 * * * *', "
+                "or empty for never)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -475,14 +482,20 @@ class Settings(BaseSettings):
         setting it most resembles: a misspelt one is otherwise silently ignored. Variables a
         configured model reads its API key from are not among them."""
         environ = os.environ if environ is None else environ
-        names = {f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}
+        names = [name.upper() for name in type(self).model_fields]
         keys = {model.api_key_env for model in self.models.values() if model.api_key_env}
+        known = {f"{ENV_PREFIX}{name}" for name in names} | {key.upper() for key in keys}
         found = []
         for variable in sorted(environ):
-            if not variable.startswith(ENV_PREFIX) or variable in names | keys:
+            # Settings are read from the environment whatever the case of their names.
+            upper = variable.upper()
+            if not upper.startswith(ENV_PREFIX) or upper in known:
                 continue
-            close = difflib.get_close_matches(variable, names, n=1, cutoff=0.75)
-            found.append(f"{variable} (did you mean {close[0]}?)" if close else variable)
+            # Compared without the prefix, which every name shares.
+            close = difflib.get_close_matches(upper[len(ENV_PREFIX) :], names, n=1, cutoff=0.75)
+            found.append(
+                f"{variable} (did you mean {ENV_PREFIX}{close[0]}?)" if close else variable
+            )
         return found
 
     @classmethod

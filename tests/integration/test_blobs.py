@@ -78,9 +78,6 @@ class Passing:
         async for batch in self.inner.scan(project_id):
             yield batch
 
-    async def projects(self) -> list[uuid.UUID]:
-        return await self.inner.projects()
-
 
 class Gate(Passing):
     """A real store whose put_many waits, once its bytes are kept, until it is let go: the
@@ -204,6 +201,7 @@ async def test_deleting_a_project_deletes_its_bytes(
     assert await kept(store, stays.id, b"bytes")
     if isinstance(store, FileBlobStore):
         assert [p.name for p in (tmp_path / "blobs").iterdir()] == [str(stays.id)]
+    assert await runtime.db.fetch_all("projects.deleted") == []  # nothing left for the sweep
 
 
 class Replacing(Passing):
@@ -240,6 +238,34 @@ async def test_a_job_whose_bytes_went_with_a_new_version_or_a_delete_stands_down
         assert (await rt.pipeline.index(project.id, first.document.id)).status == "gone"
     finally:
         rt.pipeline.blobs = store
+
+
+async def test_a_job_whose_version_was_retitled_meanwhile_stands_down(
+    ingest_runtime: Runtime, admin_principal: Principal
+) -> None:
+    """The same bytes under a new title are a new version (its chunks carry the title): the
+    job of the old one must not write, or the new one's job would find it indexed."""
+    rt = ingest_runtime
+    assert rt.pipeline is not None
+    project = await rt.projects.create(admin_principal, "retitled")
+    body = b"Rivers carry water to the sea. " * 60
+
+    def titled(title: str) -> Source:
+        return Source(data=body, name="a.txt", external_id="a.txt", kind="upload", title=title)
+
+    first = await rt.documents.submit(project.id, titled("Old title"))
+    store = rt.pipeline.blobs
+    rt.pipeline.blobs = Replacing(store, lambda: rt.documents.submit(project.id, titled("New")))
+    try:
+        assert (await rt.pipeline.index(project.id, first.document.id)).status == "superseded"
+    finally:
+        rt.pipeline.blobs = store
+    assert (await rt.pipeline.index(project.id, first.document.id)).status == "indexed"
+    document = await rt.documents.get(project.id, first.document.id)
+    assert (document.version, document.status, document.title) == (2, "complete", "New")
+    chunks = await rt.documents.chunks(project.id, first.document.id)
+    assert len(chunks) > 1
+    assert {chunk.context for chunk in chunks} == {"New"}
 
 
 async def test_versions_submitted_at_once_leave_only_the_last_ones_bytes(
@@ -286,10 +312,14 @@ async def test_the_sweep_deletes_kept_bytes_no_document_uses(
     await documents.submit_many(project.id, [text("a.txt", b"used"), text("b.txt", b"used too")])
     # What a submission cancelled between keeping its bytes and committing leaves behind.
     await store.put_many(project.id, {digest(b"left"): b"left", digest(b"also"): b"also"})
-    gone = uuid.uuid4()  # a project deleted by a process that died before its bytes went
+    # A project deleted by a process that died before its bytes went.
+    gone = await runtime.projects.create(admin_principal, "gone")
+    await documents.submit(gone.id, text("g.txt", b"orphan"))
+    await runtime.db.execute("projects.delete", project_id=gone.id)
+    stranger = uuid.uuid4()  # a project this database never had: another deployment's?
     partial = stale = None
     if isinstance(store, FileBlobStore):
-        await store.put_many(gone, {digest(b"orphan"): b"orphan"})
+        await store.put_many(stranger, {digest(b"theirs"): b"theirs"})
         # A put's temporary files: one a crash left two hours ago, one being written now.
         folder = tmp_path / "blobs" / str(project.id) / digest(b"used")[:2]
         stale, partial = folder / f".{digest(b'x')}.1.a", folder / f".{digest(b'y')}.1.b"
@@ -302,18 +332,23 @@ async def test_the_sweep_deletes_kept_bytes_no_document_uses(
 
     assert swept["contents"] == 2
     assert swept["projects"] == 1
+    assert swept["deleted_projects"] == 1
+    assert swept["failed_projects"] == 0
+    assert not await kept(store, gone.id, b"orphan")
     assert await kept(store, project.id, b"used")
     assert await kept(store, project.id, b"used too")
     assert not await kept(store, project.id, b"left")
     assert not await kept(store, project.id, b"also")
     if isinstance(store, FileBlobStore):
-        assert swept["deleted_projects"] == 1
-        assert [p.name for p in (tmp_path / "blobs").iterdir()] == [str(project.id)]
+        assert sorted(p.name for p in (tmp_path / "blobs").iterdir()) == sorted(
+            [str(project.id), str(stranger)]
+        )
         assert stale is not None
         assert not stale.exists()
         assert partial is not None
         assert partial.exists()
-    assert (await documents.sweep_all_blobs())["contents"] == 0  # nothing left to sweep
+    again = await documents.sweep_all_blobs()  # nothing left to sweep
+    assert (again["contents"], again["deleted_projects"]) == (0, 0)
 
 
 async def test_the_sweep_reads_every_batch(
@@ -364,7 +399,7 @@ async def test_a_worker_sweeps_when_its_schedule_says(
         store = rt.documents.blobs
         await rt.documents.submit(project.id, text("a.txt", b"used"))
         await store.put_many(project.id, {digest(b"left"): b"left"})
-        async with background_worker(rt, "sweeper"):
+        async with background_worker(rt, "sweeper", sweeps=True):
             for _ in range(200):
                 if not await kept(store, project.id, b"left"):
                     break

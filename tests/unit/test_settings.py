@@ -68,6 +68,7 @@ def test_external_database_turns_off_the_in_process_worker(monkeypatch: pytest.M
         ("QUARRY_INDEX_NICENESS", "20", "QUARRY_INDEX_NICENESS"),
         ("QUARRY_BLOB_SWEEP_CRON", "hourly", "QUARRY_BLOB_SWEEP_CRON"),
         ("QUARRY_BLOB_SWEEP_CRON", "61 * * * *", "QUARRY_BLOB_SWEEP_CRON"),
+        ("QUARRY_BLOB_SWEEP_CRON", "0 0 31 2 *", "QUARRY_BLOB_SWEEP_CRON"),  # never due
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(
@@ -203,6 +204,8 @@ def test_unknown_quarry_variables_are_named_with_the_setting_they_resemble() -> 
     environ = {
         "QUARRY_RERANK": "none",
         "QUARRY_PORT": "8000",
+        "quarry_log_level": "debug",  # read whatever its case
+        "quarry_bogus": "1",
         "QUARRY_CLOUD_KEY": "sk-...",  # a model's key: not a setting, not unknown
         "QUARRY_ZZZ": "1",
         "PATH": "/bin",
@@ -210,4 +213,5 @@ def test_unknown_quarry_variables_are_named_with_the_setting_they_resemble() -> 
     assert settings.unknown_environment(environ) == [
         "QUARRY_RERANK (did you mean QUARRY_RERANKER?)",
         "QUARRY_ZZZ",
+        "quarry_bogus",
     ]

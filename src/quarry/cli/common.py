@@ -88,8 +88,11 @@ async def acting(
 ) -> AsyncIterator[tuple[Runtime, Principal]]:
     """The runtime and the user the CLI acts as (the API key's owner).
 
-    The key is read after the runtime opens: on a new database that start creates admin.key."""
-    async with open_runtime(settings, load_models=load_models) as rt:
+    The key is read after the runtime opens: on a new database that start creates admin.key.
+    A command does not queue the periodic sweep of kept bytes (its worker, if it runs one,
+    does not take it either): that is for long-lived workers."""
+    quiet = settings.model_copy(update={"blob_sweep_cron": ""})
+    async with open_runtime(quiet, load_models=load_models) as rt:
         yield rt, await rt.keys.authenticate_key(api_key(settings))
 
 

@@ -47,11 +47,6 @@ class BlobStore(Protocol):
         """The content hashes kept for a project, in batches (for ``Documents.sweep_blobs``)."""
         ...
 
-    async def projects(self) -> list[uuid.UUID]:
-        """The projects whose bytes the store keeps apart from their rows, which a crash
-        between a project's deletion and ``delete_project`` could leave behind."""
-        ...
-
 
 # The sweep's batches, and the age from which a put's temporary file is one a crash left.
 SCAN_BATCH = 1000
@@ -143,24 +138,18 @@ class FileBlobStore:
                         os.unlink(entry.path)
         return hashes
 
-    async def projects(self) -> list[uuid.UUID]:
-        entries = await asyncio.to_thread(_entries, self.root)
-        found = []
-        for entry in entries:
-            with contextlib.suppress(ValueError):  # not a project's: left alone
-                found.append(uuid.UUID(entry.name))
-        return found
-
 
 def _is_digest(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    """A directory's entries; none where there is no directory (nothing kept there yet, or a
+    stray file where one would be)."""
     try:
         with os.scandir(directory) as entries:
             return list(entries)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 
@@ -203,7 +192,3 @@ class PostgresBlobStore:
                 return
             yield [row["content_hash"] for row in rows]
             after = rows[-1]["content_hash"]
-
-    async def projects(self) -> list[uuid.UUID]:
-        """None: a deleted project's rows go with it, in the same transaction."""
-        return []

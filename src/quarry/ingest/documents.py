@@ -24,7 +24,14 @@ from quarry.errors import (
     ProjectNotFound,
 )
 from quarry.ingest.blobs import BlobStore
-from quarry.ingest.models import ChunkView, Document, ProjectCounts, Status, Submission
+from quarry.ingest.models import (
+    ChunkView,
+    Document,
+    Outcome,
+    ProjectCounts,
+    Status,
+    Submission,
+)
 from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.source import Source
 from quarry.ingest.token_vectors import FORMAT as TOKEN_VECTORS_FORMAT
@@ -136,7 +143,9 @@ class Documents:
     async def submit(self, project_id: uuid.UUID, source: Source) -> Submission:
         """Store the bytes, create or version the document, queue its job.
 
-        Identical content under the same external id writes nothing and queues nothing.
+        Identical content under the same external id writes nothing and queues nothing;
+        identical content with new metadata, tags or source name updates those in place and
+        queues nothing (``metadata_updated``).
         """
         (result,) = await self.submit_many(project_id, [source])
         if isinstance(result, Submission):
@@ -148,8 +157,9 @@ class Documents:
     ) -> list[Submission | Refusal]:
         """``submit`` for each source, in order, each with the outcome it would have alone: a
         source refused by ``check`` gets its error in its place and the rest go on, and one
-        external id given twice is created, then versioned or found unchanged, in that order
-        (an unchanged source is reported with its document as the whole batch left it).
+        external id given twice is created, then versioned, described anew or found
+        unchanged, in that order (an unchanged source is reported with its document as the
+        whole batch left it).
 
         The work is shared: one hand-off for the bytes, the upserts sent together in one
         transaction, one statement queueing the jobs. A batch of small documents costs a few
@@ -217,6 +227,11 @@ class Documents:
                 )
             else:
                 inserted, previous = row.pop("inserted"), row.pop("previous_version")
+                outcome: Outcome
+                if previous is None:
+                    # Created by a submission that committed while this one waited on it,
+                    # which this statement cannot see: at its first version.
+                    previous = 1
                 if inserted:
                     outcome = "created"
                 elif previous == row["version"]:
@@ -409,19 +424,27 @@ class Documents:
         return swept
 
     async def sweep_all_blobs(self) -> dict[str, int]:
-        """``sweep_blobs`` for every project, and the bytes of projects deleted without them
-        (a crash between a project's deletion and its bytes'). The store is listed before the
-        projects are read: a project it lists that is not among them was deleted (ids are
-        never reused), while one created in between is in neither list."""
-        stored = await self.blobs.projects()
-        existing = {row["id"] for row in await self.db.fetch_all("projects.ids")}
-        deleted = [project_id for project_id in stored if project_id not in existing]
+        """``sweep_blobs`` for every project, and the bytes of deleted projects that a crash
+        left behind (``projects.delete`` records each until its bytes are gone). A project
+        that fails is logged and the sweep goes on with the others."""
+        deleted = [row["id"] for row in await self.db.fetch_all("projects.deleted")]
         for project_id in deleted:
             await self.blobs.delete_project(project_id)
-        swept = 0
-        for project_id in sorted(existing):
-            swept += await self.sweep_blobs(project_id)
-        return {"projects": len(existing), "contents": swept, "deleted_projects": len(deleted)}
+            await self.db.execute("projects.forget_deleted", project_id=project_id)
+        swept = failed = 0
+        projects = [row["id"] for row in await self.db.fetch_all("projects.ids")]
+        for project_id in projects:
+            try:
+                swept += await self.sweep_blobs(project_id)
+            except Exception:
+                failed += 1
+                log.exception("sweeping a project's kept bytes failed", project_id=str(project_id))
+        return {
+            "projects": len(projects),
+            "contents": swept,
+            "deleted_projects": len(deleted),
+            "failed_projects": failed,
+        }
 
     async def retry(self, project_id: uuid.UUID, document_ids: list[uuid.UUID] | None) -> int:
         """Queue failed documents again (all of them when ``document_ids`` is None)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,9 +46,12 @@ class Document(BaseModel):
     indexed_at: datetime | None = None
 
 
+Outcome = Literal["created", "updated", "metadata_updated", "unchanged"]
+
+
 class Submission(BaseModel):
     document: Document
-    outcome: str = Field(
+    outcome: Outcome = Field(
         description="created; updated (a new version: new content or format, or a new title, "
         "queued for indexing); metadata_updated (the same content, with new metadata, tags or "
         "source name, changed in place: no new version, the index stands); or unchanged"

@@ -101,6 +101,7 @@ class Pipeline:
                 project_id,
                 document_id,
                 claimed["content_hash"],
+                claimed["version"],
                 text_length=len(parsed.text),
                 title=parsed.title,
                 chunks=chunks,

@@ -32,12 +32,14 @@ MAX_DOCUMENTS_PER_TRANSACTION = 64
 
 @dataclass(frozen=True)
 class DocumentWrite:
-    """A document's new state: what replaces its chunks if its content is still
-    ``content_hash`` when the write takes its lock."""
+    """A document's new state: what replaces its chunks if it is still ``version`` when the
+    write takes its lock (a version with the same content but a new title or format is a
+    new version all the same: its chunks are made from them)."""
 
     project_id: uuid.UUID
     document_id: uuid.UUID
     content_hash: str  # the SHA-256 hex digest of the raw bytes, as documents store it
+    version: int
     text_length: int
     title: str | None  # found by the parser; kept only where the document has none
     chunks: list[Chunk]
@@ -154,6 +156,7 @@ class ChunkWriter:
                 w
                 for w in writes
                 if w.document_id in locked
+                and locked[w.document_id]["version"] == w.version
                 and locked[w.document_id]["content_hash"] == w.content_hash
             ]
             if not current:

@@ -201,6 +201,7 @@ class Jobs:
         stalled_after: float,
         install_signal_handlers: bool,
         name: str = "quarry",
+        queues: list[str] | None = None,
     ) -> None:
         """Run a worker until cancelled or signalled. Beside it, a loop takes over the jobs of
         workers that stopped sending heartbeats (killed, lost their machine)."""
@@ -211,6 +212,8 @@ class Jobs:
             await self.app.run_worker_async(
                 concurrency=concurrency,
                 name=name,
+                # None: every queue (Procrastinate's default, which its types do not say).
+                queues=queues,  # type: ignore[arg-type]
                 install_signal_handlers=install_signal_handlers,
                 update_heartbeat_interval=heartbeat_interval,
                 stalled_worker_timeout=stalled_after,

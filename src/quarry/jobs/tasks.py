@@ -40,8 +40,11 @@ SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
 SUMMARISE_DOCUMENT = "quarry:summarise_document"
 PACK_POSTINGS = "quarry:pack_postings"
 SWEEP_BLOBS = "quarry:sweep_blobs"
+DEFAULT_QUEUE = "default"
 MAINTENANCE_QUEUE = "maintenance"
 INGEST_QUEUE = "ingest"
+SWEEP_QUEUE = "sweep"  # only long-lived workers take it (Runtime.run_worker's sweeps)
+QUEUES = (DEFAULT_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, SWEEP_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -209,13 +212,13 @@ def register(
     sweep = app.task(
         name=SWEEP_BLOBS,
         pass_context=True,
-        queue=MAINTENANCE_QUEUE,
+        queue=SWEEP_QUEUE,
         lock=SWEEP_BLOBS,
         queueing_lock=SWEEP_BLOBS,
     )(sweep_blobs)
     if blob_sweep_cron:
         app.periodic(cron=blob_sweep_cron)(sweep)
-    app.task(name=ECHO, pass_context=True, queue="default")(echo)
+    app.task(name=ECHO, pass_context=True, queue=DEFAULT_QUEUE)(echo)
     app.task(name=INGEST, pass_context=True, queue=INGEST_QUEUE, retry=retry)(ingest_document)
     app.task(name=REEMBED, pass_context=True, queue=INGEST_QUEUE, retry=retry)(reembed_document)
     app.task(name=PACK_POSTINGS, pass_context=True, queue=MAINTENANCE_QUEUE, retry=retry)(

@@ -58,7 +58,7 @@ class Range(BaseModel):
 class AnyOf(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000)
+    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=MAX_FILTER_VALUES)
 
 
 RANGE_BOUNDS = ("gt", "gte", "lt", "lte")

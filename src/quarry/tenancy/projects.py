@@ -174,6 +174,7 @@ class Projects:
         project = await self.resolve(actor, ref, Role.owner)
         await self.db.execute("projects.delete", project_id=project.id)
         await self.blobs.delete_project(project.id)  # the raw bytes go with the rows
+        await self.db.execute("projects.forget_deleted", project_id=project.id)
         return project
 
     async def members(self, actor: Principal, ref: str) -> list[Member]:

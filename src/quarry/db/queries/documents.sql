@@ -5,7 +5,9 @@
 -- it changed (metadata, tags, its source's name or kind), those updated in place, with the
 -- same version, status and chunks. Nothing changed returns no row. previous_version is the
 -- version before this statement (a subquery reads the statement's snapshot, which does not
--- see the statement's own change; null where the row is new to it).
+-- see the statement's own change). It is null where the row is new to that snapshot: created
+-- by a submission that committed while this one waited on it (Documents._write takes it as
+-- version 1).
 INSERT INTO documents (project_id, external_id, source_kind, source, title, format,
                        content_hash, size_bytes, metadata, tags)
 VALUES (%(project_id)s, %(external_id)s, %(source_kind)s, %(source)s, %(title)s, %(format)s,
@@ -107,7 +109,7 @@ FOR UPDATE;
 -- saves a disk flush. The project row is share-locked so its analyzer cannot change until
 -- these documents' postings are written (a change re-analyses the project under an exclusive
 -- lock, see Projects.update).
-SELECT d.id, d.content_hash, d.chunk_count, d.term_count,
+SELECT d.id, d.content_hash, d.version, d.chunk_count, d.term_count,
        set_config('synchronous_commit', 'off', true) AS commit_mode
 FROM documents d
 JOIN projects p ON p.id = d.project_id

@@ -54,4 +54,12 @@ RETURNING id, name, description, analyzer::text AS analyzer, created_by, created
 SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = %(analyzer)s) AS found;
 
 -- name: delete
-DELETE FROM projects WHERE id = %(project_id)s;
+-- The project goes, and is recorded until its kept bytes outside the database go too.
+WITH gone AS (DELETE FROM projects WHERE id = %(project_id)s RETURNING id)
+INSERT INTO deleted_projects (id) SELECT id FROM gone ON CONFLICT DO NOTHING;
+
+-- name: deleted
+SELECT id FROM deleted_projects ORDER BY deleted_at;
+
+-- name: forget_deleted
+DELETE FROM deleted_projects WHERE id = %(project_id)s;
