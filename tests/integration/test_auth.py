@@ -207,7 +207,7 @@ async def test_a_method_a_route_lacks_is_a_405_saying_which_it_has(
     await _problem(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET, POST"
     response = await client.request("POST", "/projects/p/documents/d")
-    assert response.headers["allow"] == "DELETE, GET"
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
 
 
 async def test_unexpected_failure_is_a_500_problem_with_the_request_id(

@@ -13,8 +13,10 @@ from quarry.db.queries import Queries
 # Tables that are the tenancy itself or belong to the job queue; every other table is
 # domain data and must be scoped by project.
 # Model usage outlives a deleted project (spend is history) and covers calls made for no project;
-# the response cache keys on the project inside its hash instead of a column.
+# the response cache keys on the project inside its hash instead of a column; a deleted
+# project's record outlives the project until the sweep takes its files.
 NOT_PROJECT_SCOPED = {
+    "deleted_projects",
     "users",
     "api_keys",
     "projects",
