@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from quarry.answers.ask import NOTHING_FOUND, clean_citations
+from quarry.answers.ask import NOTHING_FOUND
+from quarry.answers.citations import clean_citations, without_citations
 from quarry.app import create_app
 from quarry.ingest.documents import text_source
 from quarry.runtime import Runtime, background_worker
@@ -29,6 +30,32 @@ def test_unknown_citations_are_removed_and_reported() -> None:
     assert cited == [1, 3]
     assert unknown == [7, 12]
     assert clean_citations("No sources.", {1}) == ("No sources.", [], [])
+
+
+def test_grouped_citations_are_checked_number_by_number() -> None:
+    text, cited, unknown = clean_citations(
+        "Output rose [1, 7]. Both [1-3] and [3; 2]. Also [4 \u2013 5] here.", {1, 2, 3}
+    )
+    assert text == "Output rose [1]. Both [1][2][3] and [3][2]. Also here."
+    assert cited == [1, 2, 3]
+    assert unknown == [7, 4, 5]
+    # A span too long to be a range of passages is read as its two ends.
+    assert clean_citations("In [1-2019].", {1}) == ("In [1].", [1], [2019])
+
+
+def test_brackets_in_code_are_not_citations_and_layout_is_kept() -> None:
+    answer = (
+        "Read `sys.argv[1]` first [2].\n\n```python\ndef f(a):\n    return a[0]  # [9]\n```\n"
+        "- item [9]\n    - nested  item"
+    )
+    text, cited, unknown = clean_citations(answer, {2})
+    assert text == (
+        "Read `sys.argv[1]` first [2].\n\n```python\ndef f(a):\n    return a[0]  # [9]\n```\n"
+        "- item\n    - nested  item"
+    )
+    assert cited == [2]
+    assert unknown == [9]
+    assert without_citations("Sun [1, 2] and `a[1]` [3].") == "Sun and `a[1]`."
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg
 import pytest
 
 from quarry.answers.chat import summarise
 from quarry.gateway.types import GatewayError
+from quarry.jobs.tasks import SUMMARISE_CONVERSATION
 from quarry.settings import Settings
 from tests.answers.conftest import DOCS_TEXT, LONG_TIDES_QUESTION, Served, events, running, scripted
 from tests.chat_server import OK, ChatScript
@@ -292,12 +294,23 @@ async def test_nothing_relevant_is_said_without_a_model_call(
     assert [m["role"] for m in await messages(chat.http, cid)] == ["user", "assistant"]
 
 
+@pytest.fixture
+async def short_history_chat(
+    ingest_settings: Settings, model_url: str, embedder, tmp_path
+) -> AsyncIterator[Served]:
+    """A conversation service whose configured history budget is 48 tokens."""
+    settings = scripted(
+        ingest_settings, model_url, "generation", "maintenance", answer_history_budget=48
+    )
+    async with running(settings, embedder, tmp_path / "admin.key") as s:
+        yield s
+
+
 async def test_history_stays_under_its_budget_and_old_turns_are_summarised(
-    chat: Served, script: ChatScript
+    short_history_chat: Served, script: ChatScript
 ) -> None:
-    http = chat.http
+    http = short_history_chat.http
     cid = await new_conversation(http)
-    budget = {"history": 48}
     script.json_text = "The user asked about solar panels and cloudy days."
     questions = [
         "How do solar panels make electricity from sunlight on a bright day?",
@@ -307,8 +320,7 @@ async def test_history_stays_under_its_budget_and_old_turns_are_summarised(
     ]
     for question in questions:
         sent = await http.post(
-            f"/projects/energy/conversations/{cid}/messages",
-            json={"content": question, "budget": budget},
+            f"/projects/energy/conversations/{cid}/messages", json={"content": question}
         )
         assert sent.status_code == 200, sent.text
         history = sent.json()["history"]
@@ -327,13 +339,56 @@ async def test_history_stays_under_its_budget_and_old_turns_are_summarised(
     assert conversation["summarized_through"] >= 2
     sent = await http.post(
         f"/projects/energy/conversations/{cid}/messages",
-        json={"content": "And how do wind turbines work?", "budget": budget},
+        json={"content": "And how do wind turbines work?"},
     )
     history = sent.json()["history"]
     assert history["summarized"] is True
     assert history["tokens"] <= 48
     system = script.requests[-1]["messages"][0]["content"]
     assert "Summary of the conversation so far: The user asked about solar panels" in system
+
+
+def _summary_jobs(url: str, cid: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s "
+            "AND args->>'conversation_id' = %s",
+            (SUMMARISE_CONVERSATION, cid),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_lowered_budget_leaves_turns_out_of_one_prompt_without_summarising_them(
+    chat: Served, script: ChatScript, fresh_database: str
+) -> None:
+    http = chat.http
+    cid = await new_conversation(http)
+    first = "How do solar panels make electricity?"
+    for question in (first, "And on cloudy days?"):
+        sent = await http.post(
+            f"/projects/energy/conversations/{cid}/messages", json={"content": question}
+        )
+        assert sent.status_code == 200, sent.text
+    lowered = await http.post(
+        f"/projects/energy/conversations/{cid}/messages",
+        json={"content": "And wind turbines?", "budget": {"history": 0}},
+    )
+    assert lowered.status_code == 200, lowered.text
+    assert lowered.json()["history"]["left_out"] == 4
+    assert first not in str(script.requests[-1]["messages"])
+    assert _summary_jobs(fresh_database, cid) == 0  # nothing folded for good
+    again = await http.post(
+        f"/projects/energy/conversations/{cid}/messages", json={"content": "And bread?"}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["history"]["left_out"] == 0
+    prompt = script.requests[-1]["messages"]
+    assert prompt[1]["content"] == first  # read in full again
+    # Earlier answers enter without their markers: [1] named another prompt's passage 1.
+    answers = [m["content"] for m in prompt if m["role"] == "assistant"]
+    assert answers == [OK.replace(" [1]", "")] * 3
+    assert _summary_jobs(fresh_database, cid) == 0
 
 
 async def test_summarise_is_idempotent_and_only_moves_forward(

@@ -14,7 +14,6 @@ they leave (and at most ``budget.history``); the evidence gets the rest, capped 
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections import Counter
@@ -22,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from quarry.answers.citations import clean_citations
 from quarry.answers.context import Budget, Context, ContextBuilder, Passage
 from quarry.answers.history import History, StoredTurn, select_history
 from quarry.answers.models import (
@@ -53,27 +53,6 @@ INSTRUCTIONS = (
     "right after the statement they support. If the sources do not answer the question, say "
     "so. Be concise."
 )
-_CITATION = re.compile(r"\[(\d{1,4})\]")
-
-
-def clean_citations(answer: str, numbers: set[int]) -> tuple[str, list[int], list[int]]:
-    """The answer without [n] that name no passage; the numbers cited; the unknown ones."""
-    cited: list[int] = []
-    unknown: list[int] = []
-
-    def check(match: re.Match[str]) -> str:
-        n = int(match.group(1))
-        if n in numbers:
-            if n not in cited:
-                cited.append(n)
-            return match.group(0)
-        if n not in unknown:
-            unknown.append(n)
-        return ""
-
-    text = _CITATION.sub(check, answer)
-    text = re.sub(r"[ \t]+([.,;:])", r"\1", text)
-    return re.sub(r"[ \t]{2,}", " ", text).strip(), cited, unknown
 
 
 def relevant(hits: list[Hit]) -> bool:
@@ -236,12 +215,18 @@ class Answers:
             )
         history = None
         if earlier is not None:
+            history_budget = min(spec.history, room // 2)
             history = select_history(
-                earlier.summary,
-                earlier.newest_first,
-                min(spec.history, room // 2),
-                self.count_tokens,
+                earlier.summary, earlier.newest_first, history_budget, self.count_tokens
             )
+            if history.left_out_through and history_budget < self.limits.history:
+                # This request had less room (a lowered budget, a long question): what it left
+                # out is not folded into the summary for good, only what the configured
+                # budget cannot keep, so the next request still reads those turns in full.
+                standing = select_history(
+                    earlier.summary, earlier.newest_first, self.limits.history, self.count_tokens
+                )
+                history = replace(history, fold_through=standing.left_out_through)
             room -= history.tokens
         found = await self._search(project_id, request, request.question)
         if not relevant(found.hits) and history is not None:

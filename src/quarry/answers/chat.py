@@ -10,8 +10,9 @@ A turn runs in three steps:
    own that the reader only listens to: when the reader goes away (the client disconnected),
    the generation is stopped and what was produced is stored as a ``partial`` message.
 3. The answer is stored (``complete``, ``partial`` or ``failed`` with the error) before the
-   last event is sent. When turns fell out of the history budget without being in the
-   rolling summary, the summarise job is queued to fold them in (role ``maintenance``).
+   last event is sent. When turns no longer fit the configured history budget and are not in
+   the rolling summary yet, the summarise job is queued to fold them in (role
+   ``maintenance``); turns one request left out for want of room are not folded.
 """
 
 from __future__ import annotations
@@ -386,10 +387,10 @@ class Turn:
             ttft_ms=first_ms,
         )
         history = prepared.history
-        if history is not None and history.left_out_through:
+        if history is not None and history.fold_through:
             try:  # the answer is stored; a summary that cannot be queued now is queued later
                 await store.enqueue_summary(
-                    self.project_id, self.conversation_id, history.left_out_through
+                    self.project_id, self.conversation_id, history.fold_through
                 )
             except Exception:
                 log.exception(

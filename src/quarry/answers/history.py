@@ -4,7 +4,8 @@ The newest turns come first: walking back from the latest, each turn is kept whi
 and the walk stops at the first that does not (a gap in the middle would read as a different
 conversation). Turns older than those kept are represented by the conversation's rolling
 summary once the summarise job has folded them in; until then they are ``left_out``, and the
-caller asks the job to summarise them.
+caller asks the job to summarise them. An answer enters without its [n] markers (they named
+the passages of its own prompt), still counted at its stored size.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from quarry.answers.citations import without_citations
 from quarry.gateway.types import Message
 
 TURN_OVERHEAD = 4  # the chat template's tokens around one message (role markers, ends)
@@ -33,6 +35,9 @@ class History:
     budget: int
     left_out_through: int  # the newest seq neither kept nor summarised (0: none)
     left_out: int
+    # The newest seq the summary should fold in: what the configured history budget cannot
+    # keep. The same as left_out_through unless one request had less room (Answers.prepare).
+    fold_through: int
 
     @property
     def summarized(self) -> bool:
@@ -64,7 +69,13 @@ def select_history(
             continue
         kept.append(turn)
         used += cost
-    turns = [Message("user" if t.role == "user" else "assistant", t.content) for t in kept]
+    # An answer's [n] named the passages of its own prompt; this prompt numbers others.
+    turns = [
+        Message("user", t.content)
+        if t.role == "user"
+        else Message("assistant", without_citations(t.content))
+        for t in kept
+    ]
     turns.reverse()
     return History(
         summary=kept_summary,
@@ -73,4 +84,5 @@ def select_history(
         budget=budget,
         left_out_through=max((t.seq for t in left), default=0),
         left_out=len(left),
+        fold_through=max((t.seq for t in left), default=0),
     )

@@ -23,9 +23,10 @@ router = APIRouter(
         "Searches the project, builds numbered passages under the token budget (near-duplicates "
         "out, touching chunks merged, at most two chunks a document, each document's best "
         "chunk first), and answers with the gateway's generation role. Every [n] in the answer "
-        "names a passage in `citations`; numbers the model made up are removed and listed in "
-        "`unknown_citations`. When nothing relevant is found, `answered` is false and no model "
-        "is called. The budget may be lowered per request, not raised."
+        "names a passage in `citations` (a group such as [1, 2] is written [1][2]); numbers the "
+        "model made up are removed and listed in `unknown_citations`. When nothing relevant "
+        "is found, `answered` is false and no model is called. The budget may be lowered per "
+        "request, not raised."
     ),
 )
 async def ask(
