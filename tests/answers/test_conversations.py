@@ -83,6 +83,30 @@ async def test_conversations_are_created_listed_read_and_deleted(chat: Served) -
     assert again.json()["code"] == "conversation_not_found"
 
 
+async def test_pages_neither_skip_nor_repeat_conversations_updated_at_one_instant(
+    chat: Served, fresh_database: str
+) -> None:
+    http = chat.http
+    made = {await new_conversation(http) for _ in range(5)}
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE conversations SET updated_at = '2026-01-01T00:00:00Z'")
+    seen: list[str] = []
+    params: dict[str, object] = {"limit": 2}
+    while True:
+        page = (await http.get("/projects/energy/conversations", params=params)).json()
+        seen += [c["id"] for c in page["conversations"]]
+        if page["next_before"] is None:
+            break
+        params = {"limit": 2, "before": page["next_before"], "before_id": page["next_before_id"]}
+    assert sorted(seen) == sorted(made)
+    assert seen == sorted(seen)  # ties in id order
+    alone = await http.get(
+        "/projects/energy/conversations", params={"before_id": str(uuid.uuid4())}
+    )
+    assert alone.status_code == 422
+    assert alone.json()["field"] == "query.before_id"
+
+
 async def test_a_conversation_of_another_project_is_404(chat: Served) -> None:
     http = chat.http
     cid = await new_conversation(http)

@@ -112,15 +112,25 @@ class Conversations:
         )
 
     async def recent(
-        self, project_id: uuid.UUID, limit: int, before: datetime | None
+        self,
+        project_id: uuid.UUID,
+        limit: int,
+        before: datetime | None,
+        before_id: uuid.UUID | None = None,
     ) -> ConversationList:
         rows = await self.db.fetch_all(
-            "conversations.list", project_id=project_id, before=before, limit=limit + 1
+            "conversations.list",
+            project_id=project_id,
+            before=before,
+            before_id=before_id,
+            limit=limit + 1,
         )
         page = [ConversationOut.model_validate(r) for r in rows[:limit]]
-        more = len(rows) > limit
+        last = page[-1] if len(rows) > limit and page else None
         return ConversationList(
-            conversations=page, next_before=page[-1].updated_at if more and page else None
+            conversations=page,
+            next_before=last.updated_at if last else None,
+            next_before_id=last.id if last else None,
         )
 
     async def delete(self, project_id: uuid.UUID, conversation_id: uuid.UUID) -> None:

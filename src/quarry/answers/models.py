@@ -221,6 +221,10 @@ class ConversationList(BaseModel):
     next_before: datetime | None = Field(
         description="pass as `before` for the next page; null on the last"
     )
+    next_before_id: uuid.UUID | None = Field(
+        description="pass as `before_id` with `before`: conversations updated at the same "
+        "instant are then neither skipped nor repeated"
+    )
 
 
 class HistorySummary(BaseModel):

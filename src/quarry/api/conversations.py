@@ -21,6 +21,7 @@ from quarry.answers.models import (
 )
 from quarry.api.deps import PrincipalDep, ProjectRef, RuntimeDep
 from quarry.api.errors import problem_responses
+from quarry.errors import InvalidInput
 from quarry.tenancy.models import Role
 from quarry.validation import Timestamp
 
@@ -75,9 +76,15 @@ async def list_conversations(
     before: Annotated[
         Timestamp | None, Query(description="the previous page's `next_before`")
     ] = None,
+    before_id: Annotated[
+        uuid.UUID | None,
+        Query(description="the previous page's `next_before_id` (only with `before`)"),
+    ] = None,
 ) -> ConversationList:
+    if before_id is not None and before is None:
+        raise InvalidInput("before_id goes with before", field="query.before_id")
     found = await rt.projects.resolve(me, project, Role.viewer)
-    return await rt.conversations.recent(found.id, limit, before)
+    return await rt.conversations.recent(found.id, limit, before, before_id)
 
 
 @router.get("/{conversation}", summary="A conversation with its messages")

@@ -9,9 +9,13 @@ RETURNING *;
 SELECT * FROM conversations WHERE id = %(conversation_id)s AND project_id = %(project_id)s;
 
 -- name: list
+-- Newest first; a page goes on after the previous page's last row (before, before_id):
+-- older, or as old with a greater id. Without before_id, only older.
 SELECT * FROM conversations
 WHERE project_id = %(project_id)s
-  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+  AND (%(before)s::timestamptz IS NULL
+       OR updated_at < %(before)s::timestamptz
+       OR (updated_at = %(before)s::timestamptz AND id > %(before_id)s::uuid))
 ORDER BY updated_at DESC, id
 LIMIT %(limit)s;
 
