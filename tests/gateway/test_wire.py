@@ -103,6 +103,17 @@ async def test_permanent_errors_are_not_retried() -> None:
     assert len(failing.requests) == 1
 
 
+async def test_a_spent_quota_is_not_retried_and_the_chain_moves_on() -> None:
+    spent = Script(status(429, message="You exceeded your quota", error_code="insufficient_quota"))
+    healthy = Script(openai_reply("ok"))
+    gw = gateway(openai_model(spent), openai_model(healthy, name="healthy"))
+    done = await gw.generate("generation", USER)
+    assert done.text == "ok"
+    assert len(spent.requests) == 1  # max_retries 2, but no wait mends a spent quota
+    rate_limited = Script(status(429, retry_after="0"), openai_reply("later"))
+    assert (await gateway(openai_model(rate_limited)).generate("generation", USER)).text == "later"
+
+
 async def test_every_model_failing_names_each_one() -> None:
     gw = gateway(
         openai_model(Script(status(401, message="bad key")), max_retries=0),
@@ -155,10 +166,10 @@ async def test_the_callers_bad_requests_do_not_cool_a_model() -> None:
     assert gw.cooling() == {}
 
 
-def slow(seconds: float):
+def slow(seconds: float, text: str = "late"):
     async def answer(request):
         await asyncio.sleep(seconds)
-        return openai_reply("late")(request)
+        return openai_reply(text)(request)
 
     return answer
 
@@ -179,6 +190,22 @@ async def test_a_spent_deadline_is_not_blamed_on_the_models() -> None:
         "not tried: the call's deadline had passed",
     ]
     assert healthy.requests == []
+    assert gw.cooling() == {}
+
+
+async def test_a_stream_the_deadline_ends_is_not_blamed_on_its_model() -> None:
+    # Each delta comes well within the model's timeout; the call's deadline ends the stream.
+    script = Script(openai_stream(["a "] * 12, every=0.1))
+    gw = gateway(
+        openai_model(script, timeout=0.5, max_retries=0),
+        deadline=0.6,
+        failures_before_cooldown=1,
+    )
+    *deltas, end = [item async for item in gw.stream("generation", USER)]
+    assert deltas
+    assert isinstance(end, StreamEnd)
+    assert end.error is not None
+    assert "the call's deadline passed" in str(end.error)
     assert gw.cooling() == {}
 
 
@@ -243,6 +270,19 @@ async def test_stream_yields_deltas_then_usage(flavour: str) -> None:
     assert end.usage.ttft_ms <= end.usage.latency_ms
     if flavour == "openai":
         assert script.requests[0]["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(("stop", "finish"), [("max_tokens", "length"), ("end_turn", "stop")])
+async def test_anthropic_stop_reasons_are_told_in_openai_words(stop: str, finish: str) -> None:
+    script = Script(
+        anthropic_reply("Cut sh", stop=stop), anthropic_stream(["Cut", " sh"], stop=stop)
+    )
+    gw = gateway(anthropic_model(script))
+    done = await gw.generate("generation", USER, max_tokens=3)
+    assert done.finish_reason == finish
+    *_, end = [item async for item in gw.stream("generation", USER, max_tokens=3)]
+    assert isinstance(end, StreamEnd)
+    assert end.finish_reason == finish
 
 
 @pytest.mark.parametrize("flavour", ["openai", "anthropic"])
@@ -333,6 +373,17 @@ async def test_compatible_server_without_json_schema_gets_the_schema_in_the_prom
     assert sent["messages"][0]["role"] == "system"
     assert '"required":["city","population"]' in sent["messages"][0]["content"]
     assert sent["max_tokens"] == 512
+
+
+async def test_a_repaired_answer_shares_the_calls_deadline() -> None:
+    script = Script(
+        slow(0.3, '{"city": "Lyon", "population": "many"}'),
+        slow(0.3, '{"city": "Lyon", "population": 522000}'),
+    )
+    gw = gateway(openai_model(script, max_retries=0), deadline=0.45)
+    with pytest.raises(ModelsUnavailable, match="deadline"):
+        await gw.generate_json("generation", USER, SCHEMA)
+    assert len(script.requests) == 2  # the repair ran out of the one deadline
 
 
 async def test_malformed_json_is_repaired_once() -> None:  # and both calls are counted

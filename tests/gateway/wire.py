@@ -7,6 +7,7 @@ receive them. Each step answers one request; the last step repeats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -34,10 +35,14 @@ class Script:
         return httpx2.AsyncClient(transport=httpx2.MockTransport(self))
 
 
-def status(code: int, *, retry_after: str | None = None, message: str = "") -> Step:
+def status(
+    code: int, *, retry_after: str | None = None, message: str = "", error_code: str | None = None
+) -> Step:
     def answer(request: httpx2.Request) -> httpx2.Response:
         headers = {"retry-after": retry_after} if retry_after is not None else {}
-        body = {"error": {"message": message or f"status {code}", "type": "error"}}
+        body = {
+            "error": {"message": message or f"status {code}", "type": "error", "code": error_code}
+        }
         return httpx2.Response(code, json=body, headers=headers)
 
     return answer
@@ -50,9 +55,13 @@ def timeout() -> Step:
     return answer
 
 
-def _sse(events: Sequence[str], *, cut: bool) -> AsyncIterator[bytes]:
+def _sse(events: Sequence[str], *, cut: bool, every: float = 0.0) -> AsyncIterator[bytes]:
+    """The events as a body; ``every``: seconds between them."""
+
     async def body() -> AsyncIterator[bytes]:
-        for event in events:
+        for i, event in enumerate(events):
+            if every and i:
+                await asyncio.sleep(every)
             yield event.encode()
         if cut:
             raise httpx2.RemoteProtocolError("peer closed connection without sending complete body")
@@ -104,9 +113,14 @@ def _openai_chunk(model: str, delta: dict[str, Any], finish: str | None) -> str:
 
 
 def openai_stream(
-    deltas: Sequence[str], *, cut: bool = False, usage: tuple[int, int] | None = (12, 3)
+    deltas: Sequence[str],
+    *,
+    cut: bool = False,
+    usage: tuple[int, int] | None = (12, 3),
+    every: float = 0.0,
 ) -> Step:
-    """Deltas as chat.completion.chunk events; ``cut`` drops the connection after them."""
+    """Deltas as chat.completion.chunk events; ``cut`` drops the connection after them;
+    ``every``: seconds between events."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         model = json.loads(request.content)["model"]
@@ -130,7 +144,9 @@ def openai_stream(
                 events.append(f"data: {json.dumps(tail)}\n\n")
             events.append("data: [DONE]\n\n")
         return httpx2.Response(
-            200, headers={"content-type": "text/event-stream"}, content=_sse(events, cut=cut)
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=_sse(events, cut=cut, every=every),
         )
 
     return answer
@@ -160,7 +176,12 @@ def openai_embeddings(dimensions: int = 4) -> Step:
 
 
 def anthropic_reply(
-    text: str, input_tokens: int = 14, output_tokens: int = 6, *, tool: bool = False
+    text: str,
+    input_tokens: int = 14,
+    output_tokens: int = 6,
+    *,
+    tool: bool = False,
+    stop: str = "end_turn",
 ) -> Step:
     """A message; with ``tool``, the text is the JSON input of a forced tool call."""
 
@@ -171,10 +192,10 @@ def anthropic_reply(
             content = [
                 {"type": "tool_use", "id": "toolu_01A", "name": name, "input": json.loads(text)}
             ]
-            stop = "tool_use"
+            reason = "tool_use"
         else:
             content = [{"type": "text", "text": text}]
-            stop = "end_turn"
+            reason = stop
         return httpx2.Response(
             200,
             json={
@@ -183,7 +204,7 @@ def anthropic_reply(
                 "role": "assistant",
                 "model": body["model"],
                 "content": content,
-                "stop_reason": stop,
+                "stop_reason": reason,
                 "stop_sequence": None,
                 "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
             },
@@ -196,7 +217,7 @@ def _anthropic_event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
 
-def anthropic_stream(deltas: Sequence[str], *, cut: bool = False) -> Step:
+def anthropic_stream(deltas: Sequence[str], *, cut: bool = False, stop: str = "end_turn") -> Step:
     def answer(request: httpx2.Request) -> httpx2.Response:
         model = json.loads(request.content)["model"]
         message = {
@@ -227,7 +248,7 @@ def anthropic_stream(deltas: Sequence[str], *, cut: bool = False) -> Step:
                 _anthropic_event(
                     "message_delta",
                     {
-                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "delta": {"stop_reason": stop, "stop_sequence": None},
                         "usage": {"output_tokens": len(deltas)},
                     },
                 ),

@@ -161,7 +161,8 @@ class Gateway:
         def valid(text: str) -> bool:
             return _parse_json(text, validator)[1] is None
 
-        completion = await self._complete(ctx, request, valid)
+        deadline = time.monotonic() + self.deadline  # the repair's too: one call, one deadline
+        completion = await self._complete(ctx, request, valid, deadline)
         value, problem = _parse_json(completion.text, validator)
         if problem is None:
             return JsonCompletion(value, completion.text, completion.usage)
@@ -175,7 +176,7 @@ class Gateway:
                 "corrected so that it validates against the schema.",
             ),
         )
-        retried = await self._complete(ctx, replace(request, messages=repair), valid)
+        retried = await self._complete(ctx, replace(request, messages=repair), valid, deadline)
         value, problem = _parse_json(retried.text, validator)
         if problem is None:
             both = _add(completion.usage, retried.usage)
@@ -215,13 +216,14 @@ class Gateway:
                 items = provider.stream(_resolve(request, provider, deadline))
                 try:
                     while True:
+                        waited = time.monotonic()
                         try:  # a timeout per delta, without a task per delta (wait_for's)
                             async with asyncio.timeout(_timeout(provider, deadline)):
                                 item = await anext(items)
                         except StopAsyncIteration:
                             break
-                        except TimeoutError:
-                            raise _timed_out(provider, started, deadline) from None
+                        except TimeoutError:  # judged by this wait, not the whole stream's
+                            raise _timed_out(provider, waited, deadline) from None
                         except (ProviderError, asyncio.CancelledError):
                             raise
                         except Exception as exc:  # a provider's bug must not escape mid-stream
@@ -346,9 +348,11 @@ class Gateway:
         ctx: CallContext,
         request: Request,
         keep: Callable[[str], bool] = lambda _text: True,
+        deadline: float | None = None,
     ) -> Completion:
         """One call through the chain (or the cache). ``keep`` says whether an answer may be
-        cached: structured output is cached only once it validates."""
+        cached: structured output is cached only once it validates. ``deadline``: when the
+        call must end (time.monotonic()), the gateway's deadline from now by default."""
         chain = await self._fitting_chain(ctx.role, request)
         cached = await self._cached(ctx, chain, request)
         if cached is not None:
@@ -366,7 +370,7 @@ class Gateway:
             )
             return Completion(text, usage, reply.finish_reason)
 
-        provider, completion = await self._run_chain(ctx, chain, attempt)
+        provider, completion = await self._run_chain(ctx, chain, attempt, deadline)
         if keep(completion.text):
             await self._remember(ctx, provider, _resolve(request, provider), completion)
         return completion
@@ -376,9 +380,11 @@ class Gateway:
         ctx: CallContext,
         chain: list[Provider],
         attempt: Callable[[Provider, float], Awaitable[T]],
+        deadline: float | None = None,
     ) -> tuple[Provider, T]:
         """Try the chain in order; ``attempt(provider, deadline)`` is one provider call."""
-        deadline = time.monotonic() + self.deadline
+        if deadline is None:
+            deadline = time.monotonic() + self.deadline
         attempts: list[Attempted] = []
         for provider in chain:
             if time.monotonic() >= deadline:

@@ -113,19 +113,25 @@ def api_key(name: str, config: ModelConfig, env: Mapping[str, str], default_env:
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx (Anthropic's 529: overloaded)
 MODEL_STATUSES = frozenset({401, 403, 404})  # a bad key or an unknown model: the model is unusable
+# Error codes that no wait mends, whatever their status: OpenAI answers a spent quota (billing)
+# with 429.
+LASTING_CODES = frozenset({"insufficient_quota"})
 
 
-def status_error(status: int, message: str, retry_after: str | None) -> ProviderError:
+def status_error(
+    status: int, message: str, retry_after: str | None, *, code: str | None = None
+) -> ProviderError:
     """An HTTP error answer as a ProviderError: 408, 409, 425, 429 and 5xx are retried (after
-    Retry-After when given). A status under 400 comes from an error event inside a stream that
-    began with 200 (an overload, say): the connection was fine, the model was not, so it too
-    may pass."""
-    retryable = status in RETRY_STATUSES or status >= 500 or status < 400
+    Retry-After when given), unless the provider's error ``code`` says no wait will help. A
+    status under 400 comes from an error event inside a stream that began with 200 (an
+    overload, say): the connection was fine, the model was not, so it too may pass."""
+    lasting = code in LASTING_CODES
+    retryable = not lasting and (status in RETRY_STATUSES or status >= 500 or status < 400)
     return ProviderError(
         f"HTTP {status}: {message}",
         retryable=retryable,
         retry_after=retry_after_seconds(retry_after),
-        blames_model=retryable or status in MODEL_STATUSES,
+        blames_model=retryable or lasting or status in MODEL_STATUSES,
     )
 
 

@@ -43,6 +43,8 @@ class Reply:
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # In OpenAI's words whichever the provider: "stop", or "length" for an answer cut at
+    # max_tokens (providers translate their own).
     finish_reason: str | None = None
 
 

@@ -28,6 +28,24 @@ from quarry.gateway.types import (
     Unsupported,
 )
 
+# Anthropic's stop reasons in the gateway's (OpenAI's) words, so a caller reads one
+# vocabulary whichever provider answered: "length" is an answer cut at max_tokens.
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: str | None) -> str | None:
+    if stop_reason is None:
+        return None
+    return _FINISH_REASONS.get(stop_reason, stop_reason)
+
 
 class AnthropicProvider:
     def __init__(
@@ -89,7 +107,7 @@ class AnthropicProvider:
             text="".join(parts),
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
-            finish_reason=response.stop_reason,
+            finish_reason=finish_reason(response.stop_reason),
         )
 
     async def stream(self, request: Request) -> AsyncGenerator[str | StreamUsage, None]:
@@ -110,7 +128,7 @@ class AnthropicProvider:
                             yield event.delta.partial_json
                     elif event.type == "message_delta":
                         output_tokens = event.usage.output_tokens
-                        finish = event.delta.stop_reason or finish
+                        finish = finish_reason(event.delta.stop_reason) or finish
                     elif event.type == "message_stop":
                         stopped = True
         except anthropic.APIError as exc:

@@ -165,7 +165,12 @@ def provider_error(exc: openai.APIError) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
-        return status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
+        return status_error(
+            exc.status_code,
+            exc.message,
+            exc.response.headers.get("retry-after"),
+            code=exc.code if isinstance(exc.code, str) else None,
+        )
     # Malformed responses and stream errors the SDK raises itself: worth another try.
     return ProviderError(f"{type(exc).__name__}: {exc}", retryable=True)
 
