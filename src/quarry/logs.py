@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from quarry.auth.keys import redact
 from quarry.settings import Settings
 
 
@@ -39,6 +40,7 @@ def configure_logging(settings: Settings) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact_keys,
             renderer,
         ],
     )
@@ -54,3 +56,9 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     # quarry logs each request itself, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _redact_keys(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """No API key's secret reaches a log line, whatever carried it: a path (a whole key
+    pasted where its prefix goes), an error's detail, a traceback."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}

@@ -76,6 +76,21 @@ def test_embedded_default_two_users_cannot_see_each_others_projects(tmp_path: Pa
         )
         assert as_bob.returncode == 1
         assert "project_not_found" in as_bob.stderr
+
+        # A whole key pasted where its prefix goes revokes it, and is never logged or echoed.
+        bob = keys["bob"]
+        mistyped = bob[:-1] + ("A" if bob[-1] != "A" else "B")
+        missed = httpx.delete(f"{server.url}/keys/{mistyped}", headers=_auth(admin_key))
+        assert missed.status_code == 404
+        assert mistyped.split("_", 2)[2] not in missed.text
+        revoked = httpx.delete(f"{server.url}/keys/{bob}", headers=_auth(admin_key))
+        assert revoked.status_code == 200, revoked.text
+        assert revoked.json()["revoked_at"] is not None
+        assert httpx.get(f"{server.url}/me", headers=_auth(bob)).status_code == 401
+        prefix = "_".join(bob.split("_", 2)[:2])
+        assert f"/keys/{prefix}_***" in server.output()  # the request was logged, redacted
+        for secret in (bob, mistyped):
+            assert secret.split("_", 2)[2] not in server.output()
     finally:
         assert server.stop() == 0, server.output()
     assert _postgres_stopped(data)

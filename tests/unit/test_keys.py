@@ -41,3 +41,24 @@ def test_prefix_of_never_raises_and_accepts_only_the_format(text: str) -> None:
     if prefix is not None:
         assert text.startswith(prefix + "_")
         assert len(text) == len(prefix) + 1 + 43
+
+
+def test_redaction_hides_every_secret_and_keeps_prefixes() -> None:
+    new = keys.generate()
+    secret = new.secret.split("_", 2)[2]
+    for text in (
+        f"/keys/{new.secret}",
+        f"/keys/{new.secret}x?limit=1",  # mistyped
+        f"no API key '{new.secret[:-5]}'",  # cut short
+        f"Bearer {new.secret}\nnext line",
+    ):
+        hidden = keys.redact(text)
+        assert secret[:20] not in hidden
+        assert f"{new.prefix}_***" in hidden
+    assert keys.redact(f"key {new.prefix} listed") == f"key {new.prefix} listed"
+    assert keys.redact("/keys/qk_abcdefghij_s3cret?limit=1") == "/keys/qk_abcdefghij_***?limit=1"
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=60))
+def test_redaction_leaves_no_secret_after_a_prefix(tail: str) -> None:
+    assert keys.redact(f"x qk_abcdefghij_{tail} y") == "x qk_abcdefghij_*** y"

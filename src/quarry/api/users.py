@@ -89,9 +89,12 @@ async def list_keys(
     return await rt.keys.list_for(owner.id if owner else me.user_id)
 
 
-@router.delete("/keys/{key}", summary="Revoke an API key (by id or prefix)")
+@router.delete("/keys/{key}", summary="Revoke an API key (by id, prefix or the whole key)")
 async def revoke_key(
-    key: Annotated[str, Path(description="the key's id or visible prefix")],
+    key: Annotated[
+        str,
+        Path(description="the key's id, its visible prefix, or the whole key (a leaked one)"),
+    ],
     rt: RuntimeDep,
     me: PrincipalDep,
 ) -> ApiKey:

@@ -43,3 +43,14 @@ def prefix_of(key: str) -> str | None:
 
 def matches(key: str, stored_hash: bytes) -> bool:
     return hmac.compare_digest(digest(key), stored_hash)
+
+
+# What follows a visible prefix: a key's secret, whole or mistyped, up to a path's or a
+# query's separator.
+_SECRET_PART = re.compile(r"(qk_[a-z2-7]{10})_[^\s/?#&=\"']+")
+
+
+def redact(text: str) -> str:
+    """The text with any key's secret part hidden (its visible prefix kept), for logs and
+    error messages: someone who pastes a whole key where a prefix goes must not find it there."""
+    return _SECRET_PART.sub(r"\1_***", text)

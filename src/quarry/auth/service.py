@@ -98,14 +98,21 @@ class ApiKeys:
         return [ApiKey(**row) for row in rows]
 
     async def find(self, actor: Principal, ref: str) -> ApiKey:
-        """A key by id or visible prefix that the actor may manage (own keys; admins: all)."""
+        """A key by id, visible prefix or whole secret that the actor may manage (own keys;
+        admins: all). A whole key is found only if its secret is right, and never echoed."""
         row = None
-        try:
-            row = await self.db.fetch_one("api_keys.get", key_id=uuid.UUID(ref))
-        except ValueError:
-            row = await self.db.fetch_one("api_keys.get_by_prefix", prefix=ref)
+        prefix = keys.prefix_of(ref)
+        if prefix is not None:
+            known = await self.db.fetch_one("api_keys.get_for_auth", prefix=prefix)
+            if known is not None and keys.matches(ref, bytes(known["secret_hash"])):
+                row = await self.db.fetch_one("api_keys.get", key_id=known["id"])
+        else:
+            try:
+                row = await self.db.fetch_one("api_keys.get", key_id=uuid.UUID(ref))
+            except ValueError:
+                row = await self.db.fetch_one("api_keys.get_by_prefix", prefix=ref)
         if row is None or (row["user_id"] != actor.user_id and not actor.is_admin):
-            raise ApiKeyNotFound(f"no API key {ref!r}")
+            raise ApiKeyNotFound(f"no API key {keys.redact(ref)!r}")
         return ApiKey(**row)
 
     async def revoke(self, actor: Principal, ref: str) -> ApiKey:
