@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -58,7 +59,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def _redact_keys(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_keys(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     """No API key's secret reaches a log line, whatever carried it: a path (a whole key
     pasted where its prefix goes), an error's detail, a traceback."""
     return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
