@@ -1,5 +1,6 @@
 """Projects, members and isolation over the real app."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -269,3 +270,54 @@ async def test_a_user_joins_a_project_only_by_accepting_its_invitation(
         "/projects/acme/members/carol", json={"role": "viewer"}, headers=admin_key
     )
     assert direct.json()["pending"] is False
+
+
+async def test_an_owner_demoted_while_waiting_for_the_members_lock_is_refused(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    key = bearer(admin.api_key.secret)
+    b = bearer(await _user(client, admin, "owner-b"))
+    await _user(client, admin, "owner-c")
+    await client.post("/projects", json={"name": "shared"}, headers=key)
+    for name in ("owner-b", "owner-c"):
+        added = await client.put(
+            f"/projects/shared/members/{name}", json={"role": "owner"}, headers=key
+        )
+        assert added.status_code == 200, added.text
+    # Another request holds the members' lock and demotes B; B's removal of C waits for it.
+    async with await psycopg.AsyncConnection.connect(fresh_database) as conn:
+        await conn.execute("SELECT id FROM projects WHERE name = 'shared' FOR UPDATE")
+        await conn.execute(
+            "UPDATE memberships SET role = 'viewer' WHERE user_id = "
+            "(SELECT id FROM users WHERE name = 'owner-b')"
+        )
+        removal = asyncio.create_task(client.delete("/projects/shared/members/owner-c", headers=b))
+        await asyncio.sleep(0.5)
+        assert not removal.done()  # waiting for the lock
+        await conn.commit()
+    refused = await removal
+    assert refused.status_code == 403, refused.text
+    members = (await client.get("/projects/shared/members", headers=key)).json()
+    assert ("owner-c", "owner") in [(m["user_name"], m["role"]) for m in members]
+
+
+async def test_accepting_while_an_owner_withdraws_the_invitation_does_not_deadlock(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    owner = bearer(await _user(client, admin, "inviter"))
+    alice = bearer(await _user(client, admin, "invitee"))
+    project = (await client.post("/projects", json={"name": "guarded"}, headers=owner)).json()
+    invited = await client.put(
+        "/projects/guarded/members/invitee", json={"role": "viewer"}, headers=owner
+    )
+    assert invited.json()["pending"]
+    # The owner's withdrawal, as remove_member makes it: the members' lock, then the invitation.
+    async with await psycopg.AsyncConnection.connect(fresh_database) as conn:
+        await conn.execute("SELECT id FROM projects WHERE id = %s FOR UPDATE", (project["id"],))
+        accepting = asyncio.create_task(client.post(f"/invitations/{project['id']}", headers=alice))
+        await asyncio.sleep(0.5)
+        await conn.execute("DELETE FROM invitations WHERE project_id = %s", (project["id"],))
+        await conn.commit()
+    answer = await accepting
+    assert answer.status_code == 404, answer.text  # withdrawn first: nothing to accept
+    assert answer.json()["code"] == "invitation_not_found"

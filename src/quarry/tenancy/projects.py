@@ -190,9 +190,8 @@ class Projects:
         could make a user a member of a project named as one of theirs was (a name freed by
         a rename or a delete), and the user's requests by that name would land there."""
         async with self.db.transaction() as conn:
-            project = await self.resolve(actor, ref, Role.owner, conn)
+            project = await self._locked(actor, ref, Role.owner, conn)
             user = await self._user(user_ref)
-            await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
             member = await self.db.fetch_one(
                 "projects.role_of", conn, project_id=project.id, user_id=user.id
             )
@@ -225,6 +224,10 @@ class Projects:
         """Become a member of a project one was invited to (by its id: a name could be
         another project's by the time one answers)."""
         async with self.db.transaction() as conn:
+            # The project's lock first, as every change of members takes it: taking the
+            # invitation first, then the project (the membership's key) would deadlock with
+            # an owner removing or re-inviting this user at the same moment.
+            await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project_id)
             taken = await self.db.fetch_one(
                 "memberships.uninvite", conn, project_id=project_id, user_id=actor.user_id
             )
@@ -257,9 +260,8 @@ class Projects:
                 if _is_uuid(user_ref)
                 else user_ref == actor.user_name
             )
-            project = await self.resolve(actor, ref, Role.viewer if itself else Role.owner, conn)
+            project = await self._locked(actor, ref, Role.viewer if itself else Role.owner, conn)
             user = await self._user(user_ref)
-            await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
             removed = await self.db.execute(
                 "memberships.delete", conn, project_id=project.id, user_id=user.id
             )
@@ -269,6 +271,14 @@ class Projects:
             if not removed:
                 raise UserNotFound(f"{user.name!r} is not a member of {project.name!r}")
             await self._keep_an_owner(conn, project.id)
+
+    async def _locked(self, actor: Principal, ref: str, need: Role, conn: Conn) -> Project:
+        """The project, its members locked for this transaction, if the actor holds ``need``
+        once the lock is held: an owner demoted by a change that held the lock meanwhile is
+        refused, not let through on the role read before it."""
+        project = await self.resolve(actor, ref, need, conn)
+        await self.db.fetch_one("memberships.lock_project_members", conn, project_id=project.id)
+        return await self.resolve(actor, str(project.id), need, conn)
 
     async def _user(self, ref: str) -> Any:
         user = await self.users.find(ref)
