@@ -321,3 +321,15 @@ async def test_accepting_while_an_owner_withdraws_the_invitation_does_not_deadlo
     answer = await accepting
     assert answer.status_code == 404, answer.text  # withdrawn first: nothing to accept
     assert answer.json()["code"] == "invitation_not_found"
+
+
+async def test_a_user_name_shaped_like_an_id_is_refused(
+    client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    # Users are found by id first, then by name: such a name could never be used.
+    key = bearer(admin.api_key.secret)
+    for name in (str(uuid.uuid4()), uuid.uuid4().hex):
+        refused = await client.post("/users", json={"name": name}, headers=key)
+        assert refused.status_code == 422, refused.text
+        assert (refused.json()["code"], refused.json()["field"]) == ("invalid_input", "name")
+    assert (await client.post("/users", json={"name": "abc-123"}, headers=key)).status_code == 201

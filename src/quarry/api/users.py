@@ -18,7 +18,8 @@ router = APIRouter(tags=["users and keys"], responses=problem_responses(401, 403
 
 class UserCreate(Body):
     name: str = Field(
-        description="unique login name: lower-case letters, digits, '.', '_', '-'",
+        description="unique login name: lower-case letters, digits, '.', '_', '-', not shaped "
+        "like a UUID",
         json_schema_extra=described(USER_NAME),
     )
     email: str | None = Field(default=None, max_length=320)

@@ -14,6 +14,16 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # use fullmatch: "$" would allow 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
+def is_uuid(text: str) -> bool:
+    """Whether a name could be read as an id: projects and users are found by either, the id
+    first, so no name may look like one."""
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Role(enum.StrEnum):
     """A member's role in a project, from least to most."""
 

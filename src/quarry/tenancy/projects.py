@@ -23,26 +23,26 @@ from quarry.errors import (
     UserNotFound,
 )
 from quarry.ingest.blobs import BlobStore
-from quarry.tenancy.models import SLUG, Invitation, Member, Principal, Project, Role
+from quarry.tenancy.models import (
+    SLUG,
+    Invitation,
+    Member,
+    Principal,
+    Project,
+    Role,
+    is_uuid,
+)
 from quarry.tenancy.users import Users
 
 
 def validate_name(name: str) -> str:
-    if not SLUG.fullmatch(name) or _is_uuid(name):
+    if not SLUG.fullmatch(name) or is_uuid(name):
         raise InvalidInput(
             "name must be a slug: 1-63 lower-case letters, digits or '-', starting with a "
             "letter or digit, and not shaped like a UUID",
             field="name",
         )
     return name
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 class Projects:
@@ -104,7 +104,7 @@ class Projects:
         return Project(**row, role=role)
 
     async def _find(self, ref: str, conn: Conn | None) -> dict[str, Any] | None:
-        if _is_uuid(ref):
+        if is_uuid(ref):
             return await self.db.fetch_one("projects.get_by_id", conn, project_id=uuid.UUID(ref))
         return await self.db.fetch_one("projects.get_by_name", conn, name=ref)
 
@@ -257,7 +257,7 @@ class Projects:
             # up, so that only an owner learns whether a name is a user.
             itself = (
                 uuid.UUID(user_ref) == actor.user_id
-                if _is_uuid(user_ref)
+                if is_uuid(user_ref)
                 else user_ref == actor.user_name
             )
             project = await self._locked(actor, ref, Role.viewer if itself else Role.owner, conn)

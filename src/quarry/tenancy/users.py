@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 from quarry.auth.service import ApiKeys
 from quarry.db.database import Database
 from quarry.errors import AdminRequired, InvalidInput, UserNameTaken, UserNotFound
-from quarry.tenancy.models import USER_NAME, CreatedApiKey, Principal, User
+from quarry.tenancy.models import USER_NAME, CreatedApiKey, Principal, User, is_uuid
 
 ADMIN_NAME = "admin"
 
@@ -46,10 +46,10 @@ class Users:
         is_admin: bool,
         key_expires_at: datetime | None = None,
     ) -> NewUser:
-        if not USER_NAME.fullmatch(name):
+        if not USER_NAME.fullmatch(name) or is_uuid(name):
             raise InvalidInput(
                 "name must be 1-63 lower-case letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit",
+                "starting with a letter or digit, and not shaped like a UUID",
                 field="name",
             )
         async with self.db.transaction() as conn:
