@@ -289,6 +289,16 @@ async def test_bad_uploads_are_refused_and_the_rest_of_the_batch_lands(
         f"/projects/{name}/documents", files={"files": ("big.txt", b"b" * (limit + 1))}, headers=key
     )
     assert big.status_code == 413
+    mixed = await ingest_client.post(
+        f"/projects/{name}/documents",
+        files=[("files", ("tool.exe", b"MZ")), ("files", ("big.txt", b"b" * (limit + 1)))],
+        headers=key,
+    )
+    assert (mixed.status_code, mixed.json()["code"]) == (422, "no_document_accepted")
+    assert {r["name"]: r["code"] for r in mixed.json()["rejected"]} == {
+        "tool.exe": "unsupported_format",
+        "big.txt": "document_too_large",
+    }
     documents = await wait_settled(ingest_client, key, name)
     assert list(documents) == ["good.txt"]
 

@@ -187,11 +187,14 @@ async def _answer(request: Request, intake: Intake) -> Batch | JSONResponse:
 
 
 def _all_refused(request: Request, rejected: list[Rejection], statuses: set[int]) -> JSONResponse:
-    """Nothing in the upload was accepted: one problem naming every file and its reason."""
+    """Nothing in the upload was accepted: one problem naming every file and its reason. Its
+    code and status are the files' when they share one reason; for mixed reasons, 422
+    ``no_document_accepted`` (each file's own code is in ``rejected``)."""
+    codes = {r.code for r in rejected}
     return problem(
         request,
-        statuses.pop() if len(statuses) == 1 else 422,
-        rejected[0].code,
+        statuses.pop() if len(statuses) == 1 and len(codes) == 1 else 422,
+        codes.pop() if len(codes) == 1 else "no_document_accepted",
         "No document accepted",
         "; ".join(f"{r.name}: {r.detail}" for r in rejected),
         rejected=[r.model_dump() for r in rejected],
