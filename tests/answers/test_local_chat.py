@@ -54,8 +54,16 @@ async def test_a_streamed_answer_cites_only_passages_it_was_given(local: Served)
     assert stored[1]["status"] == "complete"
 
 
-async def test_a_conversation_of_several_turns_stays_under_budget(local: Served) -> None:
-    http = local.http
+@pytest.fixture
+async def short_history(ingest_settings: Settings, embedder, tmp_path) -> AsyncIterator[Served]:
+    """quarry configured to keep 100 tokens of history (what BUDGET asks of one request)."""
+    settings = ingest_settings.model_copy(update={"answer_history_budget": BUDGET["history"]})
+    async with running(settings, embedder, tmp_path / "admin.key") as s:
+        yield s
+
+
+async def test_a_conversation_of_several_turns_stays_under_budget(short_history: Served) -> None:
+    http = short_history.http
     cid = (await http.post("/projects/energy/conversations", json={})).json()["id"]
     turns = [
         "How do solar panels make electricity?",
@@ -65,9 +73,10 @@ async def test_a_conversation_of_several_turns_stays_under_budget(local: Served)
     ]
     left_out = most_turns = 0
     for content in turns:
+        budget = {k: v for k, v in BUDGET.items() if k != "history"}  # the configured one
         sent = await http.post(
             f"/projects/energy/conversations/{cid}/messages",
-            json={"content": content, "budget": BUDGET},
+            json={"content": content, "budget": budget},
         )
         assert sent.status_code == 200, sent.text
         body = sent.json()
@@ -81,7 +90,8 @@ async def test_a_conversation_of_several_turns_stays_under_budget(local: Served)
     # long the model's previous answer was).
     assert most_turns >= 1
     assert left_out > 0  # the budget could not hold every earlier turn
-    # The turns that no longer fit are folded into a summary by the worker (SmolLM2 again).
+    # The turns that no longer fit the configured budget are folded into a summary by the
+    # worker (SmolLM2 again).
     for _ in range(600):
         conversation = (await http.get(f"/projects/energy/conversations/{cid}")).json()
         if conversation["summarized_through"] > 0:

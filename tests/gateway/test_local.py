@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,47 @@ async def test_leaving_a_stream_stops_decoding_and_frees_the_model(
     assert record.output_tokens < 40
     # the model is free again at once
     assert (await gw.generate("generation", ASK, max_tokens=4, temperature=0)).text
+
+
+LONG = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
+
+
+async def test_calls_waiting_for_the_model_hold_no_thread_and_leave_at_once(
+    local_model: LocalProvider,
+) -> None:
+    gw = gateway(local_model)
+    decoding = asyncio.create_task(gw.generate("generation", LONG, max_tokens=300, temperature=0))
+    await asyncio.sleep(0.1)
+    # More waiting calls than asyncio's default executor has threads (at most 32).
+    waiting = [
+        asyncio.create_task(gw.generate("generation", ASK, max_tokens=4, temperature=0))
+        for _ in range(40)
+    ]
+    await asyncio.sleep(0.1)
+    # The loop's own threads are free for everything else (file reads, other models).
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 2) == "free"
+    waiting_stream = gw.stream("generation", ASK, max_tokens=4, temperature=0)
+    with pytest.raises(TimeoutError):  # its turn has not come
+        await asyncio.wait_for(anext(waiting_stream), 0.2)
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await waiting_stream.aclose()
+    assert not decoding.done()  # they left without waiting for the decode ahead of them
+    assert (await decoding).text
+    assert (await gw.generate("generation", ASK, max_tokens=4, temperature=0)).text
+
+
+async def test_ready_loads_the_model_before_tokens_are_counted(
+    local_model: LocalProvider,
+) -> None:
+    provider = LocalProvider("fresh", ModelConfig(provider="local"), local_model.path)
+    gw = gateway(provider)
+    assert provider._llama is None  # loaded on first use, not when configured
+    await gw.ready("fresh")  # on a thread: counting, which is synchronous, then finds it loaded
+    assert provider._llama is not None
+    assert gw.count_tokens("fresh", "Name three colours.") > 0
+    await provider.aclose()
 
 
 async def test_json_schema_is_enforced_by_a_grammar(local_model: LocalProvider) -> None:

@@ -197,11 +197,16 @@ class Answers:
     def count_tokens(self, text: str) -> int:
         return self.gateway.count_tokens(self.model, text)
 
+    async def ready(self) -> None:
+        """The answering model loaded, so that counting in its tokens does not load it."""
+        await self.gateway.ready(self.model)
+
     async def prepare(
         self, project_id: uuid.UUID, request: AskRequest, earlier: Earlier | None = None
     ) -> Prepared:
         """Check the question fits, pick the history, search, and build the context."""
         started = time.monotonic()
+        await self.ready()
         model = self.model
         spec = self.limits.resolve(request.budget)
         fixed = self.gateway.count_tokens(model, _messages(request.question, "", None))

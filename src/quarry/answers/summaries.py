@@ -47,6 +47,7 @@ async def summarise_document(
         "chunks.list_for_document", project_id=project_id, document_id=document_id
     )
     model = gateway.chain(ROLE)[0].name
+    await gateway.ready(model)
     windows: list[list[str]] = [[]]
     used = 0
     end = 0  # chunks overlap: each adds only the text past the previous one's end

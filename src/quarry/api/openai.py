@@ -172,6 +172,7 @@ async def chat_completions(
     project_id = await _project(rt, me, body.model)
     question = body.messages[-1].text
     turns = [m for m in body.messages[:-1] if m.role in ("user", "assistant") and m.text]
+    await rt.answers.ready()  # the turns are counted in its tokens
     earlier = Earlier(
         "",
         0,

