@@ -259,7 +259,7 @@ class Gateway:
                             ),
                         )
                         return
-                    self._account_error(ctx, provider, started, str(exc))
+                    self._account_error(ctx, provider, started, exc, _prompt(request))
                     wait = self._retry_wait(provider, exc, tries, deadline)
                     if wait is None:
                         attempts.append(Attempted(provider.name, str(exc), tries))
@@ -314,7 +314,9 @@ class Gateway:
             )
             return EmbedResult(result.vectors, usage)
 
-        _, embedded = await self._run_chain(ctx, self._chain(role), attempt)
+        _, embedded = await self._run_chain(
+            ctx, self._chain(role), attempt, lambda p: sum(p.count_tokens(t) for t in listed)
+        )
         return embedded
 
     def count_tokens(self, model: str, text: str | MessagesIn) -> int:
@@ -384,7 +386,9 @@ class Gateway:
             )
             return Completion(text, usage, reply.finish_reason)
 
-        provider, completion = await self._run_chain(ctx, chain, attempt, deadline)
+        provider, completion = await self._run_chain(
+            ctx, chain, attempt, _prompt(request), deadline
+        )
         if keep(completion.text):
             await self._remember(ctx, provider, _resolve(request, provider), completion)
         return completion
@@ -394,9 +398,12 @@ class Gateway:
         ctx: CallContext,
         chain: list[Provider],
         attempt: Callable[[Provider, float], Awaitable[T]],
+        prompt: Callable[[Provider], int],
         deadline: float | None = None,
     ) -> tuple[Provider, T]:
-        """Try the chain in order; ``attempt(provider, deadline)`` is one provider call."""
+        """Try the chain in order; ``attempt(provider, deadline)`` is one provider call, and
+        ``prompt(provider)`` its input's tokens by that model's count (for an attempt that
+        ends with no answer)."""
         if deadline is None:
             deadline = time.monotonic() + self.deadline
         attempts: list[Attempted] = []
@@ -414,18 +421,17 @@ class Gateway:
                     )
                 except TimeoutError:
                     exc = _timed_out(provider, started, deadline)
-                except asyncio.CancelledError:
+                except asyncio.CancelledError:  # sent, perhaps processed: as a timeout is
                     self._record(
                         ctx,
                         provider,
+                        _estimate(prompt, provider),
                         0,
-                        0,
-                        False,
+                        True,
                         started,
                         None,
                         "cancelled",
                         "the caller stopped waiting",
-                        cost=0.0,
                     )
                     raise
                 except ProviderError as error:
@@ -437,7 +443,7 @@ class Gateway:
                 else:
                     self._succeeded(provider)
                     return provider, result
-                self._account_error(ctx, provider, started, str(exc))
+                self._account_error(ctx, provider, started, exc, prompt)
                 wait = self._retry_wait(provider, exc, tries, deadline)
                 if wait is None:
                     attempts.append(Attempted(provider.name, str(exc), tries))
@@ -622,10 +628,21 @@ class Gateway:
         )
 
     def _account_error(
-        self, ctx: CallContext, provider: Provider, started: float, error: str
+        self,
+        ctx: CallContext,
+        provider: Provider,
+        started: float,
+        exc: ProviderError,
+        prompt: Callable[[Provider], int],
     ) -> None:
-        """A failed attempt: nothing produced, nothing billed."""
-        self._record(ctx, provider, 0, 0, False, started, None, "error", error, cost=0.0)
+        """A failed attempt. An error answer produced nothing and costs nothing; a request left
+        unanswered (a timeout) may still be processed and billed by the provider, so it counts
+        at its prompt's estimated tokens and their price."""
+        if exc.unanswered:
+            tokens = _estimate(prompt, provider)
+            self._record(ctx, provider, tokens, 0, True, started, None, "error", str(exc))
+        else:
+            self._record(ctx, provider, 0, 0, False, started, None, "error", str(exc), cost=0.0)
 
     def _record(
         self,
@@ -833,7 +850,23 @@ def _timed_out(provider: Provider, started: float, deadline: float) -> ProviderE
         "the call's deadline passed" if cut_short else "timed out",
         retryable=True,
         blames_model=not cut_short,
+        unanswered=True,
     )
+
+
+def _prompt(request: Request) -> Callable[[Provider], int]:
+    """How many tokens the request's messages are, by a given model's count."""
+    return lambda provider: provider.count_tokens(list(request.messages))
+
+
+def _estimate(prompt: Callable[[Provider], int], provider: Provider) -> int:
+    """A failed attempt's input tokens; 0 where even counting fails (the failure is
+    recorded either way)."""
+    try:
+        return prompt(provider)
+    except Exception:
+        log.exception("counting a failed call's prompt failed", model=provider.name)
+        return 0
 
 
 def _unexpected(provider: Provider, exc: Exception) -> ProviderError:

@@ -137,7 +137,11 @@ class ProviderError(Exception):
     ``blames_model`` says whether the failure counts toward the model's cool-down: it does when
     the model is unavailable (the retryable kinds, a rejected key, an unknown model), not when
     the request was at fault (a 400 for a prompt too long, a content filter): one caller's
-    bad requests must not cool a healthy model for everyone."""
+    bad requests must not cool a healthy model for everyone.
+
+    ``unanswered`` says the request may have reached the model with no answer coming back (a
+    timeout): the provider may still process and bill it, so the attempt is accounted at its
+    prompt's estimated tokens and their price, where an error answer costs nothing."""
 
     def __init__(
         self,
@@ -146,11 +150,13 @@ class ProviderError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         blames_model: bool | None = None,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.blames_model = retryable if blames_model is None else blames_model
+        self.unanswered = unanswered
 
 
 class GatewayError(QuarryError):

@@ -161,7 +161,7 @@ class AnthropicProvider:
 
 def provider_error(exc: anthropic.APIError) -> ProviderError:
     if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError("timed out", retryable=True)
+        return ProviderError("timed out", retryable=True, unanswered=True)
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, anthropic.APIStatusError):

@@ -161,7 +161,7 @@ class OpenAIProvider:
 
 def provider_error(exc: openai.APIError) -> ProviderError:
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError("timed out", retryable=True)
+        return ProviderError("timed out", retryable=True, unanswered=True)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(f"connection failed: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
