@@ -95,6 +95,7 @@ class Runtime:
                 concurrency=self.settings.worker_concurrency,
                 heartbeat_interval=self.settings.worker_heartbeat_interval,
                 stalled_after=self.settings.worker_stalled_after,
+                drain_seconds=self.settings.worker_drain_seconds,
                 install_signal_handlers=install_signal_handlers,
                 name=name,
                 queues=None if sweeps else [q for q in QUEUES if q != SWEEP_QUEUE],

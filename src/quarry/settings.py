@@ -238,7 +238,15 @@ class Settings(BaseSettings):
     worker_stalled_after: float = Field(
         default=30.0,
         gt=0,
-        description="seconds without a heartbeat before a worker's jobs are taken over",
+        description="seconds without a heartbeat before a worker's jobs are taken over; at "
+        "least twice the heartbeat interval",
+    )
+    worker_shutdown_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds a stopping worker lets its running jobs finish before it stops "
+        "them and queues them again; with the heartbeat interval, less than "
+        "worker_stalled_after (default: worker_stalled_after less two heartbeat intervals)",
     )
     blob_sweep_cron: str = Field(
         default="23 * * * *",
@@ -414,6 +422,27 @@ class Settings(BaseSettings):
             raise ValueError(
                 "embedding_provider openai_compatible needs embedding_base_url and embedding_model"
             )
+        # A stopping worker sends no heartbeats while its jobs finish; were it to drain past
+        # worker_stalled_after, other workers would take its jobs and run them a second time.
+        if self.worker_stalled_after < 2 * self.worker_heartbeat_interval:
+            raise ValueError(
+                "worker_stalled_after must be at least twice worker_heartbeat_interval, or "
+                "healthy workers look stalled between heartbeats"
+            )
+        if (
+            self.worker_shutdown_timeout is not None
+            and self.worker_shutdown_timeout + self.worker_heartbeat_interval
+            >= self.worker_stalled_after
+        ):
+            raise ValueError(
+                "worker_shutdown_timeout plus worker_heartbeat_interval must be less than "
+                "worker_stalled_after, or a stopping worker's jobs are taken over while they run"
+            )
+        if self.ready_worker_stale_after <= self.worker_heartbeat_interval:
+            raise ValueError(
+                "ready_worker_stale_after must be more than worker_heartbeat_interval, or "
+                "/ready fails between heartbeats"
+            )
         if self.reranker == "cross_encoder" and not self.reranker_model:
             raise ValueError("reranker cross_encoder needs reranker_model")
         for role, chain in self.model_roles.items():
@@ -426,6 +455,13 @@ class Settings(BaseSettings):
                         "under models"
                     )
         return self
+
+    @property
+    def worker_drain_seconds(self) -> float:
+        """How long a stopping worker waits for its running jobs (worker_shutdown_timeout)."""
+        if self.worker_shutdown_timeout is not None:
+            return self.worker_shutdown_timeout
+        return self.worker_stalled_after - 2 * self.worker_heartbeat_interval
 
     @property
     def model_table(self) -> dict[str, ModelConfig]:

@@ -2,12 +2,15 @@
 
 ``HashEmbedder`` makes deterministic vectors from text with no model; ``CountingEmbedder``
 wraps any embedder and records what it was asked to embed; ``FlakyEmbedder`` fails a given
-number of calls first, as a rate-limited provider would. ``llama_server`` runs llama.cpp's
-OpenAI-compatible server over a GGUF file on a free port (tests and bench/gateway.py).
+number of calls first, as a rate-limited provider would; ``HeldEmbedder`` holds each call
+until released, so a test can act while a document is being indexed. ``llama_server`` runs
+llama.cpp's OpenAI-compatible server over a GGUF file on a free port (tests and
+bench/gateway.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import socket
@@ -101,6 +104,29 @@ class FlakyEmbedder(_Delegating):
     async def embed_query(self, query: str) -> Vector:
         vector: Vector = (await self.embed([query]))[0]
         return vector
+
+
+@dataclass
+class HeldEmbedder(_Delegating):
+    """Holds every call until ``release`` is set (``entered`` is set when one arrives); the
+    first ``failures`` calls then raise TransientError, the rest delegate."""
+
+    failures: int = 0
+    calls: int = 0
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.calls += 1
+        call = self.calls
+        self.entered.set()
+        await self.release.wait()
+        if call <= self.failures:
+            raise TransientError(f"scripted failure {call} of {self.failures}")
+        return await self.inner.embed(texts)
+
+    async def embed_query(self, query: str) -> Vector:
+        return await self.inner.embed_query(query)
 
 
 def free_port() -> int:

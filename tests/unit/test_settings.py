@@ -109,6 +109,19 @@ def test_the_answer_reserve_must_leave_room_for_a_prompt() -> None:
     assert load_settings(answer_budget=512, answer_reserve=128).answer_reserve == 128
 
 
+def test_worker_timings_are_checked_together() -> None:
+    defaults = load_settings()
+    # A stopping worker drains its jobs for the stalled time less two heartbeats by default.
+    assert defaults.worker_drain_seconds == 30 - 2 * 10
+    assert load_settings(worker_shutdown_timeout=5).worker_drain_seconds == 5
+    with pytest.raises(SettingsError, match="worker_stalled_after"):
+        load_settings(worker_heartbeat_interval=45)  # healthy workers would look stalled
+    with pytest.raises(SettingsError, match="worker_shutdown_timeout"):
+        load_settings(worker_shutdown_timeout=20)  # 20 + 10 is not under 30
+    with pytest.raises(SettingsError, match="ready_worker_stale_after"):
+        load_settings(worker_heartbeat_interval=60, worker_stalled_after=180)
+
+
 def test_passage_focusing_is_off_at_zero_and_needs_sixteen_tokens_when_on() -> None:
     assert load_settings().context_passage_tokens == 128
     assert load_settings(context_passage_tokens=0).context_passage_tokens == 0

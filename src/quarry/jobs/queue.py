@@ -12,7 +12,7 @@ from typing import Any
 import procrastinate
 import psycopg
 import structlog
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from pydantic import BaseModel
 
 from quarry.db.database import Database
@@ -175,22 +175,68 @@ class Jobs:
         )
 
     async def recover(self, stalled_after: float) -> int:
-        """Give the jobs of dead workers, and documents left without any job, a new run."""
-        recovered = 0
-        stalled = await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after)
-        for job in stalled:
-            try:
-                await self.app.job_manager.retry_job(job)
-            except Exception as exc:  # another worker recovered it first
-                log.debug("stalled job not retried", job_id=job.id, reason=repr(exc))
-                continue
-            log.warning("stalled job retried", job_id=job.id, task=job.task_name)
-            recovered += 1
-        for row in await self.db.fetch_all("documents.orphaned", older_than_s=stalled_after):
-            await self.enqueue_ingest(row["project_id"], row["id"])
-            log.warning("orphaned document queued", document_id=str(row["id"]))
-            recovered += 1
-        return recovered
+        """Give the jobs of dead workers, and documents left without any job, a new run.
+
+        One process recovers at a time (every worker runs this loop): two working through
+        their own lists of stalled jobs would give a job a second run after a live worker
+        had taken the first. A job whose runs are spent (its process died on each: a
+        document that kills the worker, say) fails instead of killing the next one, and one
+        whose queueing lock a newer queued job holds gives way to it."""
+        async with self.db.transaction() as conn:
+            row = await self.db.fetch_one("jobs.try_recovery_lock", conn)
+            if row is None or not row["locked"]:
+                return 0
+            recovered = 0
+            stalled = await self.app.job_manager.get_stalled_jobs(
+                seconds_since_heartbeat=stalled_after
+            )
+            for job in stalled:
+                if self._runs_spent(job):
+                    await self._give_up(job)
+                    continue
+                try:
+                    await self.app.job_manager.retry_job(job)
+                except UniqueViolation:
+                    # A newer job of the same document (or project) is queued; it works on the
+                    # current state, so this one ends here and no longer blocks it.
+                    await self.app.job_manager.finish_job(
+                        job, status=procrastinate.jobs.Status.FAILED, delete_job=False
+                    )
+                    log.warning("stalled job superseded", job_id=job.id, task=job.task_name)
+                    continue
+                except Exception as exc:  # finished or retried meanwhile
+                    log.debug("stalled job not retried", job_id=job.id, reason=repr(exc))
+                    continue
+                log.warning("stalled job retried", job_id=job.id, task=job.task_name)
+                recovered += 1
+            for row in await self.db.fetch_all("documents.orphaned", older_than_s=stalled_after):
+                await self.enqueue_ingest(row["project_id"], row["id"])
+                log.warning("orphaned document queued", document_id=str(row["id"]))
+                recovered += 1
+            return recovered
+
+    def _runs_spent(self, job: procrastinate.jobs.Job) -> bool:
+        """Whether the run that died was the job's last (``attempts``: the runs before it)."""
+        task = self.app.tasks.get(job.task_name)
+        retry = task.retry_strategy if task is not None else None
+        return isinstance(retry, tasks.BackoffRetry) and job.attempts + 1 >= retry.max_attempts
+
+    async def _give_up(self, job: procrastinate.jobs.Job) -> None:
+        await self.app.job_manager.finish_job(
+            job, status=procrastinate.jobs.Status.FAILED, delete_job=False
+        )
+        log.error("stalled job failed for good", job_id=job.id, task=job.task_name)
+        if job.task_name == tasks.INGEST:
+            kwargs = job.task_kwargs
+            await self.db.execute(
+                "documents.fail",
+                project_id=uuid.UUID(str(kwargs["project_id"])),
+                document_id=uuid.UUID(str(kwargs["document_id"])),
+                status="failed",
+                error=f"the worker indexing it stopped on each of its {job.attempts + 1} runs "
+                "(killed, or out of memory)",
+                error_code="worker_lost",
+            )
 
     async def run_worker(
         self,
@@ -200,11 +246,15 @@ class Jobs:
         heartbeat_interval: float,
         stalled_after: float,
         install_signal_handlers: bool,
+        drain_seconds: float,
         name: str = "quarry",
         queues: list[str] | None = None,
     ) -> None:
         """Run a worker until cancelled or signalled. Beside it, a loop takes over the jobs of
-        workers that stopped sending heartbeats (killed, lost their machine)."""
+        workers that stopped sending heartbeats (killed, lost their machine). Stopping, the
+        worker lets its running jobs finish for ``drain_seconds``, then stops them and queues
+        them again: a drain past ``stalled_after`` would let other
+        workers take jobs that still run here."""
         log.info("worker starting", concurrency=concurrency)
         stop = asyncio.Event()
         recovery = asyncio.create_task(self._recovery_loop(stalled_after, stop), name="recovery")
@@ -217,8 +267,9 @@ class Jobs:
                 install_signal_handlers=install_signal_handlers,
                 update_heartbeat_interval=heartbeat_interval,
                 stalled_worker_timeout=stalled_after,
+                shutdown_graceful_timeout=drain_seconds,
                 additional_context={tasks.CONTEXT_KEY: deps},
-                worker_middleware=[_bind_job_to_logs],
+                worker_middleware=[_bind_job_to_logs, _give_way_to_a_queued_job],
             )
         finally:
             stop.set()
@@ -239,3 +290,23 @@ class Jobs:
 async def _bind_job_to_logs(call_next: Any, context: procrastinate.JobContext, worker: Any) -> Any:
     with structlog.contextvars.bound_contextvars(job_id=context.job.id, task=context.job.task_name):
         return await call_next()
+
+
+async def _give_way_to_a_queued_job(
+    call_next: Any, context: procrastinate.JobContext, worker: Any
+) -> Any:
+    """A job that fails while a newer one of its queueing lock is queued (a document's new
+    version came in meanwhile) ends without a retry: the queued job works on the current
+    state, and retrying this one would clash with it (a queueing lock allows one queued job),
+    leaving this one running for ever and the queued one blocked behind its lock."""
+    try:
+        return await call_next()
+    except Exception:
+        lock = context.job.queueing_lock
+        if lock is None:
+            raise
+        row = await tasks.deps_of(context).db.fetch_one("jobs.queued_with_lock", lock=lock)
+        if row is None or not row["queued"]:
+            raise
+        log.warning("job failed; a newer one of its lock is queued and takes over", lock=lock)
+        return None

@@ -27,3 +27,14 @@ ANALYZE procrastinate_jobs;
 
 -- name: queued
 SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo';
+
+-- name: try_recovery_lock
+-- One process at a time takes over stalled jobs (quarry.jobs.queue.Jobs.recover); held
+-- until the transaction ends.
+SELECT pg_try_advisory_xact_lock(hashtextextended('quarry:recover', 0)) AS locked;
+
+-- name: queued_with_lock
+-- Whether a job with this queueing lock is queued (Procrastinate allows one at a time).
+SELECT EXISTS (
+    SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = %(lock)s AND status = 'todo'
+) AS queued;
