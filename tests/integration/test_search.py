@@ -19,7 +19,7 @@ DOCUMENTS = [
         "external_id": "solar",
         "title": "Solar power",
         "text": "Photovoltaic panels convert sunlight into electricity. Solar farms need land.",
-        "metadata": {"year": 2021, "kind": "energy", "lang": "en"},
+        "metadata": {"year": 2021, "kind": "energy", "lang": "en", "ratings": [3, 5]},
         "tags": ["energy", "renewable"],
     },
     {
@@ -120,6 +120,31 @@ async def test_a_hit_carries_its_place_and_a_highlight(
     assert 0 < hit["scores"]["vector"] <= 1
 
 
+async def test_a_highlight_is_html_with_the_documents_own_markup_escaped(
+    ingest_client: httpx.AsyncClient, corpus
+) -> None:
+    project, key = corpus
+    text = 'Kites <img src=x onerror="alert(1)"> fly & soar; see <b>kites</b> \ue000here.'
+    sent = await ingest_client.post(
+        f"/projects/{project}/documents/text",
+        json={"text": text, "external_id": "kites", "format": "txt"},
+        headers=key,
+    )
+    assert sent.status_code == 202, sent.text
+    await wait_settled(ingest_client, key, project)
+    for query in ("kites", "how do I"):  # terms to mark; only stop words (the text's start)
+        body = (await _search(ingest_client, key, project, query=query, k=10)).json()
+        [hit] = [h for h in body["hits"] if h["external_id"] == "kites"]  # 5 documents, k 10
+        highlight = hit["highlight"]
+        assert "<img" not in highlight
+        assert "<b>" not in highlight
+        assert highlight.replace("<mark>", "").replace("</mark>", "").count("<") == 0
+        if query == "kites":  # the document's own U+E000 cannot pass for a mark
+            assert "<mark>Kites</mark>" in highlight
+            assert "&amp;" in highlight
+            assert "\ue000" not in highlight
+
+
 async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, corpus) -> None:
     project, key = corpus
     documents = await wait_settled(ingest_client, key, project)
@@ -146,8 +171,11 @@ async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, 
     assert await found({"created_after": "2000-01-01T00:00:00-23:20"}) == set(documents)
     assert await found({"updated_before": "2000-01-01T00:00:00+23:59"}) == set()
     assert await found({"created_after": "2000-01-01T00:00:00"}) == set(documents)  # UTC
-    # A metadata value of another type leaves the document out instead of failing.
+    # A metadata value of another type leaves the document out instead of failing; an array
+    # is another type for every condition alike (a range looked inside it, equality did not).
     assert await found({"metadata": {"kind": {"gte": 5}}}) == set()
+    assert await found({"metadata": {"ratings": {"gte": 4}}}) == set()
+    assert await found({"metadata": {"ratings": 5}}) == set()
 
 
 @pytest.mark.parametrize(

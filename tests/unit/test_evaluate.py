@@ -24,10 +24,18 @@ def test_ndcg_of_a_perfect_ranking_is_one_and_of_a_miss_is_zero() -> None:
 
 
 def test_ndcg_discounts_by_position_and_uses_graded_gain() -> None:
-    # One relevant document (grade 2) at rank 2: DCG = 3 / log2(3); IDCG = 3 / log2(2).
+    # One relevant document (grade 2) at rank 2: DCG = 2 / log2(3); IDCG = 2 / log2(2).
     assert ndcg_at(["x", "a"], {"a": 2}, 10) == pytest.approx(1 / math.log2(3))
     # Past the cut-off it does not count.
     assert ndcg_at(["x", "a"], {"a": 1}, 1) == 0.0
+
+
+def test_graded_gain_is_the_grade_as_in_trec_eval() -> None:
+    # pytrec_eval's ndcg_cut_10 for qrels {d1: 2, d2: 1} and the run [d2, d1]:
+    # (1 + 2/log2(3)) / (2 + 1/log2(3)) = 0.8597
+    expected = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert ndcg_at(["d2", "d1"], {"d1": 2, "d2": 1}, 10) == pytest.approx(expected)
+    assert expected == pytest.approx(0.8597, abs=1e-4)
 
 
 def test_recall_and_mrr() -> None:

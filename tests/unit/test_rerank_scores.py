@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import numpy as np
 import pytest
 
 from quarry.search.beir import variants
+from quarry.search.fusion import Fused
 from quarry.search.models import Mode
-from quarry.search.rerank import blend, maxsim, maxsims
+from quarry.search.rerank import blend, maxsim, maxsims, reranked_order
 
 
 def unit(*rows: list[float]) -> np.ndarray:
@@ -108,3 +110,18 @@ def test_late_interaction_follows_the_fusions_trust_in_the_dense_side() -> None:
     assert rerank_weight(Late(), low) == pytest.approx(dense_trust(low) ** 0.5)  # type: ignore[arg-type]
     assert 0 < dense_trust(low) < rerank_weight(Late(), low) < 1  # type: ignore[arg-type]
     assert rerank_weight(Cross(), 0.0) == 1.0  # type: ignore[arg-type]
+
+
+def test_a_page_longer_than_the_rerank_depth_stays_in_score_order() -> None:
+    document = uuid.uuid4()
+    head = [Fused(1, document, -2.3, {"fused": 1}), Fused(2, document, 1.5, {"fused": 2})]
+    tail = [Fused(3, document, 0.9), Fused(4, document, 0.4), Fused(5, document, -7.0)]
+    page = reranked_order(head, tail)
+    assert [f.chunk_id for f in page] == [2, 1, 3, 4, 5]
+    scores = [f.score for f in page]
+    assert scores == sorted(scores, reverse=True)
+    assert len(set(scores)) == len(scores)
+    assert scores[3] - scores[2] == pytest.approx(0.4 - 0.9)  # the tail keeps its spacing
+    assert [f.ranks["fused"] for f in page] == [2, 1, 3, 4, 5]
+    below = [Fused(6, document, -9.0)]  # already below the head: left as it is
+    assert reranked_order([Fused(7, document, 1.0, {"fused": 1})], below)[1].score == -9.0

@@ -130,7 +130,9 @@ async def evaluate(
             ranked = [hit.external_id for hit in response.hits]
             if len(set(ranked)) != len(ranked):
                 raise RuntimeError(f"per-document search repeated a document for {query_id}")
-            runs[query_id] = ranked
+            # As BEIR's evaluation does by default (ignore_identical_ids): a document with the
+            # query's own id is the query itself (ArguAna, Quora), not an answer to it.
+            runs[query_id] = [doc for doc in ranked if doc != query_id]
             on_query(variant.name, i + 1)
         figures[variant.name] = summarize(runs, dataset.qrels, latencies)
     return figures

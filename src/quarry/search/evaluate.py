@@ -87,11 +87,11 @@ def _records(path: Path, keys: tuple[str, ...]) -> Iterator[dict[str, Any]]:
 
 
 def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
-    dcg = sum(
-        (2 ** relevant.get(doc, 0) - 1) / math.log2(i + 2) for i, doc in enumerate(ranked[:k])
-    )
+    """trec_eval's ndcg_cut (what BEIR reports through pytrec_eval): a document's gain is its
+    grade itself, not 2^grade - 1 (the two agree on binary judgements)."""
+    dcg = sum(max(relevant.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
     ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
-    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg if idcg else 0.0
 
 

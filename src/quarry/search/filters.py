@@ -62,13 +62,15 @@ def _metadata(key: str, condition: MetadataCondition) -> sql.Composable:
             for name in ("gt", "gte", "lt", "lte")
             if getattr(condition, name) is not None
         ]
-        path = f"$.{json.dumps(key)} ? ({' && '.join(tests)})"
+        # strict: a lax path would look inside an array value, which equality does not;
+        # the type errors strict mode raises are silenced (no match).
+        path = f"strict $.{json.dumps(key)} ? ({' && '.join(tests)})"
         variables = {
             f"v_{name}": getattr(condition, name)
             for name in ("gt", "gte", "lt", "lte")
             if getattr(condition, name) is not None
         }
-        return sql.SQL("jsonb_path_exists(d.metadata, {}::jsonpath, {})").format(
+        return sql.SQL("jsonb_path_exists(d.metadata, {}::jsonpath, {}, true)").format(
             sql.Literal(path), sql.Literal(Jsonb(variables))
         )
     return sql.SQL("d.metadata @> {}").format(sql.Literal(Jsonb({key: condition})))

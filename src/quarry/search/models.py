@@ -207,7 +207,8 @@ class Hit(BaseModel):
     text: str
     score: float = Field(
         description="the final score: fused, or when reranked the reranker's (for "
-        "late_interaction, blended with the fused score)"
+        "late_interaction, blended with the fused score); hits past the rerank depth keep "
+        "their fused order, their scores moved below the reranked ones"
     )
     ranks: dict[str, int] = Field(
         description="1-based rank in each retriever that found it; when reranked, 'fused' too"
@@ -219,7 +220,9 @@ class Hit(BaseModel):
     char_start: int
     char_end: int
     chunk_index: int
-    highlight: str = Field(description="a short snippet with the query's terms in <mark>")
+    highlight: str = Field(
+        description="a short snippet as HTML: the text escaped, the query's terms in <mark>"
+    )
 
 
 class SearchMetadata(BaseModel):

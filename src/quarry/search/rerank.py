@@ -37,7 +37,7 @@ import numpy as np
 import structlog
 
 from quarry.errors import QuarryError
-from quarry.search.fusion import dense_trust
+from quarry.search.fusion import Fused, dense_trust
 
 if TYPE_CHECKING:
     from quarry.gateway.gateway import Gateway
@@ -95,6 +95,24 @@ def blend(
         float(rerank_weight * r + fused_weight * f)
         for r, f in zip(_zscores(rerank), _zscores(fused), strict=True)
     ]
+
+
+def reranked_order(head: list[Fused], tail: list[Fused]) -> list[Fused]:
+    """The reranked candidates (``head``, their scores final, ``ranks["fused"]`` set) by
+    score, then the candidates past the rerank depth in their fused order, each given its
+    fused rank, and their scores moved as a block below the lowest reranked one: a page longer
+    than the rerank depth is in score order throughout. Equal rerank scores (an LLM's coarse
+    grades) keep the fused order."""
+    ordered = sorted(head, key=lambda f: (-f.score, f.ranks["fused"]))
+    for rank, item in enumerate(tail, len(head) + 1):
+        item.ranks["fused"] = rank
+    if ordered and tail:
+        floor = ordered[-1].score
+        if tail[0].score >= floor:  # the tail is in fused order: its first is its highest
+            drop = tail[0].score - floor + max(abs(floor), 1.0) * 1e-6
+            for item in tail:
+                item.score -= drop
+    return ordered + tail
 
 
 def rerank_weight(reranker: Reranker, agreement: float | None) -> float:

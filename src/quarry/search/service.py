@@ -10,6 +10,7 @@ timings travel back in ``search_metadata``.
 from __future__ import annotations
 
 import asyncio
+import html
 import math
 import time
 import uuid
@@ -29,7 +30,7 @@ from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
 from quarry.search.fusion import Candidate, Fused, Run, fuse
 from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
-from quarry.search.rerank import Reranker, blend, rerank_weight
+from quarry.search.rerank import Reranker, blend, rerank_weight, reranked_order
 from quarry.settings import Settings
 
 T = TypeVar("T")
@@ -435,8 +436,7 @@ class Search:
             item.ranks["fused"] = rank
             item.scores["rerank"] = score
             item.score = blended
-        # Equal rerank scores (an LLM's coarse grades) keep the fused order.
-        return sorted(head, key=lambda f: (-f.score, f.ranks["fused"])) + fused[len(head) :]
+        return reranked_order(head, fused[len(head) :])
 
     async def _hits(
         self, project_id: uuid.UUID, analyzer: str, terms: list[str], page: list[Fused]
@@ -456,8 +456,7 @@ class Search:
             row = by_id.get(item.chunk_id)
             if row is None:  # deleted between retrieval and now
                 continue
-            if not terms:
-                row["highlight"] = _snippet(row["text"])
+            row["highlight"] = marked(row["highlight"]) if terms else _snippet(row["text"])
             hits.append(Hit(**row, score=item.score, ranks=item.ranks, scores=item.scores))
         return hits
 
@@ -490,9 +489,20 @@ async def check_in_stages(
     return kept
 
 
+def marked(headline: str) -> str:
+    """ts_headline's snippet (search.hits) as HTML: the text escaped (a document's own markup
+    is text here, never markup), the query's terms in <mark>."""
+    escaped = html.escape(headline, quote=False)
+    return escaped.replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")
+
+
+MARK_START, MARK_END = "\ue000", "\ue001"  # what search.hits marks terms with
+
+
 def _snippet(text: str, words: int = 30) -> str:
+    """The start of a chunk, as HTML (escaped), when the query has no terms to mark."""
     parts = text.split()
-    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+    return html.escape(" ".join(parts[:words]) + (" …" if len(parts) > words else ""), quote=False)
 
 
 def _ms(started: float) -> float:

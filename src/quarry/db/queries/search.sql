@@ -166,13 +166,17 @@ ORDER BY x.score DESC, x.chunk_id
 LIMIT %(limit)s;
 
 -- name: hits
--- What a result shows: the chunk, its document and a snippet with the query's terms marked.
+-- What a result shows: the chunk, its document and a snippet with the query's terms marked,
+-- by two private-use characters (taken out of the text first, so only the marks are them):
+-- the caller escapes the snippet for HTML and puts <mark> in their place.
 SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, d.external_id,
        c.text, c.page, c.char_start, c.char_end, c.chunk_index,
-       ts_headline(%(analyzer)s::regconfig, c.text,
+       ts_headline(%(analyzer)s::regconfig,
+                   translate(c.text, U&'\E000\E001', ''),
                    %(tsquery)s::tsquery,
-                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, '
-                   'MaxFragments=2, FragmentDelimiter=" … "') AS highlight
+                   'StartSel=' || U&'\E000' || ', StopSel=' || U&'\E001' || ', '
+                   'MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "')
+           AS highlight
 FROM chunks c
 JOIN documents d ON d.id = c.document_id
 WHERE c.project_id = %(project_id)s AND c.id = ANY(%(chunk_ids)s::bigint[]);
