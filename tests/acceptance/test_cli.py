@@ -97,3 +97,35 @@ def test_cli_without_a_key_says_how_to_get_one(fresh_database: str, tmp_path: Pa
     result = run_cli("projects", "list", env=env)
     assert result.returncode == 1
     assert "QUARRY_API_KEY" in result.stderr
+
+
+def test_reindex_wait_fails_when_documents_could_not_be_re_embedded(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    from tests.embedding_server import Script, embedding_server
+
+    script = Script()
+    with embedding_server(script) as url:
+        env = quarry_env(
+            database_url=fresh_database,
+            data_dir=tmp_path / "data",
+            embedding_provider="openai_compatible",
+            embedding_base_url=url,
+            embedding_model="test-model",
+            ingest_max_attempts=1,
+        )
+        assert run_cli("projects", "create", "notes", env=env).returncode == 0
+        document = tmp_path / "a.txt"
+        document.write_text("Some text to embed.")
+        ingested = run_cli("ingest", str(document), "--project", "notes", env=env)
+        assert ingested.returncode == 0, ingested.stderr
+        # A new model, whose vectors the project does not have, and a server that refuses.
+        env = {**env, "QUARRY_EMBEDDING_MODEL": "test-model-2"}
+        script.steps = ["400"] * 20
+        refused = run_cli("reindex", "--project", "notes", "--wait", env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "1 of 1 document(s) could not be re-embedded" in refused.stderr
+        script.steps = []
+        again = run_cli("reindex", "--project", "notes", "--wait", env=env)
+        assert again.returncode == 0, again.stderr
+        assert "re-embedded 1 document(s)" in again.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import httpx
 import psycopg
@@ -143,6 +144,28 @@ async def test_a_highlight_is_html_with_the_documents_own_markup_escaped(
             assert "<mark>Kites</mark>" in highlight
             assert "&amp;" in highlight
             assert "\ue000" not in highlight
+
+
+async def test_a_page_skips_chunks_deleted_since_retrieval(
+    ingest_client: httpx.AsyncClient, ingest_runtime: Runtime, corpus
+) -> None:
+    from quarry.search.fusion import Fused
+
+    project, key = corpus
+    documents = await wait_settled(ingest_client, key, project)
+    project_id = uuid.UUID(
+        (await ingest_client.get(f"/projects/{project}", headers=key)).json()["id"]
+    )
+    fused = []
+    for name in ("solar", "wind", "coal"):
+        document = documents[name]["id"]
+        [chunk] = (
+            await ingest_client.get(f"/projects/{project}/documents/{document}/chunks", headers=key)
+        ).json()
+        fused.append(Fused(chunk["id"], uuid.UUID(document), 1.0))
+    gone = Fused(10**12, uuid.uuid4(), 1.0)  # a chunk deleted between retrieval and the page
+    hits = await ingest_runtime.search._page(project_id, "english", [], [gone, *fused], k=3)
+    assert [h.external_id for h in hits] == ["solar", "wind", "coal"]
 
 
 async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, corpus) -> None:

@@ -30,6 +30,7 @@ from quarry.errors import DocumentError
 from quarry.ingest.documents import Intake
 from quarry.ingest.models import Document, Rejection, Status
 from quarry.ingest.source import Source
+from quarry.jobs.tasks import REEMBED
 from quarry.runtime import Runtime, background_worker
 from quarry.tenancy.models import Role
 
@@ -286,10 +287,12 @@ def reindex(
 ) -> None:
     """Re-embed every document with the configured embedding model."""
 
-    async def go() -> int:
+    async def go() -> tuple[int, int]:
         async with acting(settings_from(ctx), load_models=wait) as (rt, me):
             found = await rt.projects.resolve(me, project, Role.owner)
+            before = await rt.db.fetch_one("jobs.last_id")
             count = await rt.documents.reindex(found.id)
+            failed = 0
             if wait:
                 async with background_worker(rt, "cli"):
                     while True:
@@ -299,7 +302,21 @@ def reindex(
                         if row is None or row["n"] == 0:
                             break
                         await asyncio.sleep(0.3)
-            return count
+                row = await rt.db.fetch_one(
+                    "jobs.failed_since",
+                    task=REEMBED,
+                    project_id=found.id,
+                    after=before["id"] if before else 0,
+                )
+                failed = int(row["n"]) if row else 0
+            return count, failed
 
-    count = run(go())
+    count, failed = run(go())
+    if failed:
+        err.print(
+            f"{failed} of {count} document(s) could not be re-embedded (their jobs failed; the "
+            "worker's log says why); they keep their old vectors. Run the command again once "
+            "the cause is fixed."
+        )
+        raise typer.Exit(1)
     out.print(f"{'re-embedded' if wait else 'queued'} {count} document(s)")

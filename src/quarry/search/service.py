@@ -176,9 +176,10 @@ class Search:
             reranked = True
             if self.reranker.fused_weight:  # blended: the reranker's weight beside the fusion's
                 weights = {**weights, "rerank": round(weight, 4)}
-        page = fused[: request.k]
         hits = await _timed(
-            timings, "hits", lambda: self._hits(project_id, prep["analyzer"], terms, page)
+            timings,
+            "hits",
+            lambda: self._page(project_id, prep["analyzer"], terms, fused, request.k),
         )
         timings["total"] = _ms(began)  # the retrievers overlap: less than the stages' sum
         return SearchResponse(
@@ -406,7 +407,7 @@ class Search:
         weight: float = 1.0,
     ) -> list[Fused]:
         assert self.reranker is not None
-        head = fused[: self.rerank_depth]
+        head, tail = fused[: self.rerank_depth], fused[self.rerank_depth :]
         chunk_ids = [f.chunk_id for f in head]
         model = self.reranker.token_vectors_model
         if model is None:
@@ -421,14 +422,16 @@ class Search:
                 model=model,
             )
         found = {row["id"]: row for row in rows}
-        # A chunk deleted since retrieval reads as empty; _hits drops it afterwards.
+        if len(found) < len(head):  # deleted since retrieval: out of the ranking, not scored
+            head = [f for f in head if f.chunk_id in found]
+            chunk_ids = [f.chunk_id for f in head]
+            if not head:
+                return tail
         scores = await self.reranker.score(
             query,
-            [found[i]["text"] if i in found else "" for i in chunk_ids],
+            [found[i]["text"] for i in chunk_ids],
             project_id=project_id,
-            token_vectors=None
-            if model is None
-            else [found[i]["token_vectors"] if i in found else None for i in chunk_ids],
+            token_vectors=None if model is None else [found[i]["token_vectors"] for i in chunk_ids],
             query_token_vectors=query_token_vectors,
         )
         final = blend(scores, [item.score for item in head], self.reranker.fused_weight, weight)
@@ -436,7 +439,21 @@ class Search:
             item.ranks["fused"] = rank
             item.scores["rerank"] = score
             item.score = blended
-        return reranked_order(head, fused[len(head) :])
+        return reranked_order(head, tail)
+
+    async def _page(
+        self, project_id: uuid.UUID, analyzer: str, terms: list[str], fused: list[Fused], k: int
+    ) -> list[Hit]:
+        """The first ``k`` fused candidates that still exist as hits: a chunk deleted since
+        retrieval (its document re-indexed or removed meanwhile) is skipped and the next one
+        read in its place, so a page is short only when the candidates run out."""
+        hits: list[Hit] = []
+        taken = 0
+        while len(hits) < k and taken < len(fused):
+            batch = fused[taken : taken + k - len(hits)]
+            taken += len(batch)
+            hits += await self._hits(project_id, analyzer, terms, batch)
+        return hits
 
     async def _hits(
         self, project_id: uuid.UUID, analyzer: str, terms: list[str], page: list[Fused]

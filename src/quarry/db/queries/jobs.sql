@@ -17,6 +17,16 @@ SELECT extract(epoch FROM now() - max(last_heartbeat))::float8 AS age_s,
        count(*) AS workers
 FROM procrastinate_workers;
 
+-- name: last_id
+-- The newest job's id: what a command queues after it has a greater one.
+SELECT coalesce(max(id), 0) AS id FROM procrastinate_jobs;
+
+-- name: failed_since
+-- A project's jobs of one task, queued after job ``after``, that failed for good.
+SELECT count(*) AS n FROM procrastinate_jobs
+WHERE task_name = %(task)s AND id > %(after)s AND status = 'failed'
+  AND args ->> 'project_id' = %(project_id)s::text;
+
 -- name: unfinished_for_project
 SELECT count(*) AS n FROM procrastinate_jobs
 WHERE status IN ('todo', 'doing') AND args ->> 'project_id' = %(project_id)s::text;
