@@ -38,6 +38,7 @@ from quarry.ingest.parsers import ParserRegistry
 from quarry.ingest.pipeline import Pipeline
 from quarry.jobs.queue import Jobs, build_app
 from quarry.jobs.tasks import QUEUES, SWEEP_QUEUE, TaskDeps
+from quarry.modelfiles import check_embedding_model, embedding_model_path
 from quarry.search.rerank import (
     LLMReranker,
     Reranker,
@@ -200,6 +201,8 @@ async def open_runtime(
         await check_server(url, settings.db_connect_timeout)
         if settings.auto_migrate if migrate_now is None else migrate_now:
             await _upgrade(url)
+        if embedder is None and load_models:
+            _check_embedder_files(settings)  # before minutes of start-up, not a traceback after
         pool = await open_pool(
             url,
             min_size=settings.db_pool_min_size,
@@ -312,11 +315,38 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> str:
     return url
 
 
+def _check_embedder_files(settings: Settings) -> None:
+    """The embedding model's files, or a StartupError saying which setting to fix."""
+    if settings.embedding_provider == "local":
+        check = check_embedding_model(embedding_model_path(settings))
+        if not check.ok:
+            raise StartupError(
+                f"the embedding model {check.path or ''}: {check.detail}\n"
+                "  fix: set QUARRY_EMBEDDING_MODEL_PATH to a sentence-transformers model "
+                "folder, or unset it for the bundled model (make install)"
+            )
+        return
+    path = settings.embedding_tokenizer_path
+    if path is not None and not path.is_file():
+        raise StartupError(
+            f"the embedding tokenizer {path} is not a file\n"
+            "  fix: set QUARRY_EMBEDDING_TOKENIZER_PATH to the remote model's tokenizer.json, "
+            "or unset it"
+        )
+
+
 async def _upgrade(url: str) -> None:
     """Migrate on a connection of its own, before the pool opens: pool connections then
     find the types the migrations create (pgvector's ``vector``)."""
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        applied = await migrate.upgrade(conn)
+    try:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            applied = await migrate.upgrade(conn)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StartupError(
+            f"the database role may not apply quarry's migrations: {exc}\n"
+            "  fix: have a superuser run CREATE EXTENSION vector in that database (creating "
+            "extensions is the one step that needs one), or connect as the database's owner"
+        ) from None
     for migration in applied:
         log.info("migration applied", version=migration.version, name=migration.name)
 

@@ -195,3 +195,18 @@ def test_help_lists_commands_with_descriptions(tmp_path: Path) -> None:
     for command in ("serve", "worker", "db", "projects", "keys", "users"):
         assert command in result.stdout
     assert "Start the HTTP API" in result.stdout
+
+
+def test_a_missing_embedding_model_stops_the_start_with_the_fix(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    env = quarry_env(
+        database_url=fresh_database,
+        data_dir=tmp_path / "data",
+        embedding_model_path=tmp_path / "no-such-model",
+    )
+    result = run_cli("worker", env=env, timeout=120)
+    assert result.returncode != 0
+    assert "QUARRY_EMBEDDING_MODEL_PATH" in result.stderr
+    assert "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
