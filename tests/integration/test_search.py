@@ -168,6 +168,54 @@ async def test_a_page_skips_chunks_deleted_since_retrieval(
     assert [h.external_id for h in hits] == ["solar", "wind", "coal"]
 
 
+async def test_a_page_per_document_holds_k_documents_when_a_long_one_fills_the_candidates(
+    ingest_client: httpx.AsyncClient, admin: NewUser
+) -> None:
+    key = bearer(admin.api_key.secret)
+    made = await ingest_client.post("/projects", json={"name": "manuals"}, headers=key)
+    assert made.status_code == 201
+    long_text = "\n\n".join(
+        f"Section {i}. Turbine maintenance: check the turbine blades and the turbine gearbox "
+        "for wear, and log what the turbine inspection found. " * 4
+        for i in range(20)
+    )
+    texts = {"manual": long_text} | {
+        f"note{i}": f"Note {i}: the turbine was serviced in spring." for i in range(4)
+    }
+    for name, text in texts.items():
+        sent = await ingest_client.post(
+            "/projects/manuals/documents/text",
+            json={"text": text, "external_id": name, "format": "txt"},
+            headers=key,
+        )
+        assert sent.status_code == 202, sent.text
+    documents = await wait_settled(ingest_client, key, "manuals")
+    chunks = await ingest_client.get(
+        f"/projects/manuals/documents/{documents['manual']['id']}/chunks", headers=key
+    )
+    assert len(chunks.json()) > 5  # the manual alone fills five candidates
+    for mode in ("bm25", "hybrid"):
+        body = (
+            await _search(
+                ingest_client,
+                key,
+                "manuals",
+                query="turbine gearbox blades inspection",
+                mode=mode,
+                per_document=True,
+                k=5,
+                candidates=5,
+            )
+        ).json()
+        assert sorted(h["external_id"] for h in body["hits"]) == sorted(texts), (mode, body)
+        assert body["hits"][0]["external_id"] == "manual"
+        scores = [h["score"] for h in body["hits"]]
+        assert scores == sorted(scores, reverse=True)
+        # BM25's five best chunks are all the manual's: it reads deeper for the other four.
+        # (Hybrid's vector side already brings the notes.)
+        assert ("widen" in body["search_metadata"]["timings_ms"]) is (mode == "bm25")
+
+
 async def test_filters_narrow_every_retriever(ingest_client: httpx.AsyncClient, corpus) -> None:
     project, key = corpus
     documents = await wait_settled(ingest_client, key, project)

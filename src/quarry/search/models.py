@@ -189,7 +189,10 @@ class SearchRequest(Body):
         "otherwise), never in bm25 or vector mode; true with none configured is a 503",
     )
     per_document: bool = Field(
-        default=False, description="at most one hit per document: its best chunk"
+        default=False,
+        description="at most one hit per document: its best chunk; the page holds k documents "
+        "where the project has them (the retrievers read deeper when long documents fill "
+        "their candidates)",
     )
 
     @model_validator(mode="after")

@@ -28,8 +28,15 @@ from quarry.errors import NotFound, ServiceUnavailable
 from quarry.ingest.embedders import Embedder, LocalEmbedder, Vector
 from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
-from quarry.search.fusion import Candidate, Fused, Run, fuse
-from quarry.search.models import Hit, Mode, SearchMetadata, SearchRequest, SearchResponse
+from quarry.search.fusion import Candidate, Fused, Fusion, Run, fuse
+from quarry.search.models import (
+    MAX_CANDIDATES,
+    Hit,
+    Mode,
+    SearchMetadata,
+    SearchRequest,
+    SearchResponse,
+)
 from quarry.search.rerank import Reranker, blend, rerank_weight, reranked_order
 from quarry.settings import Settings
 
@@ -125,43 +132,58 @@ class Search:
         depth = max(depth, request.k, (self.rerank_depth or 0) if rerank else 0)
         filters = compile_filters(request.filters)
 
-        tasks: dict[str, Awaitable[Run]] = {}
         scans: dict[str, str] = {}  # how each retriever answered (search_metadata)
-        if request.mode in (Mode.bm25, Mode.hybrid) and terms:
-            # A filter by document ids passes at most their chunks: read under the filter
-            # at once. Any other is checked against the unfiltered best first.
-            post_filter = not (request.filters and request.filters.document_ids)
-            tasks["bm25"] = _timed(
-                timings,
-                "bm25",
-                lambda: self._bm25(
-                    project_id,
-                    terms,
-                    filters,
-                    depth,
-                    self.bm25_ranges(prep),
-                    post_filter=post_filter,
-                    scans=scans,
-                ),
-            )
-        if embedding is not None:
-            tasks["vector"] = self._vector(
-                project_id, embedding, filters, depth, timings, prep["chunks"], scans
-            )
-        results = await asyncio.gather(*tasks.values())
-        runs = dict(zip(tasks, results, strict=True))
 
+        async def retrieve(depth: int, timings: dict[str, float]) -> dict[str, Run]:
+            tasks: dict[str, Awaitable[Run]] = {}
+            if request.mode in (Mode.bm25, Mode.hybrid) and terms:
+                # A filter by document ids passes at most their chunks: read under the filter
+                # at once. Any other is checked against the unfiltered best first.
+                post_filter = not (request.filters and request.filters.document_ids)
+                tasks["bm25"] = _timed(
+                    timings,
+                    "bm25",
+                    lambda: self._bm25(
+                        project_id,
+                        terms,
+                        filters,
+                        depth,
+                        self.bm25_ranges(prep),
+                        post_filter=post_filter,
+                        scans=scans,
+                    ),
+                )
+            if embedding is not None:
+                tasks["vector"] = self._vector(
+                    project_id, embedding, filters, depth, timings, prep["chunks"], scans
+                )
+            results = await asyncio.gather(*tasks.values())
+            return dict(zip(tasks, results, strict=True))
+
+        def fused_runs(runs: dict[str, Run]) -> Fusion:
+            return fuse(
+                runs,
+                method=request.fusion,
+                weights=request.weights.model_dump() if request.weights else None,
+                rrf_k=self.config.rrf_k,
+                per_document=request.per_document,
+                collection_size=prep["chunks"],
+            )
+
+        runs = await retrieve(depth, timings)
         started = time.perf_counter()
-        fusion = fuse(
-            runs,
-            method=request.fusion,
-            weights=request.weights.model_dump() if request.weights else None,
-            rrf_k=self.config.rrf_k,
-            per_document=request.per_document,
-            collection_size=prep["chunks"],
-        )
+        fusion = fused_runs(runs)
         fused = fusion.fused
         timings["fuse"] = _ms(started)
+        deeper = _deeper(depth, request, runs, len(fused))
+        if deeper is not None:
+            # Per document, the candidates held fewer documents than the page asks for (long
+            # documents fill a run with their chunks): read deeper and add the documents found
+            # there after these, whose order and scores stay as they are.
+            started = time.perf_counter()
+            wide = fused_runs(await retrieve(deeper, {}))
+            fused = fused + below(fused, wide.fused)
+            timings["widen"] = _ms(started)
 
         reranked = False
         weights = fusion.weights
@@ -504,6 +526,30 @@ async def check_in_stages(
     if len(kept) < limit and chunk_ids.size > first:
         kept += await check(chunk_ids[first:], scores[first:])
     return kept
+
+
+def _deeper(depth: int, request: SearchRequest, runs: dict[str, Run], found: int) -> int | None:
+    """The depth of a second retrieval for a per-document page that came back short, or None:
+    only where some retriever filled its run (the others found all they could) and a deeper
+    run is allowed."""
+    if not request.per_document or found >= request.k or depth >= MAX_CANDIDATES:
+        return None
+    if not any(len(run) >= depth for run in runs.values()):
+        return None
+    return min(MAX_CANDIDATES, depth * 4)
+
+
+def below(page: list[Fused], more: list[Fused]) -> list[Fused]:
+    """The candidates of ``more`` whose documents ``page`` lacks, in their order, their scores
+    moved as a block below the page's lowest."""
+    seen = {f.document_id for f in page}
+    extra = [f for f in more if f.document_id not in seen]
+    if page and extra and extra[0].score >= page[-1].score:
+        floor = page[-1].score
+        drop = extra[0].score - floor + max(abs(floor), 1.0) * 1e-6
+        for item in extra:
+            item.score -= drop
+    return extra
 
 
 def marked(headline: str) -> str:
