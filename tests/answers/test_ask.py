@@ -56,6 +56,14 @@ def test_brackets_in_code_are_not_citations_and_layout_is_kept() -> None:
     assert cited == [2]
     assert unknown == [9]
     assert without_citations("Sun [1, 2] and `a[1]` [3].") == "Sun and `a[1]`."
+    assert clean_citations("Wind [8][9].", {1}) == ("Wind.", [], [8, 9])
+
+
+def test_citation_cleaning_takes_linear_time_on_long_runs_of_spaces() -> None:
+    # A client's history goes through it: no input may make it quadratic, as a pattern with
+    # an unbounded run of spaces before the bracket did.
+    for text in (" " * 200_000 + "x", "[1" + " " * 200_000, "[1, " * 50_000):
+        assert clean_citations(text, {1})[0] == text.strip()
 
 
 @pytest.fixture

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 
-# A citation: one bracket of numbers, alone ([3]) or grouped ([1, 2], [1-3], [1; 4]), with
-# the horizontal space before it (dropped with it when none of its numbers names a passage).
+# A citation: one bracket of numbers, alone ([3]) or grouped ([1, 2], [1-3], [1; 4]). The
+# spaces it may hold are bounded, and so is the work of every match: answers and a client's
+# history are read with it, and an unbounded run of spaces would cost quadratic time.
+_GAP = r"[ \t]{0,3}"
 _CITATION = re.compile(
-    r"(?P<lead>[ \t]*)\[\s*(?P<numbers>\d{1,4}(?:\s*(?:,|;|-|\u2013|\u2014)\s*\d{1,4})*)\s*\]"
+    rf"\[{_GAP}(?P<numbers>\d{{1,4}}(?:{_GAP}(?:,|;|-|\u2013|\u2014){_GAP}\d{{1,4}})*){_GAP}\]"
 )
-_CITED_NUMBER = re.compile(r"(\d+)(?:\s*(?:-|\u2013|\u2014)\s*(\d+))?")
+_CITED_NUMBER = re.compile(r"(\d+)(?:[ \t]*(?:-|\u2013|\u2014)[ \t]*(\d+))?")
 _MAX_RANGE = 20  # a range of more numbers than this ([1-2019]) is read as its two ends
 # Code, where [n] is an index and never a citation: fenced blocks, then inline spans.
 _CODE = re.compile(r"(```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`)", re.DOTALL)
@@ -31,26 +33,38 @@ def clean_citations(answer: str, numbers: set[int]) -> tuple[str, list[int], lis
     space before it. Brackets inside code (fenced or inline) are left as they are."""
     cited: list[int] = []
     unknown: list[int] = []
+    out: list[str] = []
+    for i, part in enumerate(_CODE.split(answer)):  # odd indexes hold code
+        if i % 2:
+            out.append(part)
+            continue
+        done = 0
+        for match in _CITATION.finditer(part):
+            out.append(part[done : match.start()])
+            done = match.end()
+            kept: list[int] = []
+            for n in _numbers(match.group("numbers")):
+                known = n in numbers
+                if known and n not in kept:
+                    kept.append(n)
+                seen = cited if known else unknown
+                if n not in seen:
+                    seen.append(n)
+            if kept:
+                out.append("".join(f"[{n}]" for n in kept))
+                continue
+            following = part[done : done + 1]
+            if not following or following.isspace() or following in _CLOSES:
+                _strip_trailing_space(out)  # "wind [9]." -> "wind.", "wind [8][9]." too
+        out.append(part[done:])
+    return "".join(out).strip(), cited, unknown
 
-    def check(match: re.Match[str]) -> str:
-        kept: list[int] = []
-        for n in _numbers(match.group("numbers")):
-            known = n in numbers
-            if known and n not in kept:
-                kept.append(n)
-            seen = cited if known else unknown
-            if n not in seen:
-                seen.append(n)
-        if kept:
-            return match.group("lead") + "".join(f"[{n}]" for n in kept)
-        following = match.string[match.end() : match.end() + 1]
-        if not following or following.isspace() or following in _CLOSES:
-            return ""
-        return match.group("lead")
 
-    parts = _CODE.split(answer)  # odd indexes hold code
-    text = "".join(part if i % 2 else _CITATION.sub(check, part) for i, part in enumerate(parts))
-    return text.strip(), cited, unknown
+def _strip_trailing_space(out: list[str]) -> None:
+    for k in range(len(out) - 1, -1, -1):
+        out[k] = out[k].rstrip(" \t")
+        if out[k]:
+            return
 
 
 def _numbers(group: str) -> list[int]:

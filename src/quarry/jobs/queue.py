@@ -253,8 +253,8 @@ class Jobs:
         """Run a worker until cancelled or signalled. Beside it, a loop takes over the jobs of
         workers that stopped sending heartbeats (killed, lost their machine). Stopping, the
         worker lets its running jobs finish for ``drain_seconds``, then stops them and queues
-        them again: a drain past ``stalled_after`` would let other
-        workers take jobs that still run here."""
+        them again: a drain past ``stalled_after`` would let other workers take jobs that
+        still run here."""
         log.info("worker starting", concurrency=concurrency)
         stop = asyncio.Event()
         recovery = asyncio.create_task(self._recovery_loop(stalled_after, stop), name="recovery")
