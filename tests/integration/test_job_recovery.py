@@ -56,6 +56,16 @@ async def _document(rt: Runtime, project: uuid.UUID, text: str) -> uuid.UUID:
     return submitted.document.id
 
 
+async def _stalled(
+    rt: Runtime, project: uuid.UUID, url: str, text: str, attempts: int
+) -> tuple[uuid.UUID, int]:
+    """A new document whose job a dead worker left after ``attempts`` runs before this one."""
+    document = await _document(rt, project, text)
+    [(job, _, _)] = _jobs(url, document)
+    _stall(url, job, attempts)
+    return document, job
+
+
 @pytest.fixture
 async def project(ingest_runtime: Runtime, admin_principal) -> uuid.UUID:
     made = await ingest_runtime.projects.create(admin_principal, "recovery")
@@ -66,9 +76,13 @@ async def test_a_job_whose_every_run_died_fails_instead_of_killing_the_next_work
     ingest_runtime: Runtime, project: uuid.UUID, fresh_database: str
 ) -> None:
     rt = ingest_runtime
-    document = await _document(rt, project, "A document whose worker keeps dying.")
-    [(job, _, _)] = _jobs(fresh_database, document)
-    _stall(fresh_database, job, attempts=rt.settings.ingest_max_attempts - 1)  # its last run
+    document, job = await _stalled(  # in its last run
+        rt,
+        project,
+        fresh_database,
+        "A document whose worker keeps dying.",
+        attempts=rt.settings.ingest_max_attempts - 1,
+    )
     assert await rt.jobs.recover(stalled_after=1) == 0
     # Every run counted, the one that died included.
     assert _jobs(fresh_database, document) == [(job, "failed", rt.settings.ingest_max_attempts)]
@@ -80,9 +94,7 @@ async def test_a_stalled_job_gives_way_to_a_newer_one_queued_for_its_document(
     ingest_runtime: Runtime, project: uuid.UUID, fresh_database: str
 ) -> None:
     rt = ingest_runtime
-    document = await _document(rt, project, "The first version.")
-    [(first, _, _)] = _jobs(fresh_database, document)
-    _stall(fresh_database, first, attempts=0)
+    document, first = await _stalled(rt, project, fresh_database, "The first version.", 0)
     await _document(rt, project, "The second version, submitted while the first ran.")
     [_, (second, status, _)] = _jobs(fresh_database, document)
     assert status == "todo"
@@ -97,9 +109,7 @@ async def test_one_process_recovers_at_a_time(
     ingest_runtime: Runtime, project: uuid.UUID, fresh_database: str
 ) -> None:
     rt = ingest_runtime
-    document = await _document(rt, project, "Taken over once.")
-    [(job, _, _)] = _jobs(fresh_database, document)
-    _stall(fresh_database, job, attempts=0)
+    document, job = await _stalled(rt, project, fresh_database, "Taken over once.", 0)
     async with await psycopg.AsyncConnection.connect(fresh_database) as other:
         await other.execute("SELECT pg_advisory_xact_lock(hashtextextended('quarry:recover', 0))")
         assert await rt.jobs.recover(stalled_after=1) == 0  # another process is at it
