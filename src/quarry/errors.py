@@ -194,6 +194,11 @@ class ConversationNotFound(NotFound):
     title = "Conversation not found"
 
 
+class ConversationBusy(Conflict):
+    code = "conversation_busy"
+    title = "The conversation is answering another message"
+
+
 class QuestionOverBudget(QuarryError):
     """The question (with the instructions) leaves no room for evidence in the budget."""
 

@@ -249,6 +249,44 @@ async def test_a_client_that_leaves_stops_generation_and_the_partial_answer_is_k
     assert await asyncio.to_thread(script.left.wait, 30)
 
 
+async def test_a_second_message_while_one_is_answered_is_refused(
+    chat: Served, script: ChatScript, fresh_database: str
+) -> None:
+    http = chat.http
+    cid = await new_conversation(http)
+    script.steps = ["hold:Solar panels turn"]
+    url = f"/projects/energy/conversations/{cid}/messages"
+    async with http.stream(
+        "POST", url, json={"content": "How do solar panels work?", "stream": True}
+    ) as response:
+        async for name, _ in events(response):
+            if name == "llm_chunk" and not script.release.is_set():  # the answer is under way
+                busy = await http.post(url, json={"content": "And wind turbines?"})
+                assert busy.status_code == 409, busy.text
+                assert busy.json()["code"] == "conversation_busy"
+                script.release.set()
+        assert name == "complete"
+    after = await http.post(url, json={"content": "And wind turbines?"})  # answered: free again
+    assert after.status_code == 200, after.text
+    assert [(m["role"], m["content"][:10]) for m in await messages(http, cid)] == [
+        ("user", "How do sol"),
+        ("assistant", "Solar pane"),
+        ("user", "And wind t"),
+        ("assistant", "Solar pane"),
+    ]
+    # A question left without an answer (its process died) stops blocking in time.
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE conversations SET awaiting_since = now() - interval '1 hour' WHERE id = %s",
+            (cid,),
+        )
+    assert (await http.post(url, json={"content": "And coal?"})).status_code == 200
+    unknown = await http.post(
+        f"/projects/energy/conversations/{uuid.uuid4()}/messages", json={"content": "x"}
+    )
+    assert unknown.json()["code"] == "conversation_not_found"
+
+
 async def test_a_model_failing_mid_stream_sends_an_error_and_keeps_the_history(
     chat: Served, script: ChatScript
 ) -> None:

@@ -44,7 +44,12 @@ from quarry.answers.models import (
     TurnResult,
 )
 from quarry.db.database import Database
-from quarry.errors import ClientDisconnected, ConversationNotFound, QuarryError
+from quarry.errors import (
+    ClientDisconnected,
+    ConversationBusy,
+    ConversationNotFound,
+    QuarryError,
+)
 from quarry.gateway.gateway import Gateway
 from quarry.gateway.types import GatewayError, StreamEnd, Usage
 
@@ -88,6 +93,9 @@ class Conversations:
         self.answers = answers
         self.gateway = gateway
         self.enqueue_summary = enqueue
+        # A question with no answer after this long was left by a process that died: it
+        # no longer keeps the conversation busy (an answer takes at most the call's deadline).
+        self.answer_window = 2 * gateway.deadline
         self._running: set[asyncio.Task[None]] = set()
         self._turns: weakref.WeakSet[Turn] = weakref.WeakSet()
 
@@ -228,8 +236,15 @@ class Conversations:
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
             error=Jsonb({"code": error.code, "detail": error.detail}) if error else None,
+            busy_s=self.answer_window,
         )
-        if row is None:  # deleted meanwhile
+        if row is None:
+            if role == "user":  # busy, unless it was deleted meanwhile
+                await self._row(project_id, conversation_id)
+                raise ConversationBusy(
+                    "the conversation is still answering its last message; send this one "
+                    "when that answer has come"
+                )
             raise ConversationNotFound(f"no conversation {conversation_id} in this project")
         return message_out(row)
 

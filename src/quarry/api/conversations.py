@@ -35,7 +35,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 STREAM_DESCRIPTION = """\
 Answers the message from the project's documents, with the conversation's earlier turns in
-the prompt (within `budget.history`; older turns are summarised in the background).
+the prompt (within `budget.history`; older turns are summarised in the background). One
+message at a time: a message sent while the last is still being answered is a 409
+`conversation_busy`.
 
 With `"stream": true` or `Accept: text/event-stream` the answer comes as server-sent events:
 
@@ -113,7 +115,7 @@ async def delete_conversation(
     response_model=TurnResult,
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **problem_responses(502, 503),
+        **problem_responses(409, 502, 503),
     },
 )
 async def send_message(

@@ -24,13 +24,19 @@ DELETE FROM conversations WHERE id = %(conversation_id)s AND project_id = %(proj
 
 -- name: add_message
 -- The next seq of the conversation: the UPDATE's row lock makes concurrent messages take turns.
--- No row when the conversation is gone (deleted meanwhile).
+-- A question is stored only while no other awaits its answer (awaiting_since, migration
+-- 0015; one older than busy_s seconds no longer counts), and an answer ends the wait; the
+-- lock re-reads the row, so of two questions at once the second sees the first's wait.
+-- No row when the conversation is gone (deleted meanwhile) or, for a question, busy.
 WITH next AS (
     UPDATE conversations
     SET message_count = message_count + 1, updated_at = now(),
         title = CASE WHEN title = '' AND %(role)s = 'user' THEN left(%(content)s, 80)
-                     ELSE title END
+                     ELSE title END,
+        awaiting_since = CASE WHEN %(role)s = 'user' THEN now() END
     WHERE id = %(conversation_id)s AND project_id = %(project_id)s
+      AND (%(role)s <> 'user' OR awaiting_since IS NULL
+           OR awaiting_since < now() - make_interval(secs => %(busy_s)s))
     RETURNING message_count AS seq
 )
 INSERT INTO messages (
