@@ -301,6 +301,38 @@ async def test_an_owner_demoted_while_waiting_for_the_members_lock_is_refused(
     assert ("owner-c", "owner") in [(m["user_name"], m["role"]) for m in members]
 
 
+async def test_an_owner_demoted_meanwhile_neither_renames_nor_deletes(
+    client: httpx.AsyncClient, admin: NewUser, fresh_database: str
+) -> None:
+    key = bearer(admin.api_key.secret)
+    b = bearer(await _user(client, admin, "owner-d"))
+    await client.post("/projects", json={"name": "kept"}, headers=key)
+    added = await client.put("/projects/kept/members/owner-d", json={"role": "owner"}, headers=key)
+    assert added.status_code == 200, added.text
+    for change in (
+        lambda: client.patch("/projects/kept", json={"name": "renamed"}, headers=b),
+        lambda: client.delete("/projects/kept", headers=b),
+    ):
+        async with await psycopg.AsyncConnection.connect(fresh_database) as conn:
+            await conn.execute("SELECT id FROM projects WHERE name = 'kept' FOR UPDATE")
+            await conn.execute(
+                "UPDATE memberships SET role = 'viewer' WHERE user_id = "
+                "(SELECT id FROM users WHERE name = 'owner-d')"
+            )
+            pending = asyncio.create_task(change())
+            await asyncio.sleep(0.5)
+            assert not pending.done()  # waiting for the lock
+            await conn.commit()
+        refused = await pending
+        assert refused.status_code == 403, refused.text
+        async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as c:
+            await c.execute(
+                "UPDATE memberships SET role = 'owner' WHERE user_id = "
+                "(SELECT id FROM users WHERE name = 'owner-d')"
+            )
+    assert (await client.get("/projects/kept", headers=key)).status_code == 200
+
+
 async def test_accepting_while_an_owner_withdraws_the_invitation_does_not_deadlock(
     client: httpx.AsyncClient, admin: NewUser, fresh_database: str
 ) -> None:

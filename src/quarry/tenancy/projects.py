@@ -134,6 +134,9 @@ class Projects:
             )
             if before is None:
                 raise ProjectNotFound(f"no project {ref!r}")
+            # The role again under the lock, which every change of members takes too: an
+            # owner demoted meanwhile is refused.
+            project = await self.resolve(actor, str(project.id), Role.owner, conn)
             try:
                 row = await self.db.fetch_one(
                     "projects.update",
@@ -171,8 +174,9 @@ class Projects:
             )
 
     async def delete(self, actor: Principal, ref: str) -> Project:
-        project = await self.resolve(actor, ref, Role.owner)
-        await self.db.execute("projects.delete", project_id=project.id)
+        async with self.db.transaction() as conn:
+            project = await self._locked(actor, ref, Role.owner, conn)
+            await self.db.execute("projects.delete", conn, project_id=project.id)
         await self.blobs.delete_project(project.id)  # the raw bytes go with the rows
         await self.db.execute("projects.forget_deleted", project_id=project.id)
         return project
