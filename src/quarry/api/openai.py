@@ -207,6 +207,7 @@ async def chat_completions(
             project_id=project_id,
             user_id=me.user_id,
             max_tokens=prepared.context.budget.answer_reserve,
+            token_budget=prepared.context.budget.total,  # for a fallback model too
             temperature=0,
         )
         text, usage = done.text, done.usage

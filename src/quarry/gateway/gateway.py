@@ -77,7 +77,7 @@ from quarry.validation import storable_text, unstorable
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 MessagesIn = Sequence[Message | Mapping[str, Any]]
-PARAMS = frozenset({"max_tokens", "temperature", "stop", "seed"})
+PARAMS = frozenset({"max_tokens", "temperature", "stop", "seed", "token_budget"})
 NOT_TRIED = "not tried: the call's deadline had passed"
 
 
@@ -499,12 +499,24 @@ class Gateway:
         return [self.models[name] for name in ready]
 
     async def _fitting_chain(self, role: str, request: Request) -> list[Provider]:
-        """The chain without models whose context cannot hold the prompt and max_tokens."""
+        """The chain without models whose context cannot hold the prompt and max_tokens, nor
+        those over the request's ``token_budget`` by their own count (a fallback model with
+        another tokenizer can count the same prompt as more)."""
         chain = self._chain(role)
         fitting: list[Provider] = []
         limits: list[str] = []
         for provider in chain:
-            window = await provider.context_window()
+            window = await provider.context_window()  # loads a local model: counting may follow
+            if request.token_budget is not None:
+                needed = _resolve(request, provider).max_tokens + provider.count_tokens(
+                    list(request.messages)
+                )
+                if needed > request.token_budget:
+                    limits.append(
+                        f"{provider.name} counts {needed} tokens, over the budget of "
+                        f"{request.token_budget}"
+                    )
+                    continue
             if window is None:
                 fitting.append(provider)
                 continue
@@ -764,6 +776,9 @@ class Gateway:
         seed = params.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise InvalidParameter("seed must be a whole number")
+        budget = params.get("token_budget")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+            raise InvalidParameter("token_budget must be a whole number")
         return Request(
             messages=_messages(messages),
             max_tokens=max_tokens or 0,  # 0: the serving model's own default, set per model
@@ -773,6 +788,7 @@ class Gateway:
             schema_name=schema_name,
             stop=tuple(stop),
             seed=seed,
+            token_budget=budget,
         )
 
 

@@ -149,6 +149,11 @@ class TokenCounter:
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self._tokenizer = Tokenizer.from_file(str(path)) if path else None
+        if self._tokenizer is not None:
+            # Tokenizer files often ship with truncation on (MiniLM's cuts at 128), which
+            # would cap every count; padding would inflate them.
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
 
     def __call__(self, text: str | Sequence[Message]) -> int:
         if isinstance(text, str):

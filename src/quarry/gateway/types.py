@@ -33,6 +33,9 @@ class Request:
     schema_name: str = "response"
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # The gateway's, not the provider's: prompt and max_tokens must fit in this many tokens
+    # by the serving model's own count (a model of the chain over it is not tried).
+    token_budget: int | None = None
 
 
 @dataclass(frozen=True)
