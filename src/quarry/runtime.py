@@ -296,7 +296,16 @@ async def open_runtime(
             conversations=conversations,
         )
         if settings.bootstrap_admin and await _schema_current(db):
-            announce_admin(settings, await users.bootstrap_admin(settings.admin_key_path))
+            try:  # the admin is made only with its key written (one transaction)
+                created = await users.bootstrap_admin(settings.admin_key_path)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot write the first admin's key to {settings.admin_key_path}: "
+                    f"{exc.strerror or exc}\n  fix: make {settings.data_dir} a writable "
+                    "directory (QUARRY_DATA_DIR), or set QUARRY_BOOTSTRAP_ADMIN=false and make "
+                    "users with `quarry users create`"
+                ) from None
+            announce_admin(settings, created)
         yield runtime
 
 

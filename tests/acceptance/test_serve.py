@@ -210,3 +210,22 @@ def test_a_missing_embedding_model_stops_the_start_with_the_fix(
     assert "QUARRY_EMBEDDING_MODEL_PATH" in result.stderr
     assert "fix:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_admin_key_that_cannot_be_written_stops_the_start_with_the_fix(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.write_text("a file where the data directory should be")
+    result = run_cli("worker", env=quarry_env(database_url=fresh_database, data_dir=data))
+    assert result.returncode != 0
+    assert "admin" in result.stderr
+    assert "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing half-made: the next start, with a directory, makes the admin and its key.
+    data.unlink()
+    users = run_cli(
+        "users", "list", "--json", env=quarry_env(database_url=fresh_database, data_dir=data)
+    )
+    assert users.returncode == 0, users.stderr
+    assert (data / "admin.key").is_file()
