@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import httpx
 import psycopg
@@ -272,6 +273,29 @@ async def test_a_user_joins_a_project_only_by_accepting_its_invitation(
     assert direct.json()["pending"] is False
 
 
+async def _demoted_while_waiting(
+    url: str,
+    project: str,
+    user: str,
+    request: Callable[[], Awaitable[httpx.Response]],
+) -> httpx.Response:
+    """``request``'s answer when it starts while another transaction holds the project's lock
+    (the one changes of members take) and demotes ``user`` to viewer, committing only once
+    the request waits for it."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute("SELECT id FROM projects WHERE name = %s FOR UPDATE", (project,))
+        await conn.execute(
+            "UPDATE memberships SET role = 'viewer' WHERE user_id = "
+            "(SELECT id FROM users WHERE name = %s)",
+            (user,),
+        )
+        pending = asyncio.create_task(request())
+        await asyncio.sleep(0.5)
+        assert not pending.done()  # waiting for the lock
+        await conn.commit()
+    return await pending
+
+
 async def test_an_owner_demoted_while_waiting_for_the_members_lock_is_refused(
     client: httpx.AsyncClient, admin: NewUser, fresh_database: str
 ) -> None:
@@ -285,17 +309,12 @@ async def test_an_owner_demoted_while_waiting_for_the_members_lock_is_refused(
         )
         assert added.status_code == 200, added.text
     # Another request holds the members' lock and demotes B; B's removal of C waits for it.
-    async with await psycopg.AsyncConnection.connect(fresh_database) as conn:
-        await conn.execute("SELECT id FROM projects WHERE name = 'shared' FOR UPDATE")
-        await conn.execute(
-            "UPDATE memberships SET role = 'viewer' WHERE user_id = "
-            "(SELECT id FROM users WHERE name = 'owner-b')"
-        )
-        removal = asyncio.create_task(client.delete("/projects/shared/members/owner-c", headers=b))
-        await asyncio.sleep(0.5)
-        assert not removal.done()  # waiting for the lock
-        await conn.commit()
-    refused = await removal
+    refused = await _demoted_while_waiting(
+        fresh_database,
+        "shared",
+        "owner-b",
+        lambda: client.delete("/projects/shared/members/owner-c", headers=b),
+    )
     assert refused.status_code == 403, refused.text
     members = (await client.get("/projects/shared/members", headers=key)).json()
     assert ("owner-c", "owner") in [(m["user_name"], m["role"]) for m in members]
@@ -313,17 +332,7 @@ async def test_an_owner_demoted_meanwhile_neither_renames_nor_deletes(
         lambda: client.patch("/projects/kept", json={"name": "renamed"}, headers=b),
         lambda: client.delete("/projects/kept", headers=b),
     ):
-        async with await psycopg.AsyncConnection.connect(fresh_database) as conn:
-            await conn.execute("SELECT id FROM projects WHERE name = 'kept' FOR UPDATE")
-            await conn.execute(
-                "UPDATE memberships SET role = 'viewer' WHERE user_id = "
-                "(SELECT id FROM users WHERE name = 'owner-d')"
-            )
-            pending = asyncio.create_task(change())
-            await asyncio.sleep(0.5)
-            assert not pending.done()  # waiting for the lock
-            await conn.commit()
-        refused = await pending
+        refused = await _demoted_while_waiting(fresh_database, "kept", "owner-d", change)
         assert refused.status_code == 403, refused.text
         async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as c:
             await c.execute(

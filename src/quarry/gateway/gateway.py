@@ -507,23 +507,17 @@ class Gateway:
         limits: list[str] = []
         for provider in chain:
             window = await provider.context_window()  # loads a local model: counting may follow
-            if request.token_budget is not None:
-                needed = _resolve(request, provider).max_tokens + provider.count_tokens(
-                    list(request.messages)
-                )
-                if needed > request.token_budget:
-                    limits.append(
-                        f"{provider.name} counts {needed} tokens, over the budget of "
-                        f"{request.token_budget}"
-                    )
-                    continue
-            if window is None:
-                fitting.append(provider)
-                continue
             needed = _resolve(request, provider).max_tokens
-            if needed <= window:  # otherwise it cannot fit whatever the prompt
+            # The prompt is counted once, and only where it can decide (a max_tokens past the
+            # window cannot fit whatever the prompt).
+            if request.token_budget is not None or (window is not None and needed <= window):
                 needed += provider.count_tokens(list(request.messages))
-            if needed <= window:
+            if request.token_budget is not None and needed > request.token_budget:
+                limits.append(
+                    f"{provider.name} counts {needed} tokens, over the budget of "
+                    f"{request.token_budget}"
+                )
+            elif window is None or needed <= window:
                 fitting.append(provider)
             else:
                 limits.append(f"{provider.name} holds {window} tokens, the call needs {needed}")

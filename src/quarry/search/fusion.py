@@ -67,6 +67,17 @@ class Fused:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+def sink_below(floor: float, items: list[Fused]) -> None:
+    """Move the scores of ``items`` (in rank order: the first is the highest) as a block to
+    just below ``floor``, keeping their spacing; items already below it stay as they are.
+    What follows a ranked page (a rerank's tail, documents read deeper) then ranks after it
+    by score too."""
+    if items and items[0].score >= floor:
+        drop = items[0].score - floor + max(abs(floor), 1.0) * 1e-6
+        for item in items:
+            item.score -= drop
+
+
 @dataclass
 class Fusion:
     fused: list[Fused]

@@ -37,7 +37,7 @@ import numpy as np
 import structlog
 
 from quarry.errors import QuarryError
-from quarry.search.fusion import Fused, dense_trust
+from quarry.search.fusion import Fused, dense_trust, sink_below
 
 if TYPE_CHECKING:
     from quarry.gateway.gateway import Gateway
@@ -106,12 +106,8 @@ def reranked_order(head: list[Fused], tail: list[Fused]) -> list[Fused]:
     ordered = sorted(head, key=lambda f: (-f.score, f.ranks["fused"]))
     for rank, item in enumerate(tail, len(head) + 1):
         item.ranks["fused"] = rank
-    if ordered and tail:
-        floor = ordered[-1].score
-        if tail[0].score >= floor:  # the tail is in fused order: its first is its highest
-            drop = tail[0].score - floor + max(abs(floor), 1.0) * 1e-6
-            for item in tail:
-                item.score -= drop
+    if ordered:
+        sink_below(ordered[-1].score, tail)  # the tail is in fused order
     return ordered + tail
 
 

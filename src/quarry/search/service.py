@@ -28,7 +28,7 @@ from quarry.errors import NotFound, ServiceUnavailable
 from quarry.ingest.embedders import Embedder, LocalEmbedder, Vector
 from quarry.search.bm25 import TermPostings, term_postings, top_chunks
 from quarry.search.filters import compile_filters
-from quarry.search.fusion import Candidate, Fused, Fusion, Run, fuse
+from quarry.search.fusion import Candidate, Fused, Fusion, Run, fuse, sink_below
 from quarry.search.models import (
     MAX_CANDIDATES,
     Hit,
@@ -544,11 +544,8 @@ def below(page: list[Fused], more: list[Fused]) -> list[Fused]:
     moved as a block below the page's lowest."""
     seen = {f.document_id for f in page}
     extra = [f for f in more if f.document_id not in seen]
-    if page and extra and extra[0].score >= page[-1].score:
-        floor = page[-1].score
-        drop = extra[0].score - floor + max(abs(floor), 1.0) * 1e-6
-        for item in extra:
-            item.score -= drop
+    if page:
+        sink_below(page[-1].score, extra)
     return extra
 
 
