@@ -114,7 +114,7 @@ async def grow(rt, project_id: uuid.UUID, model_id: str, dims: int, start: int, 
                     RETURNING id, external_id
                 ), analysed AS (
                     SELECT d.id AS document_id, x.t, x.v, x.tv,
-                           to_tsvector('english', x.t) AS terms
+                           search_terms('english', x.t) AS terms
                     FROM unnest(%(n)s::int[], %(t)s::text[], %(v)s::vector[], %(tv)b::bytea[])
                          AS x(n, t, v, tv)
                     JOIN docs d ON d.external_id = 'bench-' || x.n

@@ -116,7 +116,7 @@ async def _compare_with_bm25s(rt, project_id, database: str, queries: list[str])
         rows = conn.execute(
             "SELECT c.id, t.lexeme, coalesce(array_length(t.positions, 1), 1) "
             "FROM chunks c LEFT JOIN LATERAL"
-            " unnest(to_tsvector('english', indexed_text(c.context, c.text))) t "
+            " unnest(search_terms('english', indexed_text(c.context, c.text))) t "
             "ON TRUE WHERE c.project_id = %s ORDER BY c.id",
             (project_id,),
         ).fetchall()

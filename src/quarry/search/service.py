@@ -201,7 +201,16 @@ class Search:
         hits = await _timed(
             timings,
             "hits",
-            lambda: self._page(project_id, prep["analyzer"], terms, fused, request.k),
+            # Highlights mark the query's words as written as well as the analysed terms:
+            # the snippet is of the stored text, which `english` reads with its spellings
+            # made one (a Greek letter and its name), but ts_headline reads as it is.
+            lambda: self._page(
+                project_id,
+                prep["analyzer"],
+                list(dict.fromkeys([*terms, *prep["written_terms"]])),
+                fused,
+                request.k,
+            ),
         )
         timings["total"] = _ms(began)  # the retrievers overlap: less than the stages' sum
         return SearchResponse(

@@ -13,15 +13,15 @@ WHERE project_id = %(project_id)s AND document_id = ANY(%(document_ids)s::uuid[]
 -- name: insert_many
 -- The chunks of one or more documents of a project, their vectors and their postings in one
 -- statement (one row per chunk in each array). Each chunk's indexed text (its context, then
--- its text) is analysed here with the project's analyzer (read under the lock
+-- its text) is analysed here with the project's analyzer (search_terms, read under the lock
 -- documents.lock_for_write holds), so the query side analyses text the same way. Vectors
 -- travel in binary (%(embeddings)b): as text, each of 384 floats would be formatted by Python
 -- and parsed again by Postgres, and so do token vectors (NULL where not kept). Returns each
 -- document's chunk and term counts.
 WITH analysed AS (
     SELECT c.*,
-           to_tsvector((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
-                       indexed_text(c.context, c.text)) AS terms
+           search_terms((SELECT p.analyzer FROM projects p WHERE p.id = %(project_id)s),
+                        indexed_text(c.context, c.text)) AS terms
     FROM unnest(%(document_id)s::uuid[], %(chunk_index)s::int[], %(text)s::text[],
                 %(context)s::text[], %(char_start)s::int[], %(char_end)s::int[],
                 %(page)s::int[], %(token_count)s::int[], %(content_hash)s::bytea[],
@@ -102,7 +102,7 @@ DELETE FROM chunk_terms WHERE project_id = %(project_id)s;
 -- name: reanalyse
 -- ...then every chunk is analysed again, its length and postings written anew.
 WITH analysed AS (
-    SELECT c.id, to_tsvector(%(analyzer)s::regconfig, indexed_text(c.context, c.text)) AS terms
+    SELECT c.id, search_terms(%(analyzer)s::regconfig, indexed_text(c.context, c.text)) AS terms
     FROM chunks c
     WHERE c.project_id = %(project_id)s
 ), counted AS (

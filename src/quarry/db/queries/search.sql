@@ -4,19 +4,23 @@
 
 -- name: prepare
 -- What a search needs to know first: the project's analyzer, the query's distinct terms as
--- that analyzer makes them (stop words dropped, stems kept, in order of first appearance),
+-- that analyzer makes them (search_terms: stop words dropped, stems kept, in order of first
+-- appearance), its terms as written (to_tsvector alone: `english` makes spellings one, and a
+-- snippet of the stored text shows the words as written, so highlights mark both),
 -- how many documents are not searchable yet, how many chunks are, and the lowest and highest
 -- chunk ids among the terms' postings, rows and blocks (a few index probes
 -- per term; NULL without postings), where a large project's BM25 query is split between
 -- connections (Search.bm25_ranges).
 WITH q AS (
     SELECT p.id, p.analyzer,
-           array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t
-                 ORDER BY t.positions[1]) AS terms
+           array(SELECT t.lexeme FROM unnest(search_terms(p.analyzer, %(query)s)) AS t
+                 ORDER BY t.positions[1]) AS terms,
+           array(SELECT t.lexeme FROM unnest(to_tsvector(p.analyzer, %(query)s)) AS t)
+               AS written_terms
     FROM projects p
     WHERE p.id = %(project_id)s
 )
-SELECT q.analyzer::text AS analyzer, q.terms,
+SELECT q.analyzer::text AS analyzer, q.terms, q.written_terms,
        (SELECT count(*) FROM documents d
          WHERE d.project_id = q.id AND d.status IN ('pending', 'indexing')) AS indexing,
        coalesce((SELECT s.chunk_count FROM lexical_stats s WHERE s.project_id = q.id), 0)
