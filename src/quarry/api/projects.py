@@ -29,7 +29,8 @@ class ProjectCreate(Body):
         default="english",
         max_length=63,
         description="text search configuration for BM25: lower-casing, stemming and stop "
-        "words of a language (english, german, ...) or none of them (simple)",
+        "words of a language (english, german, ...) or none of them (simple); english also "
+        "makes Greek letters and their names, and British and American spellings, one term",
     )
 
 
