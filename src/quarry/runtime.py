@@ -97,6 +97,7 @@ class Runtime:
                 heartbeat_interval=self.settings.worker_heartbeat_interval,
                 stalled_after=self.settings.worker_stalled_after,
                 drain_seconds=self.settings.worker_drain_seconds,
+                pack_after_chunks=self.settings.bm25_pack_chunks,
                 install_signal_handlers=install_signal_handlers,
                 name=name,
                 queues=None if sweeps else [q for q in QUEUES if q != SWEEP_QUEUE],

@@ -8,7 +8,9 @@ import httpx
 import psycopg
 import pytest
 
+from quarry.answers.context import Budget, ContextBuilder
 from quarry.db import migrate
+from quarry.search.models import SearchResponse
 from quarry.tenancy.users import NewUser
 from tests.conftest import bearer
 from tests.integration.test_ingest import invariant_violations, wait_settled
@@ -27,6 +29,8 @@ SPELLINGS = [
     ("centre, centres, centred, fibre, titre", "center, centers, centered, fiber, titer"),
     ("sulphate, analogues, programme, defence", "sulfate, analogs, program, defense"),
     ("grey mould, aluminium, practised", "gray mold, aluminum, practiced"),
+    ("manoeuvre, manoeuvred, manoeuvring", "maneuver, maneuvered, maneuvering"),
+    ("amortisation", "amortization"),
     # left alone: American -ise words, what only looks British, and what is American already
     ("exercise, unsupervised, precise, promising", "exercise, unsupervised, precise, promising"),
     ("stepwise, otherwise, arising, raised", "stepwise, otherwise, arising, raised"),
@@ -107,8 +111,36 @@ async def test_a_query_finds_the_other_spelling_and_highlights_its_own(
     assert found["hits"][0]["highlight"] == "Tumour <mark>growth</mark> slowed in treated mice"
     written = await bm25("english", "tumour")
     assert written["search_metadata"]["query_terms"] == ["tumor"]
+    # what highlights (and answers cutting a long passage) match the stored text by
+    assert written["search_metadata"]["highlight_terms"] == ["tumor", "tumour"]
+    assert found["search_metadata"]["highlight_terms"] == ["tumor", "growth"]
     assert written["hits"][0]["highlight"].startswith("<mark>Tumour</mark> growth")
     assert "<mark>α</mark>" in (await bm25("english", "α"))["hits"][0]["highlight"]
+    # Answers cut a long chunk to the sentences that match the terms highlights mark: the
+    # stored text keeps its spelling, so the analysed terms alone match neither spelling of
+    # the other kind (haemoglobin against hemoglobin).
+    long_text = (
+        "Rivers flow to the sea. Wheat grows in fields. Haemoglobin falls in anaemia. "
+        "Snow melts in spring. Leaves fall in autumn. Bread rises in the oven."
+    )
+    sent = await ingest_client.post(
+        "/projects/english/documents/text",
+        json={"text": long_text, "external_id": "long"},
+        headers=key,
+    )
+    assert sent.status_code == 202, sent.text
+    await wait_settled(ingest_client, key, "english")
+    response = SearchResponse.model_validate(await bm25("english", "haemoglobin"))
+    meta = response.search_metadata
+    assert (meta.query_terms, meta.highlight_terms) == (
+        ["hemoglobin"],
+        ["hemoglobin", "haemoglobin"],
+    )
+    cutter = ContextBuilder(lambda text: len(text) // 4, passage_tokens=16)
+    [passage] = cutter.build(response.hits, Budget(), query_terms=meta.highlight_terms).passages
+    assert passage.text == "… Haemoglobin falls in anaemia. …"
+    [whole] = cutter.build(response.hits, Budget(), query_terms=meta.query_terms).passages
+    assert whole.text == long_text  # matching nothing, it would not be cut
     # another analyzer reads the text as it is
     assert (await bm25("simple", "tumor"))["hits"] == []
     assert [h["external_id"] for h in (await bm25("simple", "tumour"))["hits"]] == ["british"]

@@ -163,3 +163,54 @@ async def test_a_stopping_worker_stops_its_jobs_in_time_and_queues_them_again(
             await asyncio.wait_for(worker, 10)  # after the drain, not when the job would end
         [(_, status, attempts)] = _jobs(fresh_database, document)
         assert (status, attempts) == ("todo", 1)  # queued again for the next worker
+
+
+async def test_a_project_due_a_pack_gets_one_queued_while_it_stays_due(
+    ingest_runtime: Runtime, project: uuid.UUID, fresh_database: str
+) -> None:
+    """A re-analysis (an analyzer change, migration 0016) unpacks a whole project and no write
+    need follow to queue its pack: recovery queues one, once while the project stays due."""
+    rt = ingest_runtime
+
+    def since_pack(chunks: int) -> None:
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO lexical_stats (project_id, chunk_count, term_count, "
+                "chunks_since_pack) VALUES (%s, %s, 0, %s) ON CONFLICT (project_id) "
+                "DO UPDATE SET chunks_since_pack = excluded.chunks_since_pack",
+                (project, chunks, chunks),
+            )
+
+    def packs() -> list[tuple[int, str]]:
+        with psycopg.connect(fresh_database) as conn:
+            rows = conn.execute(
+                "SELECT id, status::text FROM procrastinate_jobs "
+                "WHERE task_name = 'quarry:pack_postings' AND args->>'project_id' = %s "
+                "ORDER BY id",
+                (str(project),),
+            ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def recover() -> None:
+        assert await rt.jobs.recover(stalled_after=1, pack_after_chunks=5) == 0
+
+    since_pack(4)
+    await recover()
+    assert packs() == []  # not due
+    since_pack(5)
+    assert await rt.jobs.recover(stalled_after=1) == 0
+    assert packs() == []  # pack_after_chunks 0: never packs
+    await recover()
+    [(first, status)] = packs()
+    assert status == "todo"
+    await recover()
+    assert packs() == [(first, "todo")]  # queued already
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (first,))
+    await recover()
+    assert packs() == [(first, "failed")]  # failed for good: not queued again while due
+    since_pack(0)  # packed by a later write's pack...
+    await recover()
+    since_pack(5)  # ...and unpacked again by an analyzer change
+    await recover()
+    assert [status for _, status in packs()] == ["failed", "todo"]

@@ -268,7 +268,9 @@ class Answers:
         )
         vectors = await self._vectors(project_id, hits)
         summaries = await self._summaries(project_id, hits)
-        terms = found.search_metadata.query_terms
+        # The terms as highlights mark them: a passage is cut by matching words of its stored
+        # text, which keeps the spelling the analyzer made one (haemoglobin, hemoglobin).
+        terms = found.search_metadata.highlight_terms
         prompt_limit = spec.total - spec.answer_reserve
         while True:
             context = builder.build(hits, budget, vectors, summaries, terms)

@@ -56,6 +56,7 @@ class Jobs:
         self.app = app
         self._queued_since_analyze = 0
         self._analyze_after = ANALYZE_EVERY
+        self._packs_requested: set[uuid.UUID] = set()  # by recover(), while still due
 
     async def enqueue_echo(self, project_id: uuid.UUID, message: str) -> Job:
         job_id = await self.app.configure_task(tasks.ECHO).defer_async(
@@ -174,8 +175,12 @@ class Jobs:
             finished_at=row["finished_at"],
         )
 
-    async def recover(self, stalled_after: float) -> int:
-        """Give the jobs of dead workers, and documents left without any job, a new run.
+    async def recover(self, stalled_after: float, pack_after_chunks: int = 0) -> int:
+        """Give the jobs of dead workers, and documents left without any job, a new run;
+        and queue a pack for a project due one with none queued or running (at
+        ``pack_after_chunks`` chunks since its last; 0 never): a re-analysis unpacks a whole
+        project, and no write may follow to queue it. Returns the jobs and documents given a
+        new run.
 
         One process recovers at a time (every worker runs this loop): two working through
         their own lists of stalled jobs would give a job a second run after a live worker
@@ -213,6 +218,22 @@ class Jobs:
                 await self.enqueue_ingest(row["project_id"], row["id"])
                 log.warning("orphaned document queued", document_id=str(row["id"]))
                 recovered += 1
+            if pack_after_chunks > 0:
+                due = await self.db.fetch_all(
+                    "jobs.packs_due",
+                    pack_after=pack_after_chunks,
+                    lock_prefix=tasks.PACK_LOCK_PREFIX,
+                )
+                # A project is queued once while it stays due: due still with no pack
+                # pending, its pack failed (retried as any job is), and the project's next
+                # writes queue another. Once not due, it is forgotten.
+                self._packs_requested &= {row["project_id"] for row in due}
+                for row in due:
+                    if row["pending"] or row["project_id"] in self._packs_requested:
+                        continue
+                    self._packs_requested.add(row["project_id"])
+                    if await tasks.defer_pack(self.app, str(row["project_id"])):
+                        log.info("postings pack queued", project_id=str(row["project_id"]))
             return recovered
 
     def _runs_spent(self, job: procrastinate.jobs.Job) -> bool:
@@ -247,6 +268,7 @@ class Jobs:
         stalled_after: float,
         install_signal_handlers: bool,
         drain_seconds: float,
+        pack_after_chunks: int = 0,
         name: str = "quarry",
         queues: list[str] | None = None,
     ) -> None:
@@ -257,7 +279,9 @@ class Jobs:
         still run here."""
         log.info("worker starting", concurrency=concurrency)
         stop = asyncio.Event()
-        recovery = asyncio.create_task(self._recovery_loop(stalled_after, stop), name="recovery")
+        recovery = asyncio.create_task(
+            self._recovery_loop(stalled_after, pack_after_chunks, stop), name="recovery"
+        )
         try:
             await self.app.run_worker_async(
                 concurrency=concurrency,
@@ -275,12 +299,14 @@ class Jobs:
             stop.set()
             await recovery
 
-    async def _recovery_loop(self, stalled_after: float, stop: asyncio.Event) -> None:
+    async def _recovery_loop(
+        self, stalled_after: float, pack_after_chunks: int, stop: asyncio.Event
+    ) -> None:
         """Runs until ``stop`` is set. Not stopped by cancelling: a query cancelled midway
         surfaces through psycopg and procrastinate as an ordinary exception."""
         while not stop.is_set():
             try:
-                await self.recover(stalled_after)
+                await self.recover(stalled_after, pack_after_chunks)
             except Exception:
                 log.exception("job recovery failed")
             with contextlib.suppress(TimeoutError):

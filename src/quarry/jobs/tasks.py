@@ -39,6 +39,7 @@ REEMBED = "quarry:reembed_document"
 SUMMARISE_CONVERSATION = "quarry:summarise_conversation"
 SUMMARISE_DOCUMENT = "quarry:summarise_document"
 PACK_POSTINGS = "quarry:pack_postings"
+PACK_LOCK_PREFIX = f"{PACK_POSTINGS}:"  # then the project's id: a pack's queueing lock
 SWEEP_BLOBS = "quarry:sweep_blobs"
 DEFAULT_QUEUE = "default"
 MAINTENANCE_QUEUE = "maintenance"
@@ -91,6 +92,17 @@ class BackoffRetry(BaseRetryStrategy):
         return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=wait))
 
 
+async def defer_pack(app: procrastinate.App, project_id: str) -> bool:
+    """Queue a pack of the project's postings, unless one is queued already (one at a time
+    per project; it packs whatever is there when it runs). Whether this queued it."""
+    packer = app.configure_task(PACK_POSTINGS, queueing_lock=f"{PACK_LOCK_PREFIX}{project_id}")
+    try:
+        await packer.defer_async(project_id=project_id)
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
 async def echo(context: procrastinate.JobContext, project_id: str, message: str) -> None:
     """The smallest job that proves the loop: it stores what it was given as its result."""
     assert context.job.id is not None
@@ -126,12 +138,7 @@ async def ingest_document(
         reused=outcome.reused,
     )
     if outcome.pack_due:
-        # One queued pack per project at a time; it packs whatever is there when it runs.
-        packer = context.app.configure_task(
-            PACK_POSTINGS, queueing_lock=f"{PACK_POSTINGS}:{project_id}"
-        )
-        with contextlib.suppress(AlreadyEnqueued):
-            await packer.defer_async(project_id=project_id)
+        await defer_pack(context.app, project_id)
     if deps.document_summaries and outcome.status == "indexed":
         deferrer = context.app.configure_task(
             SUMMARISE_DOCUMENT, queueing_lock=f"{SUMMARISE_DOCUMENT}:{document_id}"

@@ -231,6 +231,12 @@ class Hit(BaseModel):
 class SearchMetadata(BaseModel):
     mode: Mode
     query_terms: list[str] = Field(description="the query as BM25 saw it, after analysis")
+    highlight_terms: list[str] = Field(
+        default_factory=list,
+        description="the terms highlights mark: query_terms, and the query's terms as written "
+        "where the analyzer changed their spelling (english: a Greek letter to its name, a "
+        "British spelling to the American), since a snippet shows the text as stored",
+    )
     candidates: dict[str, int] = Field(description="hits each retriever returned")
     fusion: Method
     weights: dict[str, float] = Field(

@@ -198,19 +198,14 @@ class Search:
             reranked = True
             if self.reranker.fused_weight:  # blended: the reranker's weight beside the fusion's
                 weights = {**weights, "rerank": round(weight, 4)}
+        # Highlights mark the query's words as written as well as the analysed terms: the
+        # snippet is of the stored text, which `english` reads with its spellings made one
+        # (a Greek letter and its name), but ts_headline reads as it is.
+        marked_terms = list(dict.fromkeys([*terms, *prep["written_terms"]]))
         hits = await _timed(
             timings,
             "hits",
-            # Highlights mark the query's words as written as well as the analysed terms:
-            # the snippet is of the stored text, which `english` reads with its spellings
-            # made one (a Greek letter and its name), but ts_headline reads as it is.
-            lambda: self._page(
-                project_id,
-                prep["analyzer"],
-                list(dict.fromkeys([*terms, *prep["written_terms"]])),
-                fused,
-                request.k,
-            ),
+            lambda: self._page(project_id, prep["analyzer"], marked_terms, fused, request.k),
         )
         timings["total"] = _ms(began)  # the retrievers overlap: less than the stages' sum
         return SearchResponse(
@@ -218,6 +213,7 @@ class Search:
             search_metadata=SearchMetadata(
                 mode=request.mode,
                 query_terms=terms,
+                highlight_terms=marked_terms,
                 candidates={name: len(run) for name, run in runs.items()},
                 fusion=request.fusion,
                 weights=weights,

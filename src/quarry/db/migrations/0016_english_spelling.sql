@@ -45,6 +45,7 @@ DECLARE
         ['coeliac', 'coeliac', 'celiac'],
         ['rrhoea', 'rrhoea', 'rrhea'],
         ['pnoea', 'pnoea', 'pnea'],
+        ['manoeuvred', 'manoeuvred', 'maneuvered'],
         ['manoeuvre', 'manoeuvre', 'maneuver'],
         ['manoeuvr', 'manoeuvr', 'maneuver'],
         ['aetiol', '\maetiol', 'etiol'],
@@ -111,7 +112,7 @@ BEGIN
             s,
             '(?<=[a-z]{2}[b-df-hj-np-tvxz])'
             '(?<!exerc|exc|inc|prec|conc|circumc|pr|prem|dem|chem|rem|prom|v|expert|advert|'
-            'mort|merchand|parad|franch|treat|desp|chast|sunr|upr|val|surm|absc)'
+            'merchand|parad|franch|treat|desp|chast|sunr|upr|val|surm|absc)'
             'is(e|ed|es|ing|ation|ations|er|ers)\M',
             'iz\1', 'g');
     END IF;

@@ -48,3 +48,15 @@ SELECT pg_try_advisory_xact_lock(hashtextextended('quarry:recover', 0)) AS locke
 SELECT EXISTS (
     SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = %(lock)s AND status = 'todo'
 ) AS queued;
+
+-- name: packs_due
+-- Projects with at least pack_after chunks written since their postings were last packed,
+-- and whether a pack of theirs is queued or running. Writes queue a pack as they pass the
+-- mark; a re-analysis (an analyzer change, migration 0016) unpacks a whole project at once,
+-- and no write need follow.
+SELECT s.project_id,
+       EXISTS (SELECT 1 FROM procrastinate_jobs j
+               WHERE j.queueing_lock = %(lock_prefix)s || s.project_id::text
+                 AND j.status IN ('todo', 'doing')) AS pending
+FROM lexical_stats s
+WHERE s.chunks_since_pack >= %(pack_after)s;
